@@ -1,0 +1,33 @@
+"""Shared fixtures: small real volumes on disk and a tiny model configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from wnet_zoo.demo import example_volume
+
+TINY_CHANNELS = [4, 8, 16, 32]
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def example() -> np.ndarray:
+    """The bundled light-sheet example volume (124, 86, 94), float32."""
+    return tifffile.imread(example_volume())
+
+
+@pytest.fixture
+def small_tiff(tmp_path: Path, example: np.ndarray) -> Path:
+    """A 32 x 48 x 40 crop of the example, stored as uint16 like most microscopy stacks."""
+    path = tmp_path / "crop.tif"
+    tifffile.imwrite(path, example[40:72, 20:68, 30:70].astype(np.uint16))
+    return path

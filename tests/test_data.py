@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from wnet_zoo.data import PatchSampler, collect_images, parse_triple, read_volume, remap, resolve_patch
+from wnet_zoo.errors import UserError
+
+
+def test_read_any_dtype_and_remap_exactly(tmp_path: Path, example: np.ndarray):
+    for dtype in (np.uint8, np.uint16, np.int32, np.float64):
+        path = tmp_path / f"v_{np.dtype(dtype).name}.tif"
+        tifffile.imwrite(path, (example[:16, :16, :16] / 16).astype(dtype))
+        volume = read_volume(path)
+        assert volume.dtype == np.float32 and volume.shape == (16, 16, 16)
+    v = np.array([[[2.0, 4.0], [6.0, 10.0]]], dtype=np.float32)
+    np.testing.assert_array_equal(remap(v), (v - 2) / 8 * 100)
+    r = remap(example)
+    assert r.min() == 0 and r.max() == 100
+
+
+def test_channel_selection(tmp_path: Path):
+    stack = np.stack([np.random.rand(8, 8, 8), np.random.rand(8, 8, 8) + 5]).astype(np.float32)
+    path = tmp_path / "c.tif"
+    tifffile.imwrite(path, stack)
+    assert read_volume(path, channel=1).min() >= 5
+    with pytest.raises(UserError, match="--channel N"):
+        read_volume(path)
+    with pytest.raises(UserError, match="out of range"):
+        read_volume(path, channel=2)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (np.random.rand(16, 16).astype(np.float32), "3-D"),
+        (np.random.rand(2, 2, 4, 8, 8).astype(np.float32), "5-D"),
+        (np.full((8, 8, 8), np.nan, dtype=np.float32), "NaN"),
+        (np.full((8, 8, 8), 7, dtype=np.uint16), "constant"),
+    ],
+)
+def test_bad_volumes(tmp_path: Path, data, message):
+    path = tmp_path / "bad.tif"
+    tifffile.imwrite(path, data)
+    with pytest.raises(UserError, match=message):
+        read_volume(path)
+
+
+def test_not_a_tiff_and_folders(tmp_path: Path):
+    (tmp_path / "notes.tif").write_text("hello")
+    with pytest.raises(UserError, match="not a readable TIFF"):
+        read_volume(tmp_path / "notes.tif")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="no .tif"):
+        collect_images([empty])
+    tifffile.imwrite(tmp_path / "b.tiff", np.zeros((2, 2, 2), np.uint8))
+    assert [p.name for p in collect_images([tmp_path])] == ["b.tiff", "notes.tif"]
+
+
+def test_patch_resolution():
+    assert parse_triple("32,64,48", "patch") == (32, 64, 48)
+    assert parse_triple("40", "patch") == (40, 40, 40)
+    assert resolve_patch(None, [(124, 86, 94), (70, 200, 200)]) == (64, 64, 64)
+    assert resolve_patch(None, [(30, 86, 50)]) == (24, 64, 48)
+    with pytest.raises(UserError, match="multiple of 8"):
+        resolve_patch((30, 32, 32), [(64, 64, 64)])
+    with pytest.raises(UserError, match="larger than the smallest volume"):
+        resolve_patch((64, 64, 64), [(32, 128, 128)])
+    with pytest.raises(UserError):
+        parse_triple("a,b", "patch")
+
+
+def test_sampler_is_seeded_and_augments(example: np.ndarray):
+    volumes = [remap(example)]
+    sampler = PatchSampler(volumes, (32, 48, 48), samples_per_epoch=5, batch=2, seed=3)
+    first = list(sampler.epoch(0))
+    assert sampler.steps_per_epoch() == 3 == len(first)
+    assert [b.shape for b in first] == [(2, 1, 32, 48, 48)] * 2 + [(1, 1, 32, 48, 48)]
+    again = list(PatchSampler(volumes, (32, 48, 48), 5, 2, seed=3).epoch(0))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    other = list(sampler.epoch(1))
+    assert not np.array_equal(first[0], other[0])
+    # non-cubic yx patches keep their shape under rotation
+    rect = PatchSampler(volumes, (16, 32, 48), 8, 8, seed=0)
+    assert next(rect.epoch(0)).shape == (8, 1, 16, 32, 48)

@@ -1,0 +1,153 @@
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+
+from wnet_zoo.checkpoints import load_weights
+from wnet_zoo.cli import main
+from wnet_zoo.config import TrainConfig
+
+TINY = [
+    "--channels",
+    "4,8,16,32",
+    "--patch",
+    "16,24,24",
+    "--samples-per-epoch",
+    "2",
+    "--batch",
+    "2",
+    "--lr",
+    "1e-3",
+]
+
+
+def _metrics(run: Path) -> list[dict]:
+    with (run / "metrics.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_writes_the_run_directory(tmp_path: Path, small_tiff: Path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(small_tiff), "--out", str(run), "--epochs", "3", *TINY]) == 0
+    names = {p.name for p in run.iterdir()}
+    assert {"config.yaml", "metrics.csv", "loss.png", "last.pt", "best.pt", "train.log"} <= names
+    rows = _metrics(run)
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert list(rows[0]) == ["epoch", "ncut", "rec", "total", "lr", "seconds"]
+    for row in rows:
+        ncut, rec, total = float(row["ncut"]), float(row["rec"]), float(row["total"])
+        assert 0 <= ncut <= 2 and rec > 0
+        assert total == pytest.approx(0.5 * ncut + 5e-3 * rec, rel=1e-5)
+        assert float(row["lr"]) == 1e-3
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["channels"] == [4, 8, 16, 32] and config["patch"] == [16, 24, 24]
+    assert config["images"] == [str(small_tiff.resolve())] and config["ncut-weight"] == 0.5
+    assert TrainConfig.from_dict(config).epochs == 3
+    loaded = load_weights(run / "last.pt")
+    assert loaded.epoch == 3 and loaded.architecture["channels"] == [4, 8, 16, 32]
+    assert {"model", "optimizer", "epoch", "config", "rng"} <= set(loaded.checkpoint)
+    assert loaded.checkpoint["config"]["channels"] == [4, 8, 16, 32]
+    best = load_weights(run / "best.pt")
+    best_epoch = min(rows, key=lambda r: float(r["total"]))["epoch"]
+    assert best.epoch == int(best_epoch)
+    assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert "epoch 3/3" in (run / "train.log").read_text()
+    assert "run directory" in capsys.readouterr().out
+
+
+def test_same_seed_same_metrics(tmp_path: Path, small_tiff: Path):
+    runs = []
+    for name in ("a", "b"):
+        run = tmp_path / name
+        assert main(["train", str(small_tiff), "--out", str(run), "--epochs", "2", "--seed", "7", *TINY]) == 0
+        runs.append([{k: v for k, v in r.items() if k != "seconds"} for r in _metrics(run)])
+    assert runs[0] == runs[1]
+
+
+def test_config_file_and_command_line_precedence(tmp_path: Path, small_tiff: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "epochs": 2,
+                "rec-loss": "bce",
+                "radius": 1,
+                "channels": [4, 8, 16, 32],
+                "patch": "16,24,24",
+                "samples_per_epoch": 1,
+                "batch": 1,
+            }
+        )
+    )
+    run = tmp_path / "run"
+    assert main(["train", str(small_tiff), "--out", str(run), "--config", str(config), "--epochs", "1"]) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["epochs"] == 1 and saved["rec-loss"] == "bce" and saved["radius"] == 1
+    assert saved["samples-per-epoch"] == 1 and len(_metrics(run)) == 1
+
+
+def _bad_inputs(tmp_path: Path, small_tiff: Path) -> dict[str, list[str]]:
+    notiff = tmp_path / "notes.tif"
+    notiff.write_text("not an image")
+    flat = tmp_path / "flat.tif"
+    tifffile.imwrite(flat, np.random.rand(32, 32).astype(np.float32))
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.random.rand(2, 16, 16, 16).astype(np.float32))
+    nan = tmp_path / "nan.tif"
+    nan_data = np.random.rand(16, 16, 16).astype(np.float32)
+    nan_data[3, 3, 3] = np.inf
+    tifffile.imwrite(nan, nan_data)
+    constant = tmp_path / "constant.tif"
+    tifffile.imwrite(constant, np.full((16, 16, 16), 5, np.uint16))
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    badyaml = tmp_path / "bad.yaml"
+    badyaml.write_text("epochs: 2\nwhat: 1\n")
+    return {
+        "missing file": [str(tmp_path / "nope.tif")],
+        "not a tiff": [str(notiff)],
+        "2-D image": [str(flat)],
+        "4-D without --channel": [str(stack)],
+        "NaN/Inf voxels": [str(nan)],
+        "constant image": [str(constant)],
+        "patch too large": [str(small_tiff), "--patch", "64"],
+        "patch not a multiple of 8": [str(small_tiff), "--patch", "12,16,16"],
+        "existing --out": [str(small_tiff), "--out-existing"],
+        "unknown config key": [str(small_tiff), "--config", str(badyaml)],
+        "unknown option": [str(small_tiff), "--epoch", "3"],
+        "bad channels": [str(small_tiff), "--channels", "4,8,x"],
+    }
+
+
+def test_every_bad_input_exits_2_with_a_short_message_and_writes_nothing(tmp_path: Path, small_tiff: Path, capfd):
+    cases = _bad_inputs(tmp_path, small_tiff)
+    for name, args in cases.items():
+        out = tmp_path / "existing" if args[-1] == "--out-existing" else tmp_path / "out"
+        args = [a for a in args if a != "--out-existing"]
+        code = main(["train", *args, "--out", str(out)])
+        captured = capfd.readouterr()
+        lines = (captured.out + captured.err).strip().splitlines()
+        assert code == 2, name
+        assert 1 <= len(lines) <= 3, (name, lines)
+        assert lines[0].startswith("Error:"), (name, lines)
+        assert "Traceback" not in captured.err
+        assert not (tmp_path / "out").exists(), name
+    assert [p.name for p in (tmp_path / "existing").iterdir()] == ["keep.txt"]
+
+
+def test_console_script_exit_code(tmp_path: Path):
+    import subprocess
+
+    result = subprocess.run(
+        ["wnet-zoo", "train", str(tmp_path / "nope.tif"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"Error: {tmp_path / 'nope.tif'}: no such file or folder; check the path"
+    ]

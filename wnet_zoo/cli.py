@@ -1,0 +1,233 @@
+"""The ``wnet-zoo`` command line: a thin click layer over the Python API.
+
+User mistakes print one ``Error:`` line (plus a hint line for usage errors) and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .config import TrainConfig, read_config_file
+from .errors import UserError
+
+LOG = logging.getLogger("wnet_zoo")
+_DEFAULTS = TrainConfig()
+
+
+def _csv_ints(value: str | None, name: str) -> list[int] | None:
+    if value is None or isinstance(value, list):
+        return value
+    try:
+        return [int(part) for part in str(value).split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--{name} {value!r}: give comma-separated integers, e.g. 64,128,256,512") from None
+
+
+def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of every training parameter, shared by the commands that train."""
+    d = _DEFAULTS
+    options = [
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False),
+            help="YAML file with any of these options (keys as option names); the command line wins.",
+        ),
+        click.option("--channel", type=int, default=None, help="Channel of 4-D (C, Z, Y, X) stacks to train on."),
+        click.option(
+            "--num-classes",
+            type=int,
+            default=d.num_classes,
+            show_default=True,
+            help="K, the classes the encoder segments into.",
+        ),
+        click.option(
+            "--rec-loss",
+            type=click.Choice(["mse", "bce"]),
+            default=d.rec_loss,
+            show_default=True,
+            help="Reconstruction loss of the decoder.",
+        ),
+        click.option(
+            "--intensity-sigma",
+            type=float,
+            default=d.intensity_sigma,
+            show_default=True,
+            help="SoftNCut intensity sigma.",
+        ),
+        click.option(
+            "--spatial-sigma",
+            type=float,
+            default=d.spatial_sigma,
+            show_default=True,
+            help="SoftNCut spatial sigma (voxels).",
+        ),
+        click.option(
+            "--radius",
+            type=int,
+            default=d.radius,
+            show_default=True,
+            help="SoftNCut neighbourhood radius (voxels).",
+        ),
+        click.option(
+            "--ncut-weight",
+            type=float,
+            default=d.ncut_weight,
+            show_default=True,
+            help="Weight of the SoftNCut loss.",
+        ),
+        click.option(
+            "--rec-weight",
+            type=float,
+            default=d.rec_weight,
+            show_default=True,
+            help="Weight of the reconstruction loss.",
+        ),
+        click.option("--epochs", type=int, default=d.epochs, show_default=True, help="Epochs to train."),
+        click.option(
+            "--patch",
+            default=None,
+            help="Patch size, one size or z,y,x (multiples of 8). Default: 64, clipped to the smallest volume.",
+        ),
+        click.option(
+            "--samples-per-epoch",
+            type=int,
+            default=d.samples_per_epoch,
+            show_default=True,
+            help="Random patches per volume in one epoch.",
+        ),
+        click.option("--batch", type=int, default=d.batch, show_default=True, help="Patches per step."),
+        click.option("--lr", type=float, default=d.lr, show_default=True, help="Adam learning rate."),
+        click.option(
+            "--weight-decay", type=float, default=d.weight_decay, show_default=True, help="Adam weight decay."
+        ),
+        click.option(
+            "--channels",
+            default=",".join(map(str, d.channels)),
+            show_default=True,
+            help="Widths of the four U-Net levels, comma-separated (tiny models: 4,8,16,32).",
+        ),
+        click.option("--dropout", type=float, default=d.dropout, show_default=True, help="Dropout probability."),
+        click.option("--seed", type=int, default=d.seed, show_default=True, help="Random seed."),
+        click.option(
+            "--device",
+            type=click.Choice(["auto", "cpu", "cuda"]),
+            default=d.device,
+            show_default=True,
+            help="Where to train.",
+        ),
+        click.option(
+            "--bf16/--no-bf16",
+            default=d.bf16,
+            show_default=True,
+            help="bfloat16 autocast, on CPUs and GPUs with native support.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def config_from_options(ctx: click.Context, images: tuple[str, ...], options: dict[str, Any]) -> TrainConfig:
+    """Merge a ``--config`` file with the options the user typed (typed options win)."""
+    values: dict[str, Any] = {}
+    config_file = options.pop("config_file", None)
+    if config_file:
+        values.update({str(k).replace("-", "_"): v for k, v in read_config_file(config_file).items()})
+    for name, value in options.items():
+        source = ctx.get_parameter_source(name)
+        if name not in values or source != click.core.ParameterSource.DEFAULT:
+            values[name] = value
+    if images:
+        values["images"] = list(images)
+    values["channels"] = _csv_ints(values.get("channels"), "channels")
+    return TrainConfig.from_dict(values, source=config_file or "options")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="wnet-zoo")
+def cli() -> None:
+    """WNet3D self-supervised 3-D nuclei segmentation: train, export to bioimage.io, predict with ONNX."""
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@training_options
+@click.pass_context
+def train(ctx: click.Context, images: tuple[str, ...], out: str, overwrite: bool, **options: Any) -> None:
+    """Train WNet3D from scratch on IMAGES (3-D TIFF files or folders of them).
+
+    \b
+    Example:
+      wnet-zoo train stacks/ --out runs/nuclei --epochs 30 --patch 64
+    """
+    from .train import train as run_training
+
+    config = config_from_options(ctx, images, options)
+    result = run_training(config, Path(out), overwrite=overwrite)
+    last = result.rows[-1]
+    click.echo(
+        f"done: {len(result.rows)} epochs, final ncut {last['ncut']:.4f}, rec {last['rec']:.4g}; "
+        f"best epoch {result.best_epoch}\nrun directory: {result.run_dir}"
+    )
+
+
+@cli.command()
+@click.option(
+    "--out",
+    default="wnet-zoo-demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the demo's results.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+def demo(out: str, overwrite: bool) -> None:
+    """Run the whole job on the bundled example volume: a short training on 2 CPU cores."""
+    from .demo import run_demo
+
+    result = run_demo(Path(out), overwrite=overwrite)
+    click.echo(result.summary())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning user errors into a short message and exit code 2."""
+    _configure_logging()
+    try:
+        cli.main(args=argv, prog_name="wnet-zoo", standalone_mode=False)
+    except UserError as error:
+        click.echo(f"Error: {error}", err=True)
+        return 2
+    except click.UsageError as error:
+        click.echo(f"Error: {error.format_message()}", err=True)
+        if error.ctx is not None:
+            click.echo(f"Try '{error.ctx.command_path} --help' for help.", err=True)
+        return 2
+    except click.ClickException as error:
+        click.echo(f"Error: {error.format_message()}", err=True)
+        return error.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("Aborted.", err=True)
+        return 130
+    return 0
+
+
+def _configure_logging() -> None:
+    if not LOG.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+    LOG.propagate = False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

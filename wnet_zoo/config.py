@@ -1,0 +1,112 @@
+"""Training configuration: one dataclass, saved to and read from plain YAML keyed by option names."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+from .model import DEFAULT_CHANNELS
+
+
+@dataclass
+class TrainConfig:
+    """Every training parameter. Defaults are those of CellSeg3D's WNet3D training page.
+
+    Keys on disk and on the command line are the field names with ``-`` for ``_`` (``--ncut-weight``).
+    """
+
+    images: list[str] = field(default_factory=list)
+    channel: int | None = None
+    num_classes: int = 2
+    rec_loss: str = "mse"
+    intensity_sigma: float = 1.0
+    spatial_sigma: float = 4.0
+    radius: int = 2
+    ncut_weight: float = 0.5
+    rec_weight: float = 5e-3
+    epochs: int = 50
+    patch: list[int] | None = None
+    samples_per_epoch: int = 8
+    batch: int = 2
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    channels: list[int] = field(default_factory=lambda: list(DEFAULT_CHANNELS))
+    dropout: float = 0.65
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, keyed by option names."""
+        return {name.replace("_", "-"): value for name, value in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build from plain data keyed by option names (``-`` or ``_``); unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in data.items():
+            name = str(key).replace("-", "_")
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {close[0].replace('_', '-')!r}?" if close else "keys are the option names"
+                raise UserError(f"{source}: unknown key {key!r}; {hint} (see 'wnet-zoo train --help')")
+            values[name] = value
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise ``UserError`` for values that cannot train."""
+        checks = [
+            (self.num_classes >= 2, "--num-classes must be at least 2"),
+            (self.rec_loss in ("mse", "bce"), "--rec-loss must be mse or bce"),
+            (
+                self.intensity_sigma > 0 and self.spatial_sigma > 0,
+                "--intensity-sigma and --spatial-sigma must be > 0",
+            ),
+            (int(self.radius) == self.radius and self.radius >= 1, "--radius must be a whole number >= 1"),
+            (self.ncut_weight >= 0 and self.rec_weight >= 0, "--ncut-weight and --rec-weight must be >= 0"),
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (
+                self.samples_per_epoch >= 1 and self.batch >= 1,
+                "--samples-per-epoch and --batch must be at least 1",
+            ),
+            (self.lr > 0, "--lr must be > 0"),
+            (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
+            (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
+            (
+                len(self.channels) == 4 and all(c > 0 and c % 4 == 0 for c in self.channels),
+                "--channels must be 4 positive multiples of 4, e.g. 64,128,256,512",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict keyed by option names."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such config file") from None
+    except yaml.YAMLError as error:
+        raise UserError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config file must hold a mapping of option names to values")
+    return data
+
+
+def write_config_file(config: TrainConfig, path: Path) -> None:
+    """Write the full resolved config as YAML."""
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

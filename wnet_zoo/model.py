@@ -1,0 +1,199 @@
+"""WNet3D: two 3-D U-Nets in a row, state-dict compatible with CellSeg3D's ``WNet``.
+
+The encoder U-Net maps the image to K class probabilities (softmax over channels); the decoder U-Net
+reconstructs the image from them. Parameter names and shapes follow napari-cellseg3d 0.2.4
+(``code_models/models/wnet/model.py``) exactly, so its checkpoints load with ``strict=True``.
+
+Layout of one U-Net, with ``c = channels`` (CellSeg3D: 64, 128, 256, 512)::
+
+    in_b   conv3(in→c0) relu drop GN, conv3(c0→c0) relu drop GN              full resolution
+    conv1  [conv3(c0→c0) conv1(c0→c1)] relu drop GN, [conv3 conv1](c1→c1) …   1/2   (after max-pool)
+    conv2  same pattern, c1 → c2                                               1/4
+    bot    same pattern, c2 → c3                                               1/8
+    deconv2 (cat c2 + up(c3→c2)) → c2, deconv3 (cat c1 + up(c2→c1)) → c1
+    out_b  (cat c0 + up(c1→c0)) conv3(→c0) relu drop GN conv3(c0→c0) relu drop GN conv1(c0→out)
+
+CellSeg3D hard-codes 64 as the width of its output block; here it follows ``channels[0]``, which is
+the same for the default architecture and keeps small models small.
+
+Each ``[conv3 conv1]`` pair is linear with nothing in between, so when the 1x1 convolution does not
+widen the features the pair is evaluated as one 3x3x3 convolution with the composed weights (same
+parameters, same result up to float rounding, fewer operations: the decoder path halves its largest
+convolutions this way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NUM_GROUPS = 4
+DEFAULT_CHANNELS = (64, 128, 256, 512)
+SPATIAL_MULTIPLE = 8
+
+
+class _Dropout(nn.Dropout):
+    """``nn.Dropout`` with the same distribution, its mask drawn with ``rand`` (twice as fast as
+    ``bernoulli_`` on CPUs, where mask drawing is a tenth of a training step at CellSeg3D's p=0.65)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = 1.0 - self.p
+        return x * ((torch.rand_like(x) < keep).to(x.dtype) * (1.0 / keep))
+
+
+def _conv_pair(spatial: nn.Conv3d, pointwise: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """``pointwise(spatial(x))``, as one composed convolution when the pointwise one does not widen."""
+    if pointwise.out_channels > pointwise.in_channels:
+        return pointwise(spatial(x))
+    point = pointwise.weight.flatten(1)  # (out, mid)
+    weight = torch.einsum("om,mizyx->oizyx", point, spatial.weight)
+    bias = pointwise.bias + point @ spatial.bias
+    return F.conv3d(x, weight, bias, padding=spatial.padding)
+
+
+class _Block(nn.Module):
+    """CellSeg3D's ``InBlock``/``Block``/``OutBlock``: conv stages each followed by ReLU, dropout, GroupNorm.
+
+    ``separable`` stages are a 3x3x3 convolution plus a 1x1x1 one (``Block``); the others a single
+    3x3x3 convolution. ``head`` appends a final 1x1x1 convolution (``OutBlock``). Parameters live in
+    ``self.module`` so that their names (``module.0.weight`` ...) are CellSeg3D's.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, dropout: float, separable: bool, head: int | None = None
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for cin in (in_channels, out_channels):
+            if separable:
+                layers += [nn.Conv3d(cin, cin, 3, padding=1), nn.Conv3d(cin, out_channels, 1)]
+            else:
+                layers.append(nn.Conv3d(cin, out_channels, 3, padding=1))
+            layers += [nn.ReLU(), _Dropout(p=dropout), nn.GroupNorm(NUM_GROUPS, out_channels)]
+        if head is not None:
+            layers.append(nn.Conv3d(out_channels, head, 1))
+        self.module = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layers = list(self.module)
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            following = layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(layer, nn.Conv3d) and isinstance(following, nn.Conv3d):
+                x = _conv_pair(layer, following, x)
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
+        return x
+
+
+class UNet3D(nn.Module):
+    """One half of WNet3D: a 3-level 3-D U-Net, optionally ending in a softmax over channels."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels: Sequence[int] = DEFAULT_CHANNELS,
+        softmax: bool = True,
+        dropout: float = 0.65,
+    ) -> None:
+        super().__init__()
+        c0, c1, c2, c3 = _check_channels(channels)
+        self.softmax = softmax
+        self.max_pool = nn.MaxPool3d(2)
+        self.in_b = _Block(in_channels, c0, dropout, separable=False)
+        self.conv1 = _Block(c0, c1, dropout, separable=True)
+        self.conv2 = _Block(c1, c2, dropout, separable=True)
+        self.bot = _Block(c2, c3, dropout, separable=True)
+        self.deconv2 = _Block(2 * c2, c2, dropout, separable=True)
+        self.deconv3 = _Block(2 * c1, c1, dropout, separable=True)
+        self.out_b = _Block(2 * c0, c0, dropout, separable=False, head=out_channels)
+        self.conv_trans2 = nn.ConvTranspose3d(c3, c2, 2, stride=2)
+        self.conv_trans3 = nn.ConvTranspose3d(c2, c1, 2, stride=2)
+        self.conv_trans_out = nn.ConvTranspose3d(c1, c0, 2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input_shape(x.shape, self.in_b.module[0].in_channels)
+        top = self.in_b(x)
+        mid = self.conv1(self.max_pool(top))
+        low = self.conv2(self.max_pool(mid))
+        x = self.bot(self.max_pool(low))
+        x = self.deconv2(torch.cat([low, self.conv_trans2(x)], dim=1))
+        x = self.deconv3(torch.cat([mid, self.conv_trans3(x)], dim=1))
+        x = self.out_b(torch.cat([top, self.conv_trans_out(x)], dim=1))
+        return torch.softmax(x, dim=1) if self.softmax else x
+
+
+class WNet3D(nn.Module):
+    """WNet3D (Xia & Kulis 2017, in 3-D as in CellSeg3D): encoder U-Net + decoder U-Net.
+
+    Args:
+        in_channels: image channels (1 for the light-sheet volumes this is made for).
+        out_channels: channels of the reconstruction.
+        num_classes: K, the number of classes the encoder segments into.
+        channels: widths of the four U-Net levels; CellSeg3D's are ``(64, 128, 256, 512)``.
+        dropout: dropout probability after every convolution stage (CellSeg3D: 0.65).
+
+    ``forward(x)`` returns ``(probabilities, reconstruction)``; ``model.encoder(x)`` alone returns the
+    K class probabilities. Spatial sizes must be multiples of 8.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        num_classes: int = 2,
+        channels: Sequence[int] = DEFAULT_CHANNELS,
+        dropout: float = 0.65,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.num_classes = num_classes
+        self.channels = tuple(_check_channels(channels))
+        self.dropout = dropout
+        self.encoder = UNet3D(in_channels, num_classes, self.channels, softmax=True, dropout=dropout)
+        self.decoder = UNet3D(num_classes, out_channels, self.channels, softmax=False, dropout=dropout)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probabilities = self.encoder(x)
+        return probabilities, self.decoder(probabilities)
+
+    def architecture(self) -> dict:
+        """The constructor arguments, as plain data."""
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "num_classes": self.num_classes,
+            "channels": list(self.channels),
+            "dropout": self.dropout,
+        }
+
+
+def check_input_shape(shape: Sequence[int], in_channels: int) -> None:
+    """Raise ``ValueError`` unless ``shape`` is (B, in_channels, Z, Y, X) with Z, Y, X multiples of 8."""
+    if len(shape) != 5 or shape[1] != in_channels:
+        raise ValueError(f"WNet3D expects input of shape (B, {in_channels}, Z, Y, X), got {tuple(shape)}")
+    bad = [s for s in shape[2:] if s % SPATIAL_MULTIPLE or s == 0]
+    if bad:
+        raise ValueError(
+            f"WNet3D needs spatial sizes that are multiples of {SPATIAL_MULTIPLE}, got {tuple(shape[2:])}: "
+            "pad or crop the volume"
+        )
+
+
+def _check_channels(channels: Sequence[int]) -> tuple[int, int, int, int]:
+    values = tuple(int(c) for c in channels)
+    if len(values) != 4 or any(c <= 0 or c % NUM_GROUPS for c in values):
+        raise ValueError(
+            f"channels must be 4 positive multiples of {NUM_GROUPS} (GroupNorm groups), got {tuple(channels)}"
+        )
+    return values  # type: ignore[return-value]
