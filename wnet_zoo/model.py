@@ -121,7 +121,8 @@ class UNet3D(nn.Module):
         self.conv_trans_out = nn.ConvTranspose3d(c1, c0, 2, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input_shape(x.shape, self.in_b.module[0].in_channels)
+        if not torch.jit.is_tracing():
+            check_input_shape(x.shape, self.in_b.module[0].in_channels)
         top = self.in_b(x)
         mid = self.conv1(self.max_pool(top))
         low = self.conv2(self.max_pool(mid))

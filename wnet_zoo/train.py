@@ -158,6 +158,8 @@ class _Run:
         start = time.perf_counter()
         self.model.train()
         sums = {"ncut": 0.0, "rec": 0.0, "total": 0.0}
+        self.class_weight = torch.zeros(self.config.num_classes, dtype=torch.float64)
+        self.class_intensity = torch.zeros(self.config.num_classes, dtype=torch.float64)
         steps = self.sampler.steps_per_epoch()
         bar = tqdm(
             self.sampler.epoch(epoch),
@@ -194,6 +196,10 @@ class _Run:
         with autocast:
             probabilities, reconstruction = self.model(image)
         terms = self.loss(probabilities.float(), reconstruction.float(), image)
+        with torch.no_grad():
+            weight = probabilities.detach().float().sum(dim=(0, 2, 3, 4))
+            self.class_weight += weight.double().cpu()
+            self.class_intensity += (probabilities.detach().float() * image).sum(dim=(0, 2, 3, 4)).double().cpu()
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         self.optimizer.step()
@@ -213,10 +219,17 @@ class _Run:
             "rng": _rng_state(),
             "best_total": self.best_total,
             "best_epoch": self.best_epoch,
+            **self.class_summary(),
         }
         save_checkpoint(self.out / "last.pt", payload)
         if is_best:
             save_checkpoint(self.out / "best.pt", payload)
+
+    def class_summary(self) -> dict[str, Any]:
+        """Mean image intensity (0..100) of each class over the last epoch, weighted by its probability,
+        and the foreground class: the brightest one (nuclei are bright in fluorescence)."""
+        means = (self.class_intensity / self.class_weight.clamp_min(1e-12)).tolist()
+        return {"class_means": means, "foreground_class": int(max(range(len(means)), key=means.__getitem__))}
 
 
 def _write_metrics(rows: list[dict[str, Any]], path: Path) -> None:
