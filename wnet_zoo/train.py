@@ -99,6 +99,61 @@ def train(config: TrainConfig, out: str | Path, overwrite: bool = False, progres
     return _Run(config, out, volumes, device, progress).fit()
 
 
+class TrainingStep:
+    """One optimisation step of WNet3D: forward (optionally under bf16 autocast), both losses, backward, Adam."""
+
+    def __init__(self, model: WNet3D, optimizer: torch.optim.Optimizer, loss: WNetLoss, bf16: bool = False) -> None:
+        self.model, self.optimizer, self.loss, self.bf16 = model, optimizer, loss, bf16
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, device: torch.device) -> TrainingStep:
+        """A freshly initialised model (channels-last on the device), Adam and the loss of ``config``."""
+        model = WNet3D(num_classes=config.num_classes, channels=config.channels, dropout=config.dropout)
+        # channels-last halves the time of the 3-D convolutions' backward pass on CPUs (oneDNN)
+        model.to(device, memory_format=torch.channels_last_3d)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        loss = WNetLoss(
+            intensity_sigma=config.intensity_sigma,
+            spatial_sigma=config.spatial_sigma,
+            radius=config.radius,
+            ncut_weight=config.ncut_weight,
+            rec_weight=config.rec_weight,
+            rec_loss=config.rec_loss,
+        )
+        bf16 = config.bf16 and bf16_supported(device)
+        if config.bf16 and not bf16:
+            LOG.warning("--bf16: this %s has no native bf16 support; training in float32", device.type.upper())
+        return cls(model, optimizer, loss, bf16)
+
+    def __call__(self, image: torch.Tensor) -> dict[str, Any]:
+        """Train on a batch (B, 1, Z, Y, X) on the 0..100 scale.
+
+        Returns the loss terms (``ncut``, ``rec``, ``total`` as floats) and, per class, the summed
+        probability (``class_weight``) and probability-weighted intensity (``class_intensity``).
+        """
+        image = image.to(self.device, memory_format=torch.channels_last_3d)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        with autocast:
+            probabilities, reconstruction = self.model(image)
+        probabilities = probabilities.float()
+        terms = self.loss(probabilities, reconstruction.float(), image)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            detached = probabilities.detach()
+            class_weight = detached.sum(dim=(0, 2, 3, 4)).double().cpu()
+            class_intensity = (detached * image).sum(dim=(0, 2, 3, 4)).double().cpu()
+        return {
+            "ncut": terms.ncut.item(),
+            "rec": terms.rec.item(),
+            "total": terms.total.item(),
+            "class_weight": class_weight,
+            "class_intensity": class_intensity,
+        }
+
+
 class _Run:
     """The state of one training run."""
 
@@ -107,18 +162,8 @@ class _Run:
     ) -> None:
         self.config, self.out, self.device, self.progress = config, out, device, progress
         _seed_everything(config.seed)
-        self.model = WNet3D(num_classes=config.num_classes, channels=config.channels, dropout=config.dropout)
-        # channels-last halves the time of the 3-D convolutions' backward pass on CPUs (oneDNN)
-        self.model.to(device, memory_format=torch.channels_last_3d)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.loss = WNetLoss(
-            intensity_sigma=config.intensity_sigma,
-            spatial_sigma=config.spatial_sigma,
-            radius=config.radius,
-            ncut_weight=config.ncut_weight,
-            rec_weight=config.rec_weight,
-            rec_loss=config.rec_loss,
-        )
+        self.step = TrainingStep.from_config(config, device)
+        self.model, self.optimizer = self.step.model, self.step.optimizer
         self.sampler = PatchSampler(
             volumes,
             tuple(config.patch),
@@ -126,9 +171,6 @@ class _Run:
             config.batch,
             config.seed,  # type: ignore[arg-type]
         )
-        self.bf16 = config.bf16 and bf16_supported(device)
-        if config.bf16 and not self.bf16:
-            LOG.warning("--bf16: this %s has no native bf16 support; training in float32", device.type.upper())
         self.rows: list[dict[str, Any]] = []
         self.best_total = float("inf")
         self.best_epoch = 0
@@ -145,7 +187,7 @@ class _Run:
                 self.config.patch,
                 self.sampler.steps_per_epoch(),
                 self.device,
-                " (bf16)" if self.bf16 else "",
+                " (bf16)" if self.step.bf16 else "",
             )
             for epoch in range(len(self.rows), self.config.epochs):
                 self._epoch(epoch)
@@ -170,8 +212,9 @@ class _Run:
             unit="step",
         )
         for batch in bar:
-            image = torch.from_numpy(batch).to(self.device, memory_format=torch.channels_last_3d)
-            terms = self.step(image)
+            terms = self.step(torch.from_numpy(batch))
+            self.class_weight += terms.pop("class_weight")
+            self.class_intensity += terms.pop("class_intensity")
             for key in sums:
                 sums[key] += terms[key]
             bar.set_postfix(ncut=f"{terms['ncut']:.4f}", rec=f"{terms['rec']:.4g}")
@@ -189,21 +232,6 @@ class _Run:
             row["total"],
             row["seconds"],
         )
-
-    def step(self, image: torch.Tensor) -> dict[str, float]:
-        """One optimisation step on a batch (B, 1, Z, Y, X) on the 0..100 scale; returns the loss terms."""
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-        with autocast:
-            probabilities, reconstruction = self.model(image)
-        terms = self.loss(probabilities.float(), reconstruction.float(), image)
-        with torch.no_grad():
-            weight = probabilities.detach().float().sum(dim=(0, 2, 3, 4))
-            self.class_weight += weight.double().cpu()
-            self.class_intensity += (probabilities.detach().float() * image).sum(dim=(0, 2, 3, 4)).double().cpu()
-        self.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        self.optimizer.step()
-        return {"ncut": terms.ncut.item(), "rec": terms.rec.item(), "total": terms.total.item()}
 
     def _save(self, epoch: int, row: dict[str, Any]) -> None:
         _write_metrics(self.rows, self.out / "metrics.csv")
