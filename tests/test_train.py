@@ -36,12 +36,12 @@ def test_train_writes_the_run_directory(tmp_path: Path, small_tiff: Path, capsys
     assert {"config.yaml", "metrics.csv", "loss.png", "last.pt", "best.pt", "train.log"} <= names
     rows = _metrics(run)
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
-    assert list(rows[0]) == ["epoch", "ncut", "rec", "total", "lr", "seconds"]
+    assert list(rows[0]) == ["epoch", "ncut", "rec", "total", "lr", "base_lr", "seconds"]
     for row in rows:
         ncut, rec, total = float(row["ncut"]), float(row["rec"]), float(row["total"])
         assert 0 <= ncut <= 2 and rec > 0
         assert total == pytest.approx(0.5 * ncut + 5e-3 * rec, rel=1e-5)
-        assert float(row["lr"]) == 1e-3
+        assert float(row["lr"]) == float(row["base_lr"]) == 1e-3
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["channels"] == [4, 8, 16, 32] and config["patch"] == [16, 24, 24]
     assert config["images"] == [str(small_tiff.resolve())] and config["ncut-weight"] == 0.5

@@ -9,13 +9,16 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
 from .config import TrainConfig, read_config_file
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .train import TrainResult
 
 LOG = logging.getLogger("wnet_zoo")
 _DEFAULTS = TrainConfig()
@@ -158,22 +161,93 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("images", nargs=-1, required=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
+@click.argument("images", nargs=-1)
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory to create.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(file_okay=False),
+    help="Continue the run in this directory from its last.pt (no IMAGES, no --out; --epochs may raise the total).",
+)
 @training_options
 @click.pass_context
-def train(ctx: click.Context, images: tuple[str, ...], out: str, overwrite: bool, **options: Any) -> None:
+def train(
+    ctx: click.Context,
+    images: tuple[str, ...],
+    out: str | None,
+    overwrite: bool,
+    resume_dir: str | None,
+    **options: Any,
+) -> None:
     """Train WNet3D from scratch on IMAGES (3-D TIFF files or folders of them).
 
     \b
-    Example:
+    Examples:
       wnet-zoo train stacks/ --out runs/nuclei --epochs 30 --patch 64
+      wnet-zoo train --resume runs/nuclei --epochs 60
     """
+    from .train import resume
     from .train import train as run_training
 
+    if resume_dir is not None:
+        typed = [name for name in options if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
+        if images or out or set(typed) - {"epochs"}:
+            raise click.UsageError("--resume takes the images and options of the run; only --epochs may be given")
+        epochs = options["epochs"] if "epochs" in typed else None
+        _report(resume(Path(resume_dir), epochs=epochs))
+        return
+    if not images or out is None:
+        raise click.UsageError("give IMAGES and --out (or --resume RUN_DIR)")
     config = config_from_options(ctx, images, options)
-    result = run_training(config, Path(out), overwrite=overwrite)
+    _report(run_training(config, Path(out), overwrite=overwrite))
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--from", "source", required=True, help="Pretrained weights: run directory, checkpoint, CellSeg3D .pth.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@click.option(
+    "--lr-factor", type=float, default=0.1, show_default=True, help="Learning rate = factor x the training default."
+)
+@training_options
+@click.pass_context
+def finetune(
+    ctx: click.Context,
+    images: tuple[str, ...],
+    source: str,
+    out: str,
+    overwrite: bool,
+    lr_factor: float,
+    **options: Any,
+) -> None:
+    """Fine-tune pretrained weights on IMAGES at a lowered learning rate.
+
+    The architecture is read from the weights. Resume an interrupted run with 'wnet-zoo train --resume'.
+
+    \b
+    Example:
+      wnet-zoo finetune stacks/ --from cellseg3d_wnet.pth --out runs/tuned --epochs 20
+    """
+    from .checkpoints import load_weights
+    from .train import finetune as run_finetune
+
+    architecture = load_weights(source).architecture
+    for name in ("channels", "num_classes"):
+        given = _csv_ints(options[name], name) if name == "channels" else options[name]
+        if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT and given != architecture[name]:
+            flag = name.replace("_", "-")
+            raise UserError(
+                f"--{flag} {options[name]} does not match the weights ({architecture[name]}); drop --{flag}"
+            )
+    lr_given = ctx.get_parameter_source("lr") != click.core.ParameterSource.DEFAULT
+    config = config_from_options(ctx, images, {**options, "lr": _DEFAULTS.lr} if lr_given else options)
+    factor = options["lr"] / config.lr if lr_given else lr_factor
+    _report(run_finetune(config, source, Path(out), lr_factor=factor, overwrite=overwrite))
+
+
+def _report(result: TrainResult) -> None:
     last = result.rows[-1]
     click.echo(
         f"done: {len(result.rows)} epochs, final ncut {last['ncut']:.4f}, rec {last['rec']:.4g}; "
@@ -195,6 +269,73 @@ def demo(out: str, overwrite: bool) -> None:
     from .demo import run_demo
 
     result = run_demo(Path(out), overwrite=overwrite)
+    click.echo(result.summary())
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the results.")
+@click.option(
+    "--output",
+    "outputs",
+    multiple=True,
+    type=click.Choice(["probabilities", "mask", "instances"]),
+    help="Result to write, repeatable: probabilities, mask, instances (+ labels CSV). Default: mask and instances.",
+)
+@click.option("--channel", type=int, default=None, help="Channel of 4-D (C, Z, Y, X) stacks.")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cuda", "tensorrt", "openvino", "cpu"]),
+    default="auto",
+    show_default=True,
+    help="auto: TensorRT or CUDA with a GPU, else OpenVINO when installed, else CPU.",
+)
+@click.option("--threads", type=int, default=None, help="CPU threads. Default: all cores.")
+@click.option("--tile", default=None, help="Window, one size or z,y,x (multiples of 8). Default: training patch or 64.")
+@click.option("--overlap", type=float, default=0.25, show_default=True, help="Fraction of a window shared.")
+@click.option("--blend", type=click.Choice(["gaussian", "constant"]), default="gaussian", show_default=True)
+@click.option(
+    "--norm",
+    type=click.Choice(["global", "tile"]),
+    default="global",
+    show_default=True,
+    help="Remap to 0..100 over the whole volume (as trained) or per window (for comparison).",
+)
+@click.option("--batch", type=int, default=None, help="Windows per engine run. Default: 4 on GPUs, 1 on CPUs.")
+@click.option("--foreground-class", type=int, default=None, help="Nuclei class. Default: metadata, else brightest.")
+@click.option("--min-size", type=int, default=10, show_default=True, help="Smallest nucleus kept, in voxels.")
+@click.option("--voxel-size", default=None, help="z,y,x voxel size. Default: the TIFF's metadata, else isotropic.")
+@click.option("--overwrite", is_flag=True, help="Replace existing results.")
+def predict(model: str, images: tuple[str, ...], out: str, **options: Any) -> None:
+    """Segment IMAGES (3-D TIFF files or folders) with MODEL (.onnx file or bioimage.io package).
+
+    \b
+    Example:
+      wnet-zoo predict model.onnx stacks/ --out results --output probabilities --output instances
+    """
+    from .outputs import predict_files
+
+    predict_files(model, images, out, progress=True, report=click.echo, **options)
+
+
+@cli.command()
+@click.argument("source")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to create for the files.")
+@click.option("--card", default=None, help="Model card YAML for the package. Default: the bundled WNet3D card.")
+@click.option("--onnx", "onnx_only", is_flag=True, help="Write only the ONNX file.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+def export(source: str, out: str, card: str | None, onnx_only: bool, overwrite: bool) -> None:
+    """Export weights in SOURCE (run folder, checkpoint, CellSeg3D .pth) to ONNX, TorchScript and bioimage.io.
+
+    \b
+    Writes wnet3d.onnx, wnet3d.torchscript.pt and NAME.bioimageio.zip into --out.
+    Example:
+      wnet-zoo export runs/nuclei --out exported --card my_card.yaml
+    """
+    from .export import export_model
+
+    result = export_model(source, Path(out), card=card, onnx_only=onnx_only, overwrite=overwrite)
     click.echo(result.summary())
 
 

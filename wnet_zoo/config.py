@@ -19,6 +19,8 @@ class TrainConfig:
     """Every training parameter. Defaults are those of CellSeg3D's WNet3D training page.
 
     Keys on disk and on the command line are the field names with ``-`` for ``_`` (``--ncut-weight``).
+    ``lr`` is the rate training starts at; ``base_lr`` the rate it derives from (``lr = base_lr * lr_factor``
+    when fine-tuning, ``base_lr = lr`` otherwise); ``from_weights`` names the pretrained source of a fine-tuning run.
     """
 
     images: list[str] = field(default_factory=list)
@@ -35,6 +37,9 @@ class TrainConfig:
     samples_per_epoch: int = 8
     batch: int = 2
     lr: float = 2e-5
+    base_lr: float | None = None
+    lr_factor: float = 1.0
+    from_weights: str | None = None
     weight_decay: float = 0.01
     channels: list[int] = field(default_factory=lambda: list(DEFAULT_CHANNELS))
     dropout: float = 0.65
@@ -78,7 +83,7 @@ class TrainConfig:
                 self.samples_per_epoch >= 1 and self.batch >= 1,
                 "--samples-per-epoch and --batch must be at least 1",
             ),
-            (self.lr > 0, "--lr must be > 0"),
+            (self.lr > 0 and self.lr_factor > 0, "--lr and --lr-factor must be > 0"),
             (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
             (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
             (

@@ -2,6 +2,8 @@
 
 A run directory holds ``config.yaml`` (the resolved config), ``metrics.csv`` (one row per epoch),
 ``loss.png`` (redrawn every epoch), ``train.log``, ``last.pt`` and ``best.pt`` (lowest total loss).
+Training starts from scratch (:func:`train`), from pretrained weights (:func:`finetune`) or from a run
+directory's ``last.pt`` (:func:`resume`); a resumed run equals an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoints import save_checkpoint
-from .config import TrainConfig, write_config_file
+from .checkpoints import LoadedWeights, load_weights, save_checkpoint
+from .config import TrainConfig, read_config_file, write_config_file
 from .data import PatchSampler, collect_images, parse_triple, read_volume, remap, resolve_patch
 from .errors import UserError
 from .losses import WNetLoss
@@ -30,7 +32,7 @@ from .model import WNet3D
 from .plotting import plot_losses
 
 LOG = logging.getLogger("wnet_zoo")
-METRIC_COLUMNS = ("epoch", "ncut", "rec", "total", "lr", "seconds")
+METRIC_COLUMNS = ("epoch", "ncut", "rec", "total", "lr", "base_lr", "seconds")
 
 
 @dataclass
@@ -84,19 +86,79 @@ def train(config: TrainConfig, out: str | Path, overwrite: bool = False, progres
     Raises:
         UserError: bad images or options; nothing is written then.
     """
+    return _start(config, Path(out), overwrite, progress, initial=None)
+
+
+def finetune(
+    config: TrainConfig,
+    source: str | Path,
+    out: str | Path,
+    lr_factor: float = 0.1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune pretrained weights from ``source`` (anything :func:`~wnet_zoo.load_weights` reads).
+
+    The architecture (classes, channels) comes from the weights and replaces the config's. Training runs
+    at ``lr = base_lr * lr_factor``, ``base_lr`` being ``config.base_lr`` or else ``config.lr`` (the
+    training default 2e-5 unless changed): 2e-6 by default, as CellSeg3D's page advises for retraining.
+    """
+    initial = load_weights(source)
+    config.channels = list(initial.architecture["channels"])
+    config.num_classes = int(initial.architecture["num_classes"])
+    config.from_weights = str(source)
+    config.base_lr = config.lr if config.base_lr is None else config.base_lr
+    config.lr_factor = lr_factor
+    config.lr = config.base_lr * lr_factor
+    if initial.architecture["in_channels"] != 1 or initial.architecture["out_channels"] != 1:
+        raise UserError(f"{source}: a WNet3D with {initial.architecture['in_channels']} input channels; 1 is needed")
+    return _start(config, Path(out), overwrite, progress, initial=initial)
+
+
+def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True) -> TrainResult:
+    """Continue the run in ``run_dir`` from its ``last.pt``, up to ``epochs`` in total (default: as configured).
+
+    Images and configuration come from the run directory; metrics.csv keeps one row per epoch in total.
+    """
+    run_dir = Path(run_dir)
+    last = run_dir / "last.pt"
+    if not (run_dir / "config.yaml").is_file() or not last.is_file():
+        raise UserError(f"{run_dir}: not a run directory with config.yaml and last.pt; nothing to resume")
+    config = TrainConfig.from_dict(read_config_file(run_dir / "config.yaml"), source=str(run_dir / "config.yaml"))
+    checkpoint = load_weights(last).checkpoint
+    done = int(checkpoint.get("epoch", 0))
+    if epochs is not None:
+        if epochs < done:
+            raise UserError(f"--epochs {epochs}: the run has done {done} epochs already; give at least {done}")
+        config.epochs = epochs
+    _, volumes, _ = prepare_data(config)
+    device = resolve_device(config.device)
+    write_config_file(config, run_dir / "config.yaml")
+    run = _Run(config, run_dir, volumes, device, progress)
+    run.restore(checkpoint)
+    return run.fit()
+
+
+def _start(
+    config: TrainConfig, out: Path, overwrite: bool, progress: bool, initial: LoadedWeights | None
+) -> TrainResult:
     config.validate()
-    out = Path(out)
     if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
+        raise UserError(f"{out} already exists; choose another --out, pass --overwrite, or --resume it")
     paths, volumes, patch = prepare_data(config)
     device = resolve_device(config.device)
     config.images = [str(p.resolve()) for p in paths]
     config.patch = list(patch)
+    if config.base_lr is None:
+        config.base_lr = config.lr
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     write_config_file(config, out / "config.yaml")
-    return _Run(config, out, volumes, device, progress).fit()
+    run = _Run(config, out, volumes, device, progress)
+    if initial is not None:
+        run.model.load_state_dict(initial.state_dict, strict=True)
+    return run.fit()
 
 
 class TrainingStep:
@@ -220,6 +282,7 @@ class _Run:
             bar.set_postfix(ncut=f"{terms['ncut']:.4f}", rec=f"{terms['rec']:.4g}")
         row = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()}}
         row["lr"] = self.optimizer.param_groups[0]["lr"]
+        row["base_lr"] = self.config.base_lr
         row["seconds"] = round(time.perf_counter() - start, 3)
         self.rows.append(row)
         self._save(epoch + 1, row)
@@ -247,11 +310,22 @@ class _Run:
             "rng": _rng_state(),
             "best_total": self.best_total,
             "best_epoch": self.best_epoch,
+            "rows": self.rows,
             **self.class_summary(),
         }
         save_checkpoint(self.out / "last.pt", payload)
         if is_best:
             save_checkpoint(self.out / "best.pt", payload)
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from a ``last.pt`` payload: weights, optimizer, metrics so far, best and RNG states."""
+        self.model.load_state_dict(checkpoint["model"], strict=True)
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.rows = [dict(row) for row in checkpoint["rows"]]
+        self.best_total = float(checkpoint["best_total"])
+        self.best_epoch = int(checkpoint["best_epoch"])
+        _set_rng_state(checkpoint["rng"])
+        _write_metrics(self.rows, self.out / "metrics.csv")  # drops rows written after the checkpoint
 
     def class_summary(self) -> dict[str, Any]:
         """Mean image intensity (0..100) of each class over the last epoch, weighted by its probability,
@@ -273,6 +347,13 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _rng_state() -> dict[str, Any]:
