@@ -100,5 +100,29 @@ def test_mismatched_shapes_and_missing_sources(tmp_path: Path, tiny: WNet3D):
         load_weights(tmp_path / "odd.pt")
     with pytest.raises(UserError, match="no such file"):
         load_weights(tmp_path / "missing.pt")
-    with pytest.raises(UserError, match="no best.pt or last.pt"):
+    with pytest.raises(UserError, match="no best.pt, last.pt"):
         load_weights(tmp_path)
+
+
+def test_tar_gz_with_one_pth(tmp_path: Path, tiny: WNet3D):
+    import tarfile
+
+    pth = tmp_path / "wnet_latest.pth"
+    torch.save(tiny.state_dict(), pth)
+    archive = tmp_path / "wnet_latest.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(pth, arcname="wnet_latest/wnet_latest.pth")
+    loaded = load_weights(archive)
+    assert loaded.source == archive and _same(loaded.build_model(), tiny)
+    two = tmp_path / "two.tar.gz"
+    with tarfile.open(two, "w:gz") as tar:
+        tar.add(pth, arcname="a.pth")
+        tar.add(pth, arcname="b.pth")
+    with pytest.raises(UserError, match="holds 2 .pth"):
+        load_weights(two)
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        tar.add(pth, arcname="../../escape.pth")
+    with pytest.raises(UserError, match="not a readable tar"):
+        load_weights(evil)
+    assert not (tmp_path.parent / "escape.pth").exists()

@@ -1,7 +1,8 @@
 """Checkpoints: atomic writing, and the one loader every command that takes weights uses.
 
 The loader accepts a run directory (its ``best.pt``, else ``last.pt``), one of our checkpoints, any dict
-with a ``model`` state dict, or a bare state dict such as CellSeg3D's ``.pth``. The architecture is read
+with a ``model`` state dict, a bare state dict such as CellSeg3D's ``.pth`` (or a ``.tar.gz`` holding one),
+or a bioimage.io package exported by wnet-zoo (see :mod:`wnet_zoo.weight_sources`). The architecture is read
 from the weight shapes. Files are read with ``torch.load(weights_only=True)``: weights from others
 cannot run code.
 """
@@ -17,12 +18,10 @@ import torch
 
 from .errors import UserError
 from .model import WNet3D
+from .weight_sources import EXPECTED, weights_file
 
 _PREFIXES = ("module.", "_orig_mod.")
-_EXPECTED = (
-    "expected a wnet-zoo run directory or checkpoint, a dict with a 'model' state dict, "
-    "or a WNet3D state dict such as CellSeg3D's .pth"
-)
+_EXPECTED = EXPECTED
 
 
 @dataclass
@@ -85,20 +84,14 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 def load_weights(source: str | Path) -> LoadedWeights:
     """Load WNet3D weights from any supported source; raises ``UserError`` naming what was expected."""
-    path = Path(source)
-    if path.is_dir():
-        candidates = [path / "best.pt", path / "last.pt"]
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            raise UserError(f"{path}: folder has no best.pt or last.pt; {_EXPECTED}")
-        path = found
-    elif not path.is_file():
-        raise UserError(f"{path}: no such file or folder; {_EXPECTED}")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle, zip and unsafe-global errors all mean: not loadable weights
-        reason = str(error).splitlines()[0][:80] if str(error) else type(error).__name__
-        raise UserError(f"{path}: cannot be read as PyTorch weights ({reason}); {_EXPECTED}") from None
+    with weights_file(source) as found:
+        # name the file in messages, but never a temporary one extracted from an archive
+        path = found if found.parent == Path(source) else Path(source)
+        try:
+            raw = torch.load(found, map_location="cpu", weights_only=True)
+        except Exception as error:  # pickle, zip and unsafe-global errors all mean: not loadable weights
+            reason = str(error).splitlines()[0][:80] if str(error) else type(error).__name__
+            raise UserError(f"{path}: cannot be read as PyTorch weights ({reason}); {_EXPECTED}") from None
     checkpoint: dict[str, Any] = {}
     if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
         checkpoint, raw = raw, raw["model"]
