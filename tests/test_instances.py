@@ -1,0 +1,81 @@
+"""Instances from foreground probabilities: splitting touching nuclei, small objects, voxel size, the table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wnet_zoo.errors import UserError
+from wnet_zoo.instances import COLUMNS, instances
+
+
+def spheres(shape, centres, radius, voxel_size=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """Balls of a physical ``radius`` around physical-voxel ``centres`` (given in voxel indices)."""
+    grid = np.indices(shape).astype(np.float64)
+    found = np.zeros(shape, dtype=bool)
+    for centre in centres:
+        found |= sum(((g - c) * v) ** 2 for g, c, v in zip(grid, centre, voxel_size, strict=True)) <= radius**2
+    return found
+
+
+def test_touching_nuclei_are_split_and_a_single_one_is_not():
+    touching = spheres((40, 40, 50), [(20, 20, 15), (20, 20, 27)], 7).astype(np.float32)
+    result = instances(touching)
+    assert result.labels.max() == 2 and len(result.table) == 2
+    assert result.table["centroid_x"].tolist() == pytest.approx([15, 27], abs=0.5)
+    assert (result.labels > 0).sum() == touching.astype(bool).sum()
+
+    elongated = np.indices((40, 40, 60)) - np.array([20, 20, 30])[:, None, None, None]
+    ellipsoid = ((elongated[0] / 6.0) ** 2 + (elongated[1] / 6.0) ** 2 + (elongated[2] / 20.0) ** 2 <= 1).astype(float)
+    assert instances(ellipsoid).labels.max() == 1
+
+
+def test_anisotropic_stack_splits_with_its_voxel_size():
+    size = (3.0, 1.0, 1.0)
+    side_by_side = spheres((16, 40, 50), [(8, 20, 15), (8, 20, 27)], 7, size)
+    stacked = spheres((24, 30, 30), [(7, 15, 15), (15, 15, 15)], 7, size)
+    single = spheres((14, 40, 40), [(7, 20, 20)], 9, size)
+    assert instances(side_by_side.astype(np.float32), voxel_size=size).labels.max() == 2
+    assert instances(stacked.astype(np.float32), voxel_size=size).labels.max() == 2
+    assert instances(single.astype(np.float32), voxel_size=size).labels.max() == 1
+    with pytest.raises(UserError, match="voxel size"):
+        instances(single.astype(np.float32), voxel_size=(1.0, 0.0, 1.0))
+
+
+def test_table_measures_each_nucleus_and_small_ones_are_removed():
+    probability = np.zeros((20, 30, 30), dtype=np.float32)
+    probability[2:6, 3:7, 4:8] = 0.9  # 64 voxels
+    probability[10:13, 20:23, 20:23] = 0.8  # 27 voxels
+    probability[16, 1, 1] = 0.99  # a single voxel: removed at min_size 2
+    intensity = np.arange(probability.size, dtype=np.float32).reshape(probability.shape)
+    result = instances(probability, intensity, min_size=2)
+    assert list(result.table.columns) == list(COLUMNS)
+    assert result.labels.dtype == np.uint16
+    assert result.table["label"].tolist() == [1, 2]
+    assert result.table["voxels"].tolist() == [64, 27]
+    first, second = result.table.iloc[0], result.table.iloc[1]
+    assert (first["centroid_z"], first["centroid_y"], first["centroid_x"]) == pytest.approx((3.5, 4.5, 5.5))
+    assert (second["centroid_z"], second["centroid_y"], second["centroid_x"]) == pytest.approx((11, 21, 21))
+    box = [int(first[f"bbox_{a}_{e}"]) for e in ("start", "stop") for a in "zyx"]
+    assert box == [2, 3, 4, 6, 7, 8]
+    assert first["mean_intensity"] == pytest.approx(intensity[2:6, 3:7, 4:8].mean())
+    assert second["mean_intensity"] == pytest.approx(intensity[10:13, 20:23, 20:23].mean())
+    assert instances(probability, min_size=1).labels.max() == 3
+    assert instances(probability, threshold=0.85, min_size=1).labels.max() == 2
+
+
+def test_mask_decides_the_foreground_and_empty_input_gives_an_empty_table():
+    probability = np.zeros((10, 10, 10), dtype=np.float32)
+    mask = np.zeros_like(probability, dtype=bool)
+    mask[2:5, 2:5, 2:5] = True
+    assert instances(probability, mask=mask).labels.max() == 1
+    empty = instances(probability)
+    assert empty.labels.max() == 0 and len(empty.table) == 0 and list(empty.table.columns) == list(COLUMNS)
+
+
+def test_more_than_65535_nuclei_get_uint32_labels():
+    probability = np.zeros((82, 82, 82), dtype=np.float32)
+    probability[::2, ::2, ::2] = 1.0
+    result = instances(probability, min_size=1)
+    assert result.labels.dtype == np.uint32
+    assert result.labels.max() == 41**3 == len(result.table)

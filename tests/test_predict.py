@@ -1,0 +1,314 @@
+"""Prediction with real ONNX files on onnxruntime: CellSeg3D's path, tiling rules, packages, CLI, bad input."""
+
+from __future__ import annotations
+
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import tifffile
+import torch
+import xarray as xr
+import yaml
+from monai.inferers import sliding_window_inference
+
+from wnet_zoo.cli import main
+from wnet_zoo.data import VoxelSize, read_voxel_size, remap
+from wnet_zoo.errors import UserError
+from wnet_zoo.model import WNet3D
+from wnet_zoo.onnx_model import ModelMetadata, export_onnx
+from wnet_zoo.predict import Predictor, choose_foreground, predict
+from wnet_zoo.tiling import TilePlan
+
+TINY_CHANNELS = (4, 8, 16, 32)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> tuple[Path, WNet3D]:
+    """A tiny WNet3D with fixed random weights and its exported encoder."""
+    torch.manual_seed(0)
+    model = WNet3D(channels=TINY_CHANNELS).eval()
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    export_onnx(model, path, ModelMetadata(num_classes=2, name="tiny"))
+    return path, model
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_metadata(tiny, tmp_path_factory) -> Path:
+    """The same graph, with a foreground class and a training patch in its metadata."""
+    graph = onnx.load(str(tiny[0]))
+    metadata = ModelMetadata(num_classes=2, foreground_class=1, train_patch=(16, 32, 24), name="tiny")
+    del graph.metadata_props[:]
+    for key, value in metadata.to_props().items():
+        graph.metadata_props.add(key=key, value=value)
+    path = tmp_path_factory.mktemp("model") / "tiny_fg.onnx"
+    onnx.save(graph, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def cpu(tiny) -> Predictor:
+    return Predictor(tiny[0], device="cpu", threads=2)
+
+
+def cellseg3d_path(model: WNet3D, volume: np.ndarray, tile=(64, 64, 64), mode="gaussian") -> np.ndarray:
+    """CellSeg3D's inference: torch eager fp32, MONAI sliding windows, the volume remapped to 0..100."""
+    with torch.no_grad():
+        x = torch.from_numpy(remap(volume))[None, None]
+        return sliding_window_inference(x, tile, 1, model.encoder, overlap=0.25, mode=mode)[0].numpy()
+
+
+@pytest.mark.parametrize("crop", [np.s_[:100, :80, :64], np.s_[:40, :70, :64]], ids=["example", "z-shorter-than-tile"])
+def test_default_tiling_equals_cellseg3d_path(tiny, cpu, example, crop):
+    volume = np.ascontiguousarray(example[crop])
+    reference = cellseg3d_path(tiny[1], volume)
+    ours = cpu.probabilities(volume)
+    assert cpu.tile == (64, 64, 64) and cpu.overlap == 0.25 and cpu.blend == "gaussian" and cpu.norm == "global"
+    assert ours.shape == reference.shape == (2, *volume.shape) and ours.dtype == np.float32
+    difference = np.abs(ours - reference)
+    assert difference.max() <= 1e-2 and difference.mean() <= 1e-4
+
+
+def test_constant_blend_equals_monai_constant_mode(tiny, example):
+    volume = np.ascontiguousarray(example[:48, :56, :40])
+    predictor = Predictor(tiny[0], device="cpu", threads=2, tile=32, blend="constant")
+    reference = cellseg3d_path(tiny[1], volume, (32, 32, 32), "constant")
+    difference = np.abs(predictor.probabilities(volume) - reference)
+    assert difference.max() <= 1e-2 and difference.mean() <= 1e-4
+
+
+def test_one_tile_over_the_whole_volume_is_one_plain_run(tiny, example):
+    volume = np.ascontiguousarray(example[50:70, 10:40, 20:48])  # (20, 30, 28)
+    predictor = Predictor(tiny[0], device="cpu", threads=2, tile="24,32,32")
+    plan = TilePlan.create(volume.shape, predictor.tile, 0.25)
+    assert len(plan.tiles) == 1
+    padded = plan.pad_volume(remap(volume))
+    session = ort.InferenceSession(str(tiny[0]), providers=["CPUExecutionProvider"])
+    plain = session.run(None, {"raw": padded[None, None]})[0][0]
+    np.testing.assert_allclose(predictor.probabilities(volume), plan.crop(plain), rtol=0, atol=1e-6)
+
+
+def test_batches_tile_norm_and_out_of_memory_fallback(tiny, cpu, example, monkeypatch):
+    volume = np.ascontiguousarray(example[:48, :48, :56])
+    one = Predictor(tiny[0], device="cpu", threads=2, tile=32).probabilities(volume)
+    batched = Predictor(tiny[0], device="cpu", threads=2, tile=32, batch=3)
+    np.testing.assert_allclose(batched.probabilities(volume), one, atol=1e-6)
+
+    run = batched.engine.run
+    sizes: list[int] = []
+
+    def small_memory(batch: np.ndarray) -> np.ndarray:
+        sizes.append(len(batch))
+        if len(batch) > 1:
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for 3 tiles")
+        return run(batch)
+
+    monkeypatch.setattr(batched.engine, "run", small_memory)
+    np.testing.assert_allclose(batched.probabilities(volume), one, atol=1e-6)
+    assert batched.batch == 1 and sizes[:5] == [3, 1, 2, 1, 1] and set(sizes[5:]) == {1}
+
+    per_tile = Predictor(tiny[0], device="cpu", threads=2, tile=32, norm="tile").probabilities(volume)
+    assert per_tile.shape == one.shape and np.abs(per_tile - one).max() > 1e-3
+    np.testing.assert_allclose(per_tile.sum(axis=0), 1.0, atol=1e-5)
+
+
+def test_predict_api_returns_a_labelled_data_array(tiny, tiny_trained_metadata, small_tiff):
+    result = predict(tiny[0], small_tiff, device="cpu", threads=2, tile=32)
+    assert isinstance(result, xr.DataArray)
+    assert result.dims == ("c", "z", "y", "x") and result.shape == (2, 32, 48, 40)
+    assert result.coords["c"].values.tolist() == [0, 1]
+    assert result.attrs["provider"] == "CPUExecutionProvider"
+    assert result.attrs["tile"] == [32, 32, 32] and result.attrs["overlap"] == 0.25
+    assert result.attrs["model"] == "tiny" and result.attrs["foreground_from"] == "intensity"
+    assert "voxel_size" not in result.attrs
+
+    trained = Predictor(tiny_trained_metadata, device="cpu", threads=2)
+    assert trained.tile == (16, 32, 24)  # the training patch is the default tile
+    labelled = predict(trained, tifffile.imread(small_tiff), voxel_size=VoxelSize(2.0, 0.5, 0.5))
+    assert labelled.attrs["foreground_class"] == 1 and labelled.attrs["foreground_from"] == "metadata"
+    assert labelled.attrs["voxel_size"] == [2.0, 0.5, 0.5]
+    assert predict(trained, small_tiff, foreground_class=0).attrs["foreground_class"] == 0
+
+
+def test_foreground_is_the_brightest_class_without_metadata():
+    volume = np.zeros((4, 4, 4), dtype=np.float32)
+    volume[:2] = 10.0
+    probabilities = np.zeros((3, 4, 4, 4), dtype=np.float32)
+    probabilities[2, :2] = 1.0  # the bright half
+    probabilities[0, 2:] = 1.0
+    metadata = ModelMetadata(num_classes=3)
+    assert choose_foreground(probabilities, volume, metadata) == (2, "intensity")
+    assert choose_foreground(probabilities, volume, metadata, 0) == (0, "user")
+    with pytest.raises(UserError, match="classes 0..2"):
+        choose_foreground(probabilities, volume, metadata, 3)
+
+
+def _package(tmp_path: Path, onnx_path: Path, weights: dict | None = None) -> Path:
+    folder = tmp_path / "package"
+    folder.mkdir()
+    (folder / "weights.onnx").write_bytes(onnx_path.read_bytes())
+    rdf = {"format_version": "0.5.4", "type": "model", "name": "tiny", "weights": weights or {}}
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf))
+    return folder
+
+
+def test_bioimageio_packages_as_zip_folder_or_rdf(tiny, cpu, tmp_path, example):
+    volume = np.ascontiguousarray(example[:32, :40, :40])
+    expected = cpu.probabilities(volume)
+    folder = _package(tmp_path, tiny[0], {"onnx": {"source": "weights.onnx", "opset_version": 18}})
+    archive = tmp_path / "tiny.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for file in folder.iterdir():
+            handle.write(file, file.name)
+    for model in (archive, folder, folder / "rdf.yaml"):
+        np.testing.assert_array_equal(Predictor(model, device="cpu", threads=2).probabilities(volume), expected)
+    other = tmp_path / "other"
+    other.mkdir()
+    without = _package(other, tiny[0], {"pytorch_state_dict": {"source": "weights.pt"}})
+    with pytest.raises(UserError, match="no onnx weights"):
+        Predictor(without, device="cpu")
+
+
+def _run(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_writes_every_output_with_the_voxel_size(tiny, tmp_path, example, capsys):
+    image = tmp_path / "stack.tif"
+    crop = example[40:80, 20:68, 30:70].astype(np.uint16)
+    tifffile.imwrite(image, crop, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 2.0, "unit": "micron"})
+    out = tmp_path / "out"
+    args = ["predict", tiny[0], image, "--out", out, "--device", "cpu", "--tile", "32"]
+    code, stdout, _ = _run([*args, "--output", "probabilities", "--output", "mask", "--output", "instances"], capsys)
+    assert code == 0
+    assert "CPUExecutionProvider" in stdout and "stack.tif" in stdout
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["stack_instances.tif", "stack_labels.csv", "stack_mask.tif", "stack_probabilities.tif"]
+    probabilities = tifffile.imread(out / "stack_probabilities.tif")
+    mask = tifffile.imread(out / "stack_mask.tif")
+    labels = tifffile.imread(out / "stack_instances.tif")
+    assert probabilities.shape == (2, *crop.shape) and probabilities.dtype == np.float32
+    assert mask.shape == labels.shape == crop.shape
+    assert mask.dtype == np.uint8 and labels.dtype in (np.uint16, np.uint32)
+    expected = predict(tiny[0], image, device="cpu", tile=32)
+    np.testing.assert_allclose(probabilities, expected.values, atol=1e-6)
+    foreground = expected.attrs["foreground_class"]
+    np.testing.assert_array_equal(mask, (expected.values.argmax(axis=0) == foreground).astype(np.uint8))
+    assert not np.any(labels[mask == 0])
+    table = (out / "stack_labels.csv").read_text().splitlines()
+    assert table[0].startswith("label,voxels,centroid_z,centroid_y,centroid_x,bbox_z_start")
+    assert len(table) - 1 == labels.max()
+    for name in ("stack_probabilities.tif", "stack_mask.tif", "stack_instances.tif"):
+        assert read_voxel_size(out / name) == VoxelSize(2.0, 0.5, 0.5, "µm")
+
+    code, _, _ = _run([*args, "--overwrite", "--voxel-size", "3,1,1", "--output", "mask"], capsys)
+    assert code == 0 and read_voxel_size(out / "stack_mask.tif") == VoxelSize(3.0, 1.0, 1.0, "µm")
+
+
+def test_cli_takes_a_folder_of_four_d_stacks_with_a_channel(tiny, tmp_path, example, capsys):
+    folder = tmp_path / "stacks"
+    folder.mkdir()
+    for name, crop in (("a", example[:24, :40, :32]), ("b", example[30:62, 10:34, 40:80])):
+        tifffile.imwrite(folder / f"{name}.tif", np.stack([crop * 0 + crop.mean(), crop]))
+    out = tmp_path / "out"
+    code, stdout, _ = _run(["predict", tiny[0], folder, "--out", out, "--channel", "1", "--output", "mask"], capsys)
+    assert code == 0 and stdout.count("foreground class") == 2
+    assert tifffile.imread(out / "a_mask.tif").shape == (24, 40, 32)
+    assert tifffile.imread(out / "b_mask.tif").shape == (32, 24, 40)
+    assert sorted(p.name for p in out.iterdir()) == ["a_mask.tif", "b_mask.tif"]
+
+
+def test_existing_outputs_stop_the_run_untouched(tiny, tmp_path, small_tiff, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "crop_mask.tif").write_bytes(b"earlier result")
+    code, _, err = _run(["predict", tiny[0], small_tiff, "--out", out, "--device", "cpu"], capsys)
+    assert code == 2 and "--overwrite" in err and len(err.strip().splitlines()) <= 3
+    assert sorted(p.name for p in out.iterdir()) == ["crop_mask.tif"]
+    assert (out / "crop_mask.tif").read_bytes() == b"earlier result"
+
+
+def test_ctrl_c_leaves_no_partial_output(tiny, tmp_path, small_tiff, capsys, monkeypatch):
+    import wnet_zoo.outputs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(wnet_zoo.outputs, "instances", interrupted)
+    out = tmp_path / "out"
+    code, _, _ = _run(["predict", tiny[0], small_tiff, "--out", out, "--device", "cpu", "--tile", "32"], capsys)
+    assert code == 130
+    assert not out.exists() or list(out.iterdir()) == []  # the mask had been staged: it is gone too
+
+
+def _bad_inputs(tmp_path: Path, example: np.ndarray, tiny_path: Path) -> dict[str, tuple[list, str]]:
+    stack = example[:16, :24, :24]
+    files = {
+        "flat.tif": stack[0],
+        "channels.tif": np.stack([stack, stack]),
+        "nan.tif": np.where(stack > stack.mean(), np.nan, stack).astype(np.float32),
+        "constant.tif": np.full_like(stack, 7),
+    }
+    for name, data in files.items():
+        tifffile.imwrite(tmp_path / name, data)
+    (tmp_path / "text.tif").write_text("not an image")
+    (tmp_path / "model.onnx").write_text("not a model")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["raw"], ["probabilities"])],
+        "flat",
+        [onnx.helper.make_tensor_value_info("raw", onnx.TensorProto.FLOAT, [1, 1, 8, 8])],
+        [onnx.helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, [1, 1, 8, 8])],
+    )
+    onnx.save(onnx.helper.make_model(graph), str(tmp_path / "four_d.onnx"))
+    good = tmp_path / "good.tif"
+    tifffile.imwrite(good, stack)
+    return {
+        "missing image": ([tiny_path, tmp_path / "absent.tif"], "no such file"),
+        "not a TIFF": ([tiny_path, tmp_path / "text.tif"], "not a readable TIFF"),
+        "2-D image": ([tiny_path, tmp_path / "flat.tif"], "3-D"),
+        "4-D without --channel": ([tiny_path, tmp_path / "channels.tif"], "--channel"),
+        "NaN voxels": ([tiny_path, tmp_path / "nan.tif"], "NaN"),
+        "constant image": ([tiny_path, tmp_path / "constant.tif"], "constant"),
+        "bad channel among good": ([tiny_path, good, tmp_path / "nan.tif"], "NaN"),
+        "model not ONNX": ([tmp_path / "model.onnx", good], "not an ONNX model"),
+        "model a TIFF": ([good, good], "not an ONNX model"),
+        "model input 4-D": ([tmp_path / "four_d.onnx", good], "not 5-D"),
+        "missing model": ([tmp_path / "absent.onnx", good], "no such model"),
+        "tile not a multiple of 8": ([tiny_path, good, "--tile", "30"], "multiple of 8"),
+    }
+
+
+def test_bad_input_exits_2_with_a_short_message_and_no_output(tiny, tmp_path, example, capsys):
+    for case, (args, message) in _bad_inputs(tmp_path, example, tiny[0]).items():
+        out = tmp_path / "out"
+        code, _, err = _run(["predict", *args, "--out", out, "--device", "cpu"], capsys)
+        assert code == 2, case
+        lines = err.strip().splitlines()
+        assert lines[0].startswith("Error:") and message in err and len(lines) <= 3, (case, err)
+        assert not out.exists(), case
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_missing_runtime_and_missing_gpu_say_what_to_install(tiny, tmp_path, small_tiff, capsys, monkeypatch):
+    out = tmp_path / "out"
+    code, _, err = _run(["predict", tiny[0], small_tiff, "--out", out, "--device", "cuda"], capsys)
+    assert code == 2 and "wnet-zoo[gpu]" in err and len(err.strip().splitlines()) == 1
+
+    # onnxruntime-gpu offers CUDA everywhere and falls back to the CPU where it cannot start it
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr("wnet_zoo.runtime._loadable", lambda *names: False)
+    code, _, err = _run(["predict", tiny[0], small_tiff, "--out", out, "--device", "cuda"], capsys)
+    assert code == 2 and "no NVIDIA GPU driver" in err and len(err.strip().splitlines()) == 1
+    code, stdout, _ = _run(["predict", tiny[0], small_tiff, "--out", out, "--tile", "32"], capsys)
+    assert code == 0 and "CPUExecutionProvider" in stdout  # auto without a GPU
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    code, _, err = _run(["predict", tiny[0], small_tiff, "--out", tmp_path / "other"], capsys)
+    assert code == 2 and 'pip install "wnet-zoo[cpu]"' in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "other").exists()

@@ -1,0 +1,162 @@
+"""Nuclei instances from the foreground probability: threshold, split touching nuclei, measure each one.
+
+CellSeg3D's reference is Voronoi-Otsu labelling (seeds at the maxima of a smoothed image, labels grown
+from them inside a thresholded mask). Here the seeds are the maxima of the smoothed Euclidean distance to
+the background, which do not depend on how saturated the probabilities are, and the labels grow by a
+watershed on that distance inside the mask, so touching nuclei part at their neck. Distances and
+smoothing are in physical units (the voxel size), so anisotropic stacks split like isotropic ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_MIN_SIZE = 10
+DEFAULT_SPOT_SIGMA = 1.0
+DEFAULT_MIN_DISTANCE = 3.0
+COLUMNS = (
+    "label",
+    "voxels",
+    "centroid_z",
+    "centroid_y",
+    "centroid_x",
+    "bbox_z_start",
+    "bbox_y_start",
+    "bbox_x_start",
+    "bbox_z_stop",
+    "bbox_y_stop",
+    "bbox_x_stop",
+    "mean_intensity",
+)
+
+
+class Instances(NamedTuple):
+    """Labelled nuclei and one row of measurements per label.
+
+    Attributes:
+        labels: (z, y, x) label image, 0 for background, 1..N for the nuclei; uint16, or uint32 beyond 65535.
+        table: one row per label: ``label``, ``voxels``, ``centroid_z/y/x`` (voxel coordinates),
+            ``bbox_*_start``/``bbox_*_stop`` (half-open voxel ranges) and ``mean_intensity`` (of the
+            image given, else of the probability).
+    """
+
+    labels: np.ndarray
+    table: pd.DataFrame
+
+
+def instances(
+    probability: np.ndarray,
+    intensity: np.ndarray | None = None,
+    *,
+    mask: np.ndarray | None = None,
+    threshold: float = 0.5,
+    min_size: int = DEFAULT_MIN_SIZE,
+    voxel_size: Sequence[float] | None = None,
+    spot_sigma: float = DEFAULT_SPOT_SIGMA,
+    min_distance: float = DEFAULT_MIN_DISTANCE,
+) -> Instances:
+    """Split the foreground into nuclei and measure them.
+
+    Args:
+        probability: (z, y, x) foreground probability.
+        intensity: (z, y, x) image whose mean per nucleus goes to the table (default: ``probability``).
+        mask: foreground voxels (default: ``probability > threshold``).
+        threshold: foreground threshold, when no ``mask`` is given.
+        min_size: nuclei with fewer voxels are removed.
+        voxel_size: (z, y, x) voxel size; only the ratios matter (default isotropic).
+        spot_sigma: smoothing of the distance map before seeding, in units of the finest voxel side.
+        min_distance: seeds closer than this (in units of the finest voxel side) merge.
+    """
+    probability = np.asarray(probability)
+    if probability.ndim != 3:
+        raise UserError(f"instances need a 3-D (z, y, x) probability, got shape {probability.shape}")
+    foreground = probability > threshold if mask is None else np.asarray(mask, dtype=bool)
+    spacing = _relative_spacing(voxel_size)
+    labels = split_nuclei(foreground, spacing, spot_sigma, min_distance)
+    labels = _remove_small(labels, min_size)
+    values = probability if intensity is None else np.asarray(intensity)
+    return Instances(labels, measure(labels, values))
+
+
+def split_nuclei(
+    foreground: np.ndarray, spacing: tuple[float, float, float], spot_sigma: float, min_distance: float
+) -> np.ndarray:
+    """Watershed labels of ``foreground`` seeded at the maxima of its smoothed distance map (int32).
+
+    A component left without a seed (its maximum suppressed by a nearby larger one) keeps a label of its own.
+    """
+    from skimage.feature import peak_local_max  # scikit-image loads in ~0.5 s: only when nuclei are split
+    from skimage.segmentation import watershed
+
+    if not foreground.any():
+        return np.zeros(foreground.shape, dtype=np.int32)
+    distance = ndimage.distance_transform_edt(foreground, sampling=spacing).astype(np.float32)
+    if spot_sigma > 0:
+        distance = ndimage.gaussian_filter(distance, [spot_sigma / s for s in spacing])
+    peaks = peak_local_max(distance, footprint=_ellipsoid(min_distance, spacing), threshold_abs=0, exclude_border=False)
+    seeds = np.zeros(foreground.shape, dtype=bool)
+    seeds[tuple(peaks.T)] = True
+    markers, count = ndimage.label(seeds & foreground)
+    labels = watershed(-distance, markers, mask=foreground).astype(np.int32)
+    unseeded, _ = ndimage.label(foreground & (labels == 0))
+    labels[unseeded > 0] = unseeded[unseeded > 0] + count
+    return labels
+
+
+def measure(labels: np.ndarray, intensity: np.ndarray) -> pd.DataFrame:
+    """The table of :class:`Instances` for a label image with labels 1..N and an intensity image."""
+    import pandas as pd
+
+    count = int(labels.max(initial=0))
+    flat = labels.ravel()
+    voxels = np.bincount(flat, minlength=count + 1)[1:]
+    rows: dict[str, np.ndarray] = {"label": np.arange(1, count + 1), "voxels": voxels}
+    for axis, name in enumerate("zyx"):
+        coordinate = np.indices(labels.shape, sparse=True)[axis]
+        sums = np.bincount(flat, weights=np.broadcast_to(coordinate, labels.shape).ravel(), minlength=count + 1)
+        rows[f"centroid_{name}"] = sums[1:] / np.maximum(voxels, 1)
+    boxes = ndimage.find_objects(labels, max_label=count)
+    for axis, name in enumerate("zyx"):
+        rows[f"bbox_{name}_start"] = np.array([box[axis].start for box in boxes], dtype=np.int64)
+    for axis, name in enumerate("zyx"):
+        rows[f"bbox_{name}_stop"] = np.array([box[axis].stop for box in boxes], dtype=np.int64)
+    sums = np.bincount(flat, weights=intensity.ravel().astype(np.float64), minlength=count + 1)
+    rows["mean_intensity"] = sums[1:] / np.maximum(voxels, 1)
+    return pd.DataFrame({column: rows[column] for column in COLUMNS})
+
+
+def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Drop labels under ``min_size`` voxels, number the rest 1..N, in the smallest fitting dtype."""
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= max(min_size, 1)
+    keep[0] = False
+    lookup = np.zeros(sizes.size, dtype=np.int64)
+    lookup[keep] = np.arange(1, int(keep.sum()) + 1)
+    dtype = np.uint16 if keep.sum() <= np.iinfo(np.uint16).max else np.uint32
+    return lookup.astype(dtype)[labels]
+
+
+def _relative_spacing(voxel_size: Sequence[float] | None) -> tuple[float, float, float]:
+    if voxel_size is None:
+        return (1.0, 1.0, 1.0)
+    sizes = [float(v) for v in voxel_size]
+    if len(sizes) != 3 or not all(np.isfinite(v) and v > 0 for v in sizes):
+        raise UserError(f"voxel size {tuple(voxel_size)}: give three positive numbers (z, y, x)")
+    finest = min(sizes)
+    return (sizes[0] / finest, sizes[1] / finest, sizes[2] / finest)
+
+
+def _ellipsoid(radius: float, spacing: tuple[float, float, float]) -> np.ndarray:
+    """A footprint holding the voxels within ``radius`` (physical units of the finest side) of its centre."""
+    half = [max(int(radius / s), 0) for s in spacing]
+    grid = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
+    return sum((g * s) ** 2 for g, s in zip(grid, spacing, strict=True)) <= radius**2 + 1e-9

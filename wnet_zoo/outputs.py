@@ -1,0 +1,211 @@
+"""``wnet-zoo predict`` on files: result TIFFs that keep the input's voxel size, and the labels table.
+
+Every file of one image is first written under a hidden temporary name next to its destination; only
+when all are complete are they renamed into place, so an error or Ctrl-C leaves no partial output.
+Existing results stop the run before any work unless ``overwrite`` is given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import tifffile
+
+from .data import VoxelSize, collect_images, parse_floats, read_volume, read_voxel_size
+from .errors import UserError
+from .instances import DEFAULT_MIN_SIZE, instances
+from .predict import Predictor, choose_foreground
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+OUTPUTS = ("probabilities", "mask", "instances")
+DEFAULT_OUTPUTS = ("mask", "instances")
+
+
+def output_paths(out: Path, stem: str, outputs: Iterable[str]) -> dict[str, Path]:
+    """The files written for an image ``stem``: ``<stem>_<output>.tif`` plus ``<stem>_labels.csv`` with instances."""
+    paths = {name: out / f"{stem}_{name}.tif" for name in outputs}
+    if "instances" in paths:
+        paths["labels"] = out / f"{stem}_labels.csv"
+    return paths
+
+
+def check_free(paths: Iterable[Path], overwrite: bool) -> None:
+    """Raise ``UserError`` when a result file exists and ``overwrite`` is off."""
+    if overwrite:
+        return
+    existing = [path for path in paths if path.exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise UserError(f"{existing[0]} already exists{more}; pass --overwrite or choose another --out")
+
+
+def write_tiff(path: Path, array: np.ndarray, axes: str, voxel_size: VoxelSize | None = None) -> None:
+    """Write ``array`` (axes such as ``"ZYX"`` or ``"CZYX"``) as OME-TIFF, with the physical voxel size if known."""
+    metadata: dict[str, object] = {"axes": axes}
+    if voxel_size is not None:
+        for axis, size in zip("ZYX", voxel_size[:3], strict=True):
+            metadata[f"PhysicalSize{axis}"] = float(size)
+            metadata[f"PhysicalSize{axis}Unit"] = voxel_size.unit
+    tifffile.imwrite(path, array, ome=True, metadata=metadata, photometric="minisblack")
+
+
+class OutputSet:
+    """The result files of one image, published together.
+
+    Use as a context manager; :meth:`tiff` and :meth:`csv` write to temporary names, and leaving the block
+    without an exception renames them all into place (replacing older files). Any exception, including
+    ``KeyboardInterrupt``, removes the temporary files and leaves the destinations untouched.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Path, Path]] = []
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if kind is None:
+            for temporary, final in self._pending:
+                os.replace(temporary, final)
+        else:
+            for temporary, _ in self._pending:
+                temporary.unlink(missing_ok=True)
+        self._pending = []
+
+    def tiff(self, path: Path, array: np.ndarray, axes: str, voxel_size: VoxelSize | None = None) -> None:
+        """Stage a TIFF file (see :func:`write_tiff`)."""
+        write_tiff(self._stage(path), array, axes, voxel_size)
+
+    def csv(self, path: Path, table: pd.DataFrame, float_format: str = "%.6g") -> None:
+        """Stage a CSV table."""
+        table.to_csv(self._stage(path), index=False, float_format=float_format)
+
+    def _stage(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.part")
+        self._pending.append((temporary, path))
+        return temporary
+
+
+def names(outputs: Sequence[str] | None) -> tuple[str, ...]:
+    """The requested outputs, checked and de-duplicated in order; the default ones when none are given."""
+    chosen = tuple(dict.fromkeys(outputs or DEFAULT_OUTPUTS))
+    unknown = [name for name in chosen if name not in OUTPUTS]
+    if unknown:
+        raise UserError(f"--output {unknown[0]!r}: choose from {', '.join(OUTPUTS)}")
+    return chosen
+
+
+@dataclass
+class ImageResult:
+    """What was written for one image."""
+
+    image: Path
+    paths: dict[str, Path]
+    foreground_class: int
+    foreground_from: str
+    nuclei: int | None
+
+    def summary(self) -> str:
+        """One line for the console."""
+        nuclei = "" if self.nuclei is None else f", {self.nuclei} nuclei"
+        written = ", ".join(path.name for path in self.paths.values())
+        chosen = f"foreground class {self.foreground_class} ({self.foreground_from})"
+        return f"{self.image.name}: {chosen}{nuclei} -> {written}"
+
+
+def predict_files(
+    model: str | Path | Predictor,
+    images: Sequence[str | Path],
+    out: str | Path,
+    *,
+    outputs: Sequence[str] | None = None,
+    overwrite: bool = False,
+    channel: int | None = None,
+    foreground_class: int | None = None,
+    min_size: int = DEFAULT_MIN_SIZE,
+    voxel_size: str | Sequence[float] | None = None,
+    progress: bool = False,
+    report: Callable[[str], Any] = print,
+    **settings: Any,
+) -> list[ImageResult]:
+    """Predict every image and write the requested results into ``out``.
+
+    Args:
+        model: an exported ``.onnx`` file, a bioimage.io package, or a :class:`~wnet_zoo.predict.Predictor`.
+        images: 3-D TIFF files or folders of them.
+        out: folder for the results (created when the first result is written).
+        outputs: any of ``probabilities`` (K, Z, Y, X float32), ``mask`` (uint8 0/1 of the foreground class)
+            and ``instances`` (uint16/uint32 labels plus ``<stem>_labels.csv``); default mask and instances.
+        overwrite: replace existing results; without it they stop the run before any work.
+        channel: channel of 4-D stacks.
+        foreground_class: the nuclei class, overriding the model's metadata and the intensity rule.
+        min_size: nuclei with fewer voxels are removed.
+        voxel_size: (z, y, x) voxel size overriding the files' metadata (``"2,0.5,0.5"`` or a sequence).
+        progress: show a progress bar over tiles.
+        report: called with one line per event (settings used, each image written).
+        **settings: :class:`~wnet_zoo.predict.Predictor` options (device, threads, tile, overlap, blend, norm, batch).
+    """
+    chosen = names(outputs)
+    files = collect_images(images)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder")
+    stems = [file.stem for file in files]
+    if len(set(stems)) < len(stems):
+        twice = next(stem for stem in stems if stems.count(stem) > 1)
+        raise UserError(f"two images are named {twice!r}; their results would collide: predict them separately")
+    planned = {file: output_paths(out, file.stem, chosen) for file in files}
+    check_free((path for paths in planned.values() for path in paths.values()), overwrite)
+    override = parse_floats(voxel_size, "voxel-size")
+    ready = {files[0]: read_volume(files[0], channel)}
+    for file in files[1:]:  # every input is checked before any work
+        read_volume(file, channel)
+    predictor = model if isinstance(model, Predictor) else Predictor(model, **settings)
+    classes = predictor.metadata.num_classes
+    if foreground_class is not None and classes and not 0 <= foreground_class < classes:
+        raise UserError(f"--foreground-class {foreground_class}: the model has classes 0..{classes - 1}")
+    report(predictor.describe())
+    results = []
+    for file in files:
+        volume = ready.pop(file) if file in ready else read_volume(file, channel)
+        size = read_voxel_size(file)
+        if override is not None:
+            size = VoxelSize(*override, unit=size.unit if size else "µm")
+        probabilities = predictor.probabilities(volume, progress=progress, label=file.name)
+        foreground, reason = choose_foreground(probabilities, volume, predictor.metadata, foreground_class)
+        result = ImageResult(file, planned[file], foreground, reason, None)
+        _write(result, probabilities, volume, size, min_size)
+        report(result.summary())
+        results.append(result)
+    return results
+
+
+def _write(
+    result: ImageResult, probabilities: np.ndarray, volume: np.ndarray, size: VoxelSize | None, min_size: int
+) -> None:
+    paths = result.paths
+    mask = probabilities.argmax(axis=0) == result.foreground_class
+    with OutputSet() as staged:
+        if "probabilities" in paths:
+            staged.tiff(paths["probabilities"], probabilities, "CZYX", size)
+        if "mask" in paths:
+            staged.tiff(paths["mask"], mask.astype(np.uint8), "ZYX", size)
+        if "instances" in paths:
+            spacing = None if size is None else size[:3]
+            found = instances(
+                probabilities[result.foreground_class], volume, mask=mask, min_size=min_size, voxel_size=spacing
+            )
+            staged.tiff(paths["instances"], found.labels, "ZYX", size)
+            staged.csv(paths["labels"], found.table)
+            result.nuclei = len(found.table)

@@ -1,0 +1,293 @@
+"""Sliding-window prediction with an exported WNet3D encoder on ONNX Runtime.
+
+By default this reproduces CellSeg3D's path (MONAI ``sliding_window_inference`` with 64^3 windows,
+overlap 0.25 and Gaussian blending, on the volume remapped globally to 0..100): same windows, same
+weights, same blending order; only the engine differs. See :mod:`wnet_zoo.tiling` for the plan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import yaml
+from tqdm.auto import tqdm
+
+from .data import VoxelSize, check_volume, parse_triple, read_volume, read_voxel_size, remap
+from .errors import UserError
+from .onnx_model import NORMALIZATION, ModelMetadata, read_metadata
+from .runtime import Engine, open_engine
+from .tiling import BLEND_MODES, Blender, TilePlan
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+LOG = logging.getLogger("wnet_zoo")
+NORMS = ("global", "tile")
+DEFAULT_TILE = (64, 64, 64)
+DEFAULT_OVERLAP = 0.25
+GPU_BATCH = 4
+_RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
+
+
+@contextlib.contextmanager
+def onnx_file(model: str | Path) -> Iterator[Path]:
+    """The ONNX file of ``model``: an ``.onnx`` file, or a bioimage.io package (zip, folder or its rdf.yaml)
+    with ``weights: onnx``; a zipped package is unpacked into a temporary folder for the ``with`` block."""
+    path = Path(model)
+    if not path.exists():
+        raise UserError(f"{path}: no such model; give an .onnx file or a bioimage.io package (.zip, folder, rdf.yaml)")
+    if path.is_dir():
+        yield _onnx_from_rdf(_rdf_in_folder(path))
+    elif path.suffix.lower() in (".yaml", ".yml"):
+        yield _onnx_from_rdf(path)
+    elif zipfile.is_zipfile(path):
+        with tempfile.TemporaryDirectory(prefix="wnet-zoo-") as folder, zipfile.ZipFile(path) as archive:
+            archive.extractall(folder)
+            yield _onnx_from_rdf(_rdf_in_folder(Path(folder), path))
+    else:
+        yield path
+
+
+def _rdf_in_folder(folder: Path, shown: Path | None = None) -> Path:
+    found = [folder / name for name in _RDF_NAMES if (folder / name).is_file()]
+    found += sorted(folder.glob("*.bioimageio.yaml"))
+    if not found:
+        raise UserError(f"{shown or folder}: no rdf.yaml inside; give an .onnx file or a bioimage.io package")
+    return found[0]
+
+
+def _onnx_from_rdf(rdf: Path) -> Path:
+    try:
+        description = yaml.safe_load(rdf.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise UserError(f"{rdf}: not a readable bioimage.io rdf.yaml ({type(error).__name__})") from None
+    weights = description.get("weights") if isinstance(description, dict) else None
+    entry = weights.get("onnx") if isinstance(weights, dict) else None
+    source = entry.get("source") if isinstance(entry, dict) else None
+    if not isinstance(source, str):
+        raise UserError(f"{rdf}: the package has no onnx weights; export one with 'wnet-zoo export'")
+    if "://" in source:
+        raise UserError(f"{rdf}: onnx weights at {source} are remote; download the package with its weights first")
+    onnx_path = rdf.parent / source
+    if not onnx_path.is_file():
+        raise UserError(f"{rdf}: its onnx weights {source} are missing from the package")
+    return onnx_path
+
+
+class Predictor:
+    """An exported WNet3D opened on ONNX Runtime, with its tiling settings; reuse it across images.
+
+    Args:
+        model: an ``.onnx`` file from ``wnet-zoo export`` or a bioimage.io package with onnx weights.
+        device: ``auto``, ``cuda``, ``tensorrt``, ``openvino`` or ``cpu`` (see :func:`wnet_zoo.runtime.open_engine`).
+        threads: CPU threads (default: all cores).
+        tile: (z, y, x) window, one size or ``"z,y,x"``, multiples of 8 (default: the training patch recorded
+            in the model, else 64^3).
+        overlap: fraction of a window shared with its neighbour, in [0, 1).
+        blend: ``gaussian`` (MONAI's importance map at sigma 0.125 of the window) or ``constant``.
+        norm: ``global`` (the whole volume to 0..100 once, as the model was trained) or ``tile`` (each window
+            on its own; for comparison only).
+        batch: windows per engine run (default: 4 on GPUs, 1 on CPUs); halved after running out of memory.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        tile: int | str | Sequence[int] | None = None,
+        overlap: float = DEFAULT_OVERLAP,
+        blend: str = "gaussian",
+        norm: str = "global",
+        batch: int | None = None,
+    ) -> None:
+        if blend not in BLEND_MODES:
+            raise UserError(f"--blend {blend!r}: choose one of {', '.join(BLEND_MODES)}")
+        if norm not in NORMS:
+            raise UserError(f"--norm {norm!r}: choose one of {', '.join(NORMS)}")
+        if not 0 <= overlap < 1:
+            raise UserError(f"--overlap {overlap:g}: give a fraction in [0, 1), e.g. 0.25")
+        if batch is not None and batch < 1:
+            raise UserError(f"--batch {batch}: give a positive number of tiles")
+        with onnx_file(model) as path:
+            self.metadata: ModelMetadata = read_metadata(path)
+            if self.metadata.normalization != NORMALIZATION:
+                raise UserError(f"{model}: unknown input normalisation {self.metadata.normalization!r}")
+            self.tile = self._check_tile(parse_triple(tile, "tile") or self.metadata.train_patch or DEFAULT_TILE)
+            self.engine: Engine = open_engine(path, device, threads, self.tile, batch or GPU_BATCH)
+        self.overlap = float(overlap)
+        self.blend = blend
+        self.norm = norm
+        self.batch = batch or (GPU_BATCH if self.engine.on_gpu else 1)
+
+    @property
+    def provider(self) -> str:
+        """The execution provider the session really uses."""
+        return self.engine.provider
+
+    def describe(self) -> str:
+        """One line: provider, threads, precision, tiling."""
+        tile = ",".join(map(str, self.tile))
+        return (
+            f"provider {self.provider} ({self.engine.threads} threads, {self.engine.precision}); "
+            f"tile {tile}, overlap {self.overlap:g}, {self.blend} blend, {self.norm} norm, batch {self.batch}"
+        )
+
+    def probabilities(self, volume: np.ndarray, progress: bool = False, label: str | None = None) -> np.ndarray:
+        """Class probabilities (K, Z, Y, X) of a checked float32 volume (Z, Y, X), blended over the tiles."""
+        plan = TilePlan.create(volume.shape, self.tile, self.overlap, self.blend)
+        if self.norm == "global":
+            source = plan.pad_volume(remap(volume), 0.0)
+        else:
+            source = plan.pad_volume(np.asarray(volume, dtype=np.float32), float(volume.min()))
+        blender: Blender | None = None
+        done = 0
+        with tqdm(total=len(plan.tiles), desc=label, unit="tile", disable=not progress, leave=False) as bar:
+            while done < len(plan.tiles):
+                indices = range(done, min(done + self.batch, len(plan.tiles)))
+                batch = np.stack([self._window(source, plan.tiles[i]) for i in indices])[:, None]
+                outputs = self._run(batch)
+                blender = blender or Blender(plan, outputs.shape[1])
+                for index, output in zip(indices, outputs, strict=True):
+                    blender.add(index, output)
+                done = indices.stop
+                bar.update(len(indices))
+        assert blender is not None
+        return blender.result()
+
+    def predict(
+        self,
+        image: str | Path | np.ndarray,
+        *,
+        channel: int | None = None,
+        foreground_class: int | None = None,
+        voxel_size: VoxelSize | None = None,
+        progress: bool = False,
+    ) -> xr.DataArray:
+        """See :func:`predict`."""
+        import xarray as xr  # only the Python API returns a DataArray: the command line does not load xarray
+
+        if isinstance(image, str | Path):
+            volume = read_volume(image, channel)
+            voxel_size = voxel_size or read_voxel_size(image)
+            label: str | None = Path(image).name
+        else:
+            volume = check_volume(np.asarray(image, dtype=np.float32))
+            label = None
+        probabilities = self.probabilities(volume, progress=progress, label=label)
+        foreground, reason = choose_foreground(probabilities, volume, self.metadata, foreground_class)
+        attrs: dict[str, Any] = {
+            "provider": self.provider,
+            "precision": self.engine.precision,
+            "threads": self.engine.threads,
+            "tile": list(self.tile),
+            "overlap": self.overlap,
+            "blend": self.blend,
+            "norm": self.norm,
+            "batch": self.batch,
+            "model": self.metadata.name,
+            "model_version": self.metadata.version,
+            "foreground_class": foreground,
+            "foreground_from": reason,
+        }
+        if voxel_size is not None:
+            attrs["voxel_size"] = [voxel_size.z, voxel_size.y, voxel_size.x]
+            attrs["voxel_unit"] = voxel_size.unit
+        if label is not None:
+            attrs["source"] = str(image)
+        classes = np.arange(probabilities.shape[0])
+        return xr.DataArray(
+            probabilities, dims=("c", "z", "y", "x"), coords={"c": classes}, name="probabilities", attrs=attrs
+        )
+
+    def _check_tile(self, tile: tuple[int, int, int]) -> tuple[int, int, int]:
+        multiple = self.metadata.spatial_multiple
+        if any(t % multiple for t in tile):
+            raise UserError(f"--tile {','.join(map(str, tile))}: each size must be a multiple of {multiple}, e.g. 64")
+        return tile
+
+    def _window(self, source: np.ndarray, tile: tuple[slice, ...]) -> np.ndarray:
+        window = source[tile]
+        if self.norm == "global":
+            return window
+        low, high = float(window.min()), float(window.max())
+        return remap(window, low, high) if high > low else np.zeros_like(window)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """Run a batch; after running out of memory, halve the batch for this and every later run."""
+        try:
+            return self.engine.run(batch)
+        except Exception as error:  # onnxruntime raises its own exception types
+            if len(batch) == 1 or not _out_of_memory(error):
+                raise
+        half = len(batch) // 2
+        self.batch = min(self.batch, half)
+        LOG.warning("out of memory with %d tiles per run; continuing with %d", len(batch), half)
+        return np.concatenate([self._run(batch[:half]), self._run(batch[half:])])
+
+
+def _out_of_memory(error: Exception) -> bool:
+    text = str(error).lower()
+    return any(
+        sign in text for sign in ("out of memory", "failed to allocate", "bad_alloc", "cudaerrormemoryallocation")
+    )
+
+
+def choose_foreground(
+    probabilities: np.ndarray, volume: np.ndarray, metadata: ModelMetadata, override: int | None = None
+) -> tuple[int, str]:
+    """The nuclei class and where it came from: ``override`` (``"user"``), the exporter's ``"metadata"``, or
+    ``"intensity"``: the class whose voxels (by arg-max) have the highest mean input intensity."""
+    classes = probabilities.shape[0]
+    if override is not None:
+        if not 0 <= override < classes:
+            raise UserError(f"--foreground-class {override}: the model has classes 0..{classes - 1}")
+        return override, "user"
+    if metadata.foreground_class is not None and 0 <= metadata.foreground_class < classes:
+        return metadata.foreground_class, "metadata"
+    winner = probabilities.argmax(axis=0).ravel()
+    counts = np.bincount(winner, minlength=classes)
+    sums = np.bincount(winner, weights=np.asarray(volume, dtype=np.float64).ravel(), minlength=classes)
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf)
+    return int(np.argmax(means)), "intensity"
+
+
+def predict(
+    model: str | Path | Predictor,
+    image: str | Path | np.ndarray,
+    *,
+    channel: int | None = None,
+    foreground_class: int | None = None,
+    voxel_size: VoxelSize | None = None,
+    progress: bool = False,
+    **settings: Any,
+) -> xr.DataArray:
+    """Class probabilities of one 3-D image, stitched from tiles run on ONNX Runtime.
+
+    Args:
+        model: an exported ``.onnx`` file, a bioimage.io package with onnx weights, or a :class:`Predictor`.
+        image: a 3-D TIFF file (``channel`` picks one of a 4-D stack) or a 3-D array.
+        channel: channel of a 4-D (C, Z, Y, X) TIFF stack.
+        foreground_class: the nuclei class, overriding the model's metadata and the intensity rule.
+        voxel_size: recorded in the attributes (default: the TIFF file's, if any).
+        progress: show a progress bar over tiles.
+        **settings: :class:`Predictor` options when ``model`` is a path (device, threads, tile, overlap,
+            blend, norm, batch).
+
+    Returns:
+        float32 ``DataArray`` with dims (c, z, y, x), the input's spatial shape, class coordinates, and
+        attributes: provider, precision, threads, tile, overlap, blend, norm, batch, model, model_version,
+        foreground_class (and foreground_from), voxel_size/voxel_unit when known, source for files.
+    """
+    predictor = model if isinstance(model, Predictor) else Predictor(model, **settings)
+    return predictor.predict(
+        image, channel=channel, foreground_class=foreground_class, voxel_size=voxel_size, progress=progress
+    )
