@@ -3,6 +3,9 @@
 The graph takes ``raw`` (B, 1, Z, Y, X) float32 on the 0..100 scale (``(v - min) / (max - min) * 100``
 over the whole volume) and returns ``probabilities`` (B, K, Z, Y, X), a softmax over K classes. Batch and
 spatial axes are dynamic; spatial sizes must be multiples of 8. ``metadata_props`` hold the rest.
+
+The graph is that of :func:`wnet_zoo.inference_encoder.inference_encoder` (composed convolutions, group
+norms as short reductions), which ONNX Runtime runs as close to float64 as torch does.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 
 from . import __version__
 from .errors import UserError
+from .inference_encoder import inference_encoder
 from .model import SPATIAL_MULTIPLE, WNet3D
 
 INPUT_NAME = "raw"
@@ -83,10 +87,10 @@ def export_onnx(model: WNet3D, path: str | Path, metadata: ModelMetadata, exampl
     """Export ``model.encoder`` (with its softmax) to ONNX at ``path`` (written atomically).
 
     Uses the TorchScript-based exporter (``dynamo=False``): it needs no extra packages and gives a plain
-    static graph with dynamic batch and spatial axes.
+    static graph with dynamic batch and spatial axes. ``model`` itself is not changed.
     """
     path = Path(path)
-    encoder = model.encoder.eval()
+    encoder = inference_encoder(model)
     parameter = next(encoder.parameters())
     example = torch.rand(1, model.in_channels, example_size, example_size, example_size, dtype=parameter.dtype) * 100
     axes = {0: "batch", 2: "z", 3: "y", 4: "x"}
@@ -104,6 +108,7 @@ def export_onnx(model: WNet3D, path: str | Path, metadata: ModelMetadata, exampl
             dynamo=False,
         )
     graph = onnx.load(str(tmp))
+    _inline_initializer_copies(graph.graph)
     for key, value in metadata.to_props().items():
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
@@ -112,6 +117,26 @@ def export_onnx(model: WNet3D, path: str | Path, metadata: ModelMetadata, exampl
     onnx.save(graph, str(tmp))
     os.replace(tmp, path)
     return path
+
+
+def _inline_initializer_copies(graph: onnx.GraphProto) -> None:
+    """Replace ``Identity`` nodes that copy an initializer by the initializer itself.
+
+    The exporter writes such copies when two parameters hold equal values (fresh GroupNorm weights), and
+    ONNX Runtime 1.32 rejects ``Identity(initializer)`` feeding ``Mul(Div(1, x), .)`` at every optimisation
+    level (its EliminateIdentity and DivMulFusion passes together leave a dangling input).
+    """
+    initializers = {tensor.name for tensor in graph.initializer}
+    outputs = {value.name for value in graph.output}
+    renamed = {}
+    for node in list(graph.node):
+        if node.op_type == "Identity" and node.input[0] in initializers and node.output[0] not in outputs:
+            renamed[node.output[0]] = node.input[0]
+            graph.node.remove(node)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
 
 
 def read_metadata(path: str | Path) -> ModelMetadata:

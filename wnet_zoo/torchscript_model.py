@@ -1,0 +1,31 @@
+"""The exported TorchScript encoder: the same graph as the ONNX file, for PyTorch-based consumers."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from .inference_encoder import inference_encoder
+from .model import WNet3D
+
+
+def export_torchscript(model: WNet3D, path: str | Path, example_size: int = 32) -> Path:
+    """Trace the export form of ``model.encoder`` (with its softmax) to ``path`` (written atomically).
+
+    The traced module takes (B, 1, Z, Y, X) float32 on the 0..100 scale, any batch and spatial sizes that
+    are multiples of 8, and returns (B, K, Z, Y, X) probabilities.
+    """
+    path = Path(path)
+    encoder = inference_encoder(model)
+    parameter = next(encoder.parameters())
+    example = torch.rand(1, model.in_channels, example_size, example_size, example_size, dtype=parameter.dtype) * 100
+    tmp = path.with_name(f".{path.name}.tmp")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer notices, and TorchScript's deprecation in favour of torch.export
+        traced = torch.jit.trace(encoder, example.to(parameter.device), check_trace=False)
+        torch.jit.save(traced, str(tmp))
+    os.replace(tmp, path)
+    return path
