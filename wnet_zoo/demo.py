@@ -1,14 +1,26 @@
-"""``wnet-zoo demo``: the main job end to end on the bundled example volume, in a few minutes on 2 cores."""
+"""``wnet-zoo demo``: the whole job on the bundled example volume, in a few minutes on 2 CPU cores.
+
+Train a small WNet3D, export it (ONNX, TorchScript, bioimage.io package), predict the example with the
+exported ONNX file (probabilities, mask, instances) and draw a preview.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import tifffile
 
 from .config import TrainConfig
 from .errors import UserError
+from .plotting import plot_preview
 from .train import TrainResult, train
+
+if TYPE_CHECKING:
+    from .export import ExportResult
+    from .outputs import ImageResult
 
 EXAMPLE_NAME = "c5image.tif"
 
@@ -23,8 +35,8 @@ def demo_config() -> TrainConfig:
     return TrainConfig(
         images=[str(example_volume())],
         channels=[8, 16, 32, 64],
-        patch=[32, 64, 64],
-        epochs=6,
+        patch=[64, 64, 64],
+        epochs=15,
         samples_per_epoch=4,
         batch=2,
         lr=2e-3,
@@ -39,26 +51,55 @@ class DemoResult:
 
     out: Path
     training: TrainResult
+    export: ExportResult
+    prediction: ImageResult
+    preview: Path
 
     def summary(self) -> str:
         """What to look at, one item a line."""
         last = self.training.rows[-1]
         run = self.training.run_dir
+        paths = self.prediction.paths
         return "\n".join(
             [
                 f"demo finished in {self.out}",
                 f"  training run     {run}  (final ncut {last['ncut']:.4f}, rec {last['rec']:.4g})",
                 f"  loss curves      {run / 'loss.png'}",
-                f"  best weights     {self.training.best_checkpoint}",
+                f"  ONNX model       {self.export.onnx}",
+                f"  zoo package      {self.export.package}",
+                f"  mask             {paths['mask']}",
+                f"  instances        {paths['instances']}  ({self.prediction.nuclei} nuclei)",
+                f"  preview          {self.preview}",
             ]
         )
 
 
 def run_demo(out: Path, overwrite: bool = False, progress: bool = True) -> DemoResult:
-    """Train a small WNet3D on the bundled example into ``out/run``."""
+    """Train, export and predict on the bundled example into ``out`` (``run/``, ``export/``, ``predictions/``)."""
+    from .export import export_model  # the exporter's package writer uses example_volume() from here
+    from .outputs import predict_files
+
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     training = train(demo_config(), out / "run", overwrite=True, progress=progress)
-    return DemoResult(out=out, training=training)
+    exported = export_model(training.run_dir, out / "export", overwrite=True)
+    (prediction,) = predict_files(
+        exported.onnx,
+        [example_volume()],
+        out / "predictions",
+        outputs=["probabilities", "mask", "instances"],
+        overwrite=True,
+        progress=progress,
+        device="cpu",
+        report=lambda line: None,
+    )
+    preview = out / "preview.png"
+    plot_preview(
+        tifffile.imread(example_volume()),
+        tifffile.imread(prediction.paths["mask"]),
+        tifffile.imread(prediction.paths["instances"]),
+        preview,
+    )
+    return DemoResult(out, training, exported, prediction, preview)
