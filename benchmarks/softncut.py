@@ -3,14 +3,19 @@
     python benchmarks/softncut.py [--threads 2] [--repeats 5] [--radii 1 2 3 4 5]
 
 Both losses run in this process on the same random batch (softmax probabilities, image on 0..100) for
-each radius: one warm-up, then ``--repeats`` timed forward + backward passes (median reported), the
-relative error of the loss value and the relative norm error of the gradient with respect to the
-probabilities. Peak memory is measured separately, in a fresh subprocess per loss and radius: the growth of
-the process's peak resident set size (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``) during one
-forward + backward pass, over its resident size just before; a small warm-up on an 8^3 batch first loads
-the code paths, so that the number is the pass's own tensors and buffers. A second table times the
-candidate 1-D blur implementations alone (forward + backward of the blur of the same batch of volumes).
-Results go to ``benchmarks/results/softncut.json``.
+each radius: the relative error of the loss value, the relative norm error of the gradient with respect to
+the probabilities, and the median wall time of forward + backward over at least ``--repeats`` runs lasting
+one second or more, after a warm-up. The machine may be shared: runs are grouped in samples of at least
+0.25 s, and a sample during which other processes used 10% of the CPUs or more (``/proc/stat`` minus this
+process's CPU time) is discarded and measured again once they are quiet; the table's last column is the
+largest share among the kept samples.
+
+Peak memory is measured separately, in a fresh subprocess per loss and radius: the growth of the process's
+peak resident set size (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``) during one forward +
+backward pass, over its resident size just before; a small warm-up on an 8^3 batch first loads the code
+paths, so that the number is the pass's own tensors and buffers. A second table times candidate 1-D blur
+implementations alone (forward + backward of the blur of one batch-sized tensor). Results go to
+``benchmarks/results/softncut.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -65,14 +71,79 @@ def forward_backward(loss: LossFn, probs: torch.Tensor, image: torch.Tensor) -> 
     return value.item(), leaf.grad
 
 
-def median_seconds(run: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+QUIET_SHARE = 0.1  # a measurement counts as uncontended when other processes used under 10% of the CPUs
+
+
+def _busy_cpu_seconds() -> float:
+    """CPU seconds that all processes on the machine have spent busy since boot (Linux ``/proc/stat``)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS  # all but idle and iowait
+
+
+class OthersLoad:
+    """Measures the share of the machine's CPUs that other processes kept busy during a ``with`` block."""
+
+    def __enter__(self) -> OthersLoad:
+        self.wall, self.busy, self.own = time.perf_counter(), _busy_cpu_seconds(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self.wall
+        others = _busy_cpu_seconds() - self.busy - (time.process_time() - self.own)
+        self.share = max(0.0, others) / (wall * (os.cpu_count() or 1))
+
+
+def wait_for_quiet(max_wait_s: float = 120.0) -> None:
+    """Waits (up to ``max_wait_s``) for a 1-second window in which other processes use under 10% of the CPUs."""
+    deadline = time.monotonic() + max_wait_s
+    while time.monotonic() < deadline:
+        with OthersLoad() as load:
+            time.sleep(1.0)
+        if load.share < QUIET_SHARE:
+            return
+
+
+def timed(run: Callable[[], object], repeats: int, min_total_s: float = 1.0, sample_s: float = 0.25) -> dict[str, Any]:
+    """Median wall time of ``run``, after a warm-up of at least ``sample_s``, over at least ``repeats`` runs
+    that together last at least ``min_total_s``.
+
+    Runs are grouped in samples of at least ``sample_s``; a sample during which other processes used 10% of
+    the CPUs or more is discarded (after waiting for them to go quiet) and measured again, up to
+    ``4 * repeats + 8`` samples; if none was clean, all runs are kept. ``others_cpu_share`` is the largest
+    share among the kept samples.
+    """
+    start = time.perf_counter()
+    while True:
         run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+        if time.perf_counter() - start >= sample_s:
+            break
+    kept: list[float] = []
+    discarded: list[float] = []
+    shares: list[float] = []
+    for _ in range(4 * repeats + 8):
+        if len(kept) >= repeats and sum(kept) >= min_total_s:
+            break
+        times: list[float] = []
+        with OthersLoad() as load:
+            while sum(times) < sample_s:
+                begin = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - begin)
+        if load.share < QUIET_SHARE:
+            kept += times
+            shares.append(load.share)
+        else:
+            discarded += times
+            wait_for_quiet()
+    if not kept:
+        kept, discarded, shares = discarded, [], [1.0]
+    return {
+        "median_s": statistics.median(kept),
+        "times_s": kept,
+        "discarded_runs": len(discarded),
+        "others_cpu_share": max(shares),
+    }
 
 
 def _status_kib(field: str) -> int:
@@ -100,9 +171,7 @@ def measure_memory(impl: str, shape: tuple[int, ...], radius: int, threads: int)
     command += ["--shape", *map(str, shape)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        print(
-            f"memory measurement failed for {impl} r={radius}: {done.stderr.strip()[-300:]}", file=sys.stderr
-        )
+        print(f"memory measurement failed for {impl} r={radius}: {done.stderr.strip()[-300:]}", file=sys.stderr)
         return None
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_growth_mib"]
 
@@ -175,8 +244,15 @@ def time_blur_variants(shape: tuple[int, ...], radii: list[int], repeats: int) -
                 leaf = volumes.clone().requires_grad_(True)
                 (blur(leaf) * upstream).sum().backward()
 
-            seconds, _ = median_seconds(run, repeats)
-            rows.append({"radius": radius, "variant": name, "median_ms": round(seconds * 1e3, 2)})
+            result = timed(run, repeats, min_total_s=0.5)
+            rows.append(
+                {
+                    "radius": radius,
+                    "variant": name,
+                    "median_ms": round(result["median_s"] * 1e3, 2),
+                    "others_cpu_share": round(result["others_cpu_share"], 3),
+                }
+            )
     return rows
 
 
@@ -185,9 +261,7 @@ def machine_info(threads: int) -> dict[str, object]:
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         names = [
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.read_text().splitlines()
-            if line.startswith("model name")
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
         ]
         model = names[0] if names else model
     return {
@@ -211,9 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per case, after a warm-up")
     parser.add_argument("--radii", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    parser.add_argument(
-        "--shape", type=int, nargs=5, default=[2, 2, 64, 64, 64], metavar=("B", "K", "Z", "Y", "X")
-    )
+    parser.add_argument("--shape", type=int, nargs=5, default=[2, 2, 64, 64, 64], metavar=("B", "K", "Z", "Y", "X"))
     parser.add_argument("--skip-memory", action="store_true", help="do not run the memory subprocesses")
     parser.add_argument("--skip-variants", action="store_true", help="do not time the blur variants")
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -231,18 +303,15 @@ def main(argv: list[str] | None = None) -> int:
     probs, image = make_batch(shape)
     rows = []
     header = f"{'r':>2} {'ours ms':>9} {'CellSeg3D ms':>13} {'ratio':>7} {'value err':>10} {'grad err':>9}"
-    header += f" {'ours MiB':>9} {'CellSeg3D MiB':>14}"
+    header += f" {'ours MiB':>9} {'CellSeg3D MiB':>14} {'others':>7}"
     print(header)
     for radius in args.radii:
         ours, reference = make_loss("ours", shape, radius), make_loss("cellseg3d", shape, radius)
         value, grad = forward_backward(ours, probs, image)
         ref_value, ref_grad = forward_backward(reference, probs, image)
-        ours_s, ours_all = median_seconds(
-            lambda loss=ours: forward_backward(loss, probs, image), args.repeats
-        )
-        ref_s, ref_all = median_seconds(
-            lambda loss=reference: forward_backward(loss, probs, image), args.repeats
-        )
+        ours_t = timed(lambda loss=ours: forward_backward(loss, probs, image), args.repeats)
+        ref_t = timed(lambda loss=reference: forward_backward(loss, probs, image), args.repeats)
+        ours_s, ref_s = ours_t["median_s"], ref_t["median_s"]
         row = {
             "radius": radius,
             "ours_ms": round(ours_s * 1e3, 2),
@@ -251,8 +320,11 @@ def main(argv: list[str] | None = None) -> int:
             "value_rel_error": relative_error(value, ref_value),
             "grad_rel_norm_error": ((grad - ref_grad).norm() / ref_grad.norm()).item(),
             "loss": value,
-            "ours_ms_all": [round(t * 1e3, 2) for t in ours_all],
-            "cellseg3d_ms_all": [round(t * 1e3, 1) for t in ref_all],
+            "ours_runs": len(ours_t["times_s"]),
+            "cellseg3d_ms_all": [round(t * 1e3, 1) for t in ref_t["times_s"]],
+            "discarded_runs": {"ours": ours_t["discarded_runs"], "cellseg3d": ref_t["discarded_runs"]},
+            "others_cpu_share_during_ours": round(ours_t["others_cpu_share"], 3),
+            "others_cpu_share_during_cellseg3d": round(ref_t["others_cpu_share"], 3),
         }
         if not args.skip_memory:
             row["ours_peak_rss_growth_mib"] = measure_memory("ours", shape, radius, args.threads)
@@ -266,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{radius:>2} {row['ours_ms']:>9.1f} {row['cellseg3d_ms']:>13.1f} {row['ratio']:>7.1f}"
             f" {row['value_rel_error']:>10.1e} {row['grad_rel_norm_error']:>9.1e}"
-            f" {mib('ours_peak_rss_growth_mib'):>9} {mib('cellseg3d_peak_rss_growth_mib'):>14}",
+            f" {mib('ours_peak_rss_growth_mib'):>9} {mib('cellseg3d_peak_rss_growth_mib'):>14}"
+            f" {max(ours_t['others_cpu_share'], ref_t['others_cpu_share']):>7.0%}",
             flush=True,
         )
 
@@ -291,7 +364,12 @@ def main(argv: list[str] | None = None) -> int:
         "intensity_sigma": INTENSITY_SIGMA,
         "spatial_sigma": SPATIAL_SIGMA,
         "repeats": args.repeats,
-        "timing": "median wall time of the repeats after one warm-up; each repeat is forward + backward",
+        "timing": (
+            "median wall time of forward + backward runs, after a warm-up: at least --repeats runs and 1 s, in "
+            "samples of >= 0.25 s; samples during which other processes used >= 10% of all CPUs (/proc/stat minus "
+            "this process's CPU time) are discarded and measured again; others_cpu_share_* = the largest share "
+            "among the kept samples"
+        ),
         "memory": (
             "peak resident set growth (MiB) during one forward + backward pass in a fresh subprocess: "
             "VmHWM after the pass minus VmRSS before it (VmHWM reset via /proc/self/clear_refs), "

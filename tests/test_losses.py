@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -37,42 +38,40 @@ def _blob_inputs(shape: tuple[int, ...], seed: int) -> tuple[torch.Tensor, torch
     return torch.softmax(logits, dim=1), image
 
 
-def _reference(
-    probs: torch.Tensor, image: torch.Tensor, intensity_sigma: float, spatial_sigma: float, radius: int
-) -> tuple[float, torch.Tensor]:
-    """CellSeg3D's loss value and its gradient with respect to the probabilities."""
-    loss_class = cellseg3d_softncut_class()
-    loss = loss_class(
-        data_shape=tuple(probs.shape[2:]),
-        device="cpu",
-        intensity_sigma=intensity_sigma,
-        spatial_sigma=spatial_sigma,
-        radius=radius,
-    )
+def _value_and_grads(
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    probs: torch.Tensor,
+    image: torch.Tensor,
+    image_grad: bool,
+) -> tuple[float, torch.Tensor, torch.Tensor | None]:
     probs = probs.clone().requires_grad_(True)
+    image = image.clone().requires_grad_(image_grad)
     value = loss(probs, image)
     value.backward()
-    return value.item(), probs.grad
+    return value.item(), probs.grad, image.grad
 
 
-def _ours(
-    probs: torch.Tensor, image: torch.Tensor, intensity_sigma: float, spatial_sigma: float, radius: int
-) -> tuple[float, torch.Tensor]:
-    probs = probs.clone().requires_grad_(True)
-    value = SoftNCutLoss(intensity_sigma, spatial_sigma, radius)(probs, image)
-    assert value.shape == () and value.dtype == torch.float32
-    value.backward()
-    return value.item(), probs.grad
+def _relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    return ((value - reference).norm() / reference.norm()).item()
 
 
 def _assert_close_to_reference(
-    probs: torch.Tensor, image: torch.Tensor, intensity_sigma: float, spatial_sigma: float, radius: int
+    probs: torch.Tensor,
+    image: torch.Tensor,
+    intensity_sigma: float,
+    spatial_sigma: float,
+    radius: int,
+    image_grad: bool = False,
 ) -> None:
-    ref_value, ref_grad = _reference(probs, image, intensity_sigma, spatial_sigma, radius)
-    value, grad = _ours(probs, image, intensity_sigma, spatial_sigma, radius)
+    """Loss value and gradients (probabilities, and optionally image) against CellSeg3D's SoftNCutsLoss."""
+    reference = cellseg3d_softncut_class()(tuple(probs.shape[2:]), "cpu", intensity_sigma, spatial_sigma, radius)
+    ours = SoftNCutLoss(intensity_sigma, spatial_sigma, radius)
+    ref_value, ref_grad, ref_image_grad = _value_and_grads(reference, probs, image, image_grad)
+    value, grad, our_image_grad = _value_and_grads(ours, probs, image, image_grad)
     assert abs(value - ref_value) <= VALUE_RTOL * abs(ref_value), (value, ref_value)
-    grad_error = ((grad - ref_grad).norm() / ref_grad.norm()).item()
-    assert grad_error <= GRAD_RTOL, grad_error
+    assert _relative_error(grad, ref_grad) <= GRAD_RTOL
+    if image_grad:
+        assert _relative_error(our_image_grad, ref_image_grad) <= GRAD_RTOL
 
 
 @pytest.mark.parametrize("radius", [1, 2, 3, 4, 5])
@@ -88,19 +87,17 @@ def test_matches_cellseg3d_random(spatial: tuple[int, int, int], classes: int, r
     ("classes", "radius", "intensity_sigma", "spatial_sigma"),
     [(2, 1, 40.0, 4.0), (2, 3, 500.0, 2.5), (3, 2, 40.0, 1.5), (3, 5, 2000.0, 6.0)],
 )
-def test_matches_cellseg3d_structured(
-    classes: int, radius: int, intensity_sigma: float, spatial_sigma: float
-) -> None:
+def test_matches_cellseg3d_structured(classes: int, radius: int, intensity_sigma: float, spatial_sigma: float) -> None:
     """Wide intensity sigmas make most voxel weights non-negligible, unlike the default on random noise."""
     probs, image = _blob_inputs((2, classes, 10, 14, 18), seed=radius)
-    _assert_close_to_reference(probs, image, intensity_sigma, spatial_sigma, radius)
+    _assert_close_to_reference(probs, image, intensity_sigma, spatial_sigma, radius, image_grad=True)
 
 
 def test_matches_cellseg3d_multichannel_image() -> None:
     """With several image channels the class mean is per channel and the distance sums over channels."""
     probs, image = _inputs((2, 2, 8, 10, 12), seed=3, channels=2)
     image = image / 20.0
-    _assert_close_to_reference(probs, image, intensity_sigma=3.0, spatial_sigma=4.0, radius=2)
+    _assert_close_to_reference(probs, image, intensity_sigma=3.0, spatial_sigma=4.0, radius=2, image_grad=True)
 
 
 @pytest.mark.parametrize("radius", [1, 2, 5])
@@ -119,18 +116,28 @@ def test_blur_is_its_own_adjoint() -> None:
     assert torch.autograd.gradgradcheck(lambda v: gaussian_blur(v, 2, 1.5), (volumes,))
 
 
-def test_gradient_matches_finite_differences() -> None:
-    probs, image = _blob_inputs((1, 2, 4, 5, 6), seed=0)
+@pytest.mark.parametrize(("classes", "channels"), [(2, 1), (3, 2)])
+def test_gradients_match_finite_differences(classes: int, channels: int) -> None:
+    """The hand-written backward pass, for the probabilities and the image, in float64."""
+    probs, image = _blob_inputs((2, classes, 4, 5, 6), seed=classes)
+    image = torch.cat([image + 3.0 * c for c in range(channels)], dim=1)
     probs = probs.double().requires_grad_(True)
+    image = image.double().requires_grad_(True)
     loss = SoftNCutLoss(intensity_sigma=30.0, spatial_sigma=2.0, radius=2)
-    assert torch.autograd.gradcheck(lambda p: loss(p, image.double()), (probs,))
+    assert torch.autograd.gradcheck(loss, (probs, image))
+
+
+def test_non_contiguous_inputs() -> None:
+    probs, image = _blob_inputs((2, 2, 6, 7, 8), seed=4)
+    loss = SoftNCutLoss(30.0, 4.0, 2)
+    permuted = probs.permute(0, 1, 4, 3, 2).contiguous().permute(0, 1, 4, 3, 2)
+    assert not permuted.is_contiguous()
+    torch.testing.assert_close(loss(permuted, image), loss(probs, image))
 
 
 def _axis_association(inside: range, outside: range, radius: int, sigma: float) -> float:
     """Sum of the 1-D kernel over pairs (i in inside, j in outside) at most ``radius`` apart."""
-    return sum(
-        math.exp(-((i - j) ** 2) / (2 * sigma**2)) for i in inside for j in outside if abs(i - j) <= radius
-    )
+    return sum(math.exp(-((i - j) ** 2) / (2 * sigma**2)) for i in inside for j in outside if abs(i - j) <= radius)
 
 
 @pytest.mark.parametrize("classes", [2, 3])
@@ -210,9 +217,7 @@ def test_reconstruction_bce_by_hand() -> None:
     value = reconstruction_loss(reconstruction, image, "bce").item()
     assert value == pytest.approx(expected, rel=1e-5)
     remapped = (image - image.min()) / (image.max() - image.min())
-    assert value == pytest.approx(
-        torch.nn.BCELoss()(torch.sigmoid(reconstruction), remapped).item(), rel=1e-5
-    )
+    assert value == pytest.approx(torch.nn.BCELoss()(torch.sigmoid(reconstruction), remapped).item(), rel=1e-5)
 
 
 def test_reconstruction_bce_constant_image_is_finite() -> None:
@@ -234,9 +239,7 @@ def test_wnet_loss_weights_its_terms() -> None:
     terms.total.backward()
     assert probs.grad is not None and reconstruction.grad is not None
 
-    custom = WNetLoss(30.0, 2.0, 1, ncut_weight=2.0, rec_weight=0.25, rec_loss="bce")(
-        probs, reconstruction, image
-    )
+    custom = WNetLoss(30.0, 2.0, 1, ncut_weight=2.0, rec_weight=0.25, rec_loss="bce")(probs, reconstruction, image)
     torch.testing.assert_close(custom.ncut, SoftNCutLoss(30.0, 2.0, 1)(probs, image))
     torch.testing.assert_close(custom.rec, reconstruction_loss(reconstruction, image, "bce"))
     torch.testing.assert_close(custom.total, 2.0 * custom.ncut + 0.25 * custom.rec)

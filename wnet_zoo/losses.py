@@ -15,11 +15,12 @@ and an image ``I`` (B, C, Z, Y, X) on the 0..100 scale. For each sample ``b`` an
 
 and ``loss = K - sum_k mean_b |num / (den + 1e-6)|``, which lies in [0, K].
 
-CellSeg3D evaluates this with two dense (2r+1)^3 ``conv3d`` per class. Here ``G`` is the product of three
-1-D Gaussians, applied as three 1-D passes, and ``G(u, v) = G(v, u)`` so that
-``num = sum_v (p w)(v) (G p)(v)`` and ``den = sum_v w(v) (G p)(v)``: one blur of ``p`` per class, all
-classes in one call, instead of two 3-D convolutions. The blur is self-adjoint, so its backward pass is
-the same blur of the incoming gradient.
+CellSeg3D evaluates this with two dense (2r+1)^3 ``conv3d`` per class, forward and backward through
+autograd. Here ``G`` is the product of three 1-D Gaussians, applied as three 1-D passes (sums of shifted
+slices), and ``G(u, v) = G(v, u)``, so that ``num = sum_v (p w)(v) (G p)(v)`` and
+``den = sum_v w(v) (G p)(v)``: one blur of ``p`` for all classes at once instead of two 3-D convolutions
+per class. The backward pass is written by hand (the blur is self-adjoint, so it is one more blur) and
+keeps three (B, K, Z, Y, X) tensors; memory does not depend on the radius.
 """
 
 from __future__ import annotations
@@ -32,14 +33,16 @@ from numbers import Integral
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 MEAN_EPS = 1e-5
 """Added to a class's mean probability before dividing by it (CellSeg3D's value)."""
 RATIO_EPS = 1e-6
 """Added to the denominator of each class's association ratio (CellSeg3D's value)."""
-WEIGHT_CUTOFF = 80.0
-"""Voxel weights ``exp(-x)`` with ``x >= WEIGHT_CUTOFF`` (below about 2e-35) are set to zero: their effect on
-the loss is far below float32 resolution, and ``exp`` is about 10x slower where it underflows."""
+WEIGHT_FLOOR = 80.0
+"""Voxel weights are ``exp(-min(x, WEIGHT_FLOOR))``, floored at ``exp(-80)`` (about 2e-35) instead of
+underflowing to float32 subnormals and zero: a change far below float32 resolution of the loss and its
+gradient, which keeps ``exp`` off its slow path (about 10x slower where it underflows)."""
 RECONSTRUCTION_LOSSES = ("mse", "bce")
 
 
@@ -51,21 +54,26 @@ def gaussian_taps(radius: int, sigma: float) -> list[float]:
     return [math.exp(-(j * j) / (2.0 * sigma * sigma)) for j in range(radius + 1)]
 
 
-def _blur_axis(x: Tensor, taps: Sequence[float], dim: int) -> Tensor:
-    """Symmetric 1-D convolution of ``x`` along ``dim`` with zero padding, as sums of shifted slices."""
+def _blur_axis(x: Tensor, taps: Sequence[float], dim: int, out: Tensor) -> Tensor:
+    """Symmetric 1-D convolution of ``x`` along ``dim`` with zero padding, as sums of shifted slices,
+    written into ``out`` (another tensor of the same shape)."""
     n = x.shape[dim]
-    out = x * taps[0]
+    torch.mul(x, taps[0], out=out)
     for shift in range(1, min(len(taps), n)):
         out.narrow(dim, shift, n - shift).add_(x.narrow(dim, 0, n - shift), alpha=taps[shift])
         out.narrow(dim, 0, n - shift).add_(x.narrow(dim, shift, n - shift), alpha=taps[shift])
     return out
 
 
-def _blur(x: Tensor, taps: Sequence[float]) -> Tensor:
-    """Separable Gaussian blur of the last three axes of ``x``; every other axis is a batch axis."""
-    for dim in (-3, -2, -1):
-        x = _blur_axis(x, taps, x.dim() + dim)
-    return x
+def _blur(x: Tensor, taps: Sequence[float], scratch: Tensor | None = None) -> Tensor:
+    """Separable Gaussian blur of the last three axes of ``x``; every other axis is a batch axis.
+
+    The three passes alternate between two buffers; ``scratch`` (which may be ``x`` itself, whose values
+    are then lost) serves as the second one instead of a new tensor.
+    """
+    first = _blur_axis(x, taps, x.dim() - 3, torch.empty_like(x))
+    second = _blur_axis(first, taps, x.dim() - 2, torch.empty_like(x) if scratch is None else scratch)
+    return _blur_axis(second, taps, x.dim() - 1, first)
 
 
 class _GaussianBlur(torch.autograd.Function):
@@ -90,6 +98,85 @@ def gaussian_blur(x: Tensor, radius: int, sigma: float) -> Tensor:
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
     """float64 if any input is float64, else float32 (bf16/fp16 inputs are computed in float32)."""
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _squared_distance(image: Tensor, class_mean: Tensor) -> Tensor:
+    """``sum_c (image_c - mean_kc)^2`` for an image (B, C, N) and class means (B, K, C): (B, K, N)."""
+    dist = (image[:, :1] - class_mean[..., :1]).square_()
+    for channel in range(1, image.shape[1]):
+        dist.add_((image[:, channel : channel + 1] - class_mean[..., channel : channel + 1]).square_())
+    return dist
+
+
+class _SoftNCut(torch.autograd.Function):
+    """The SoftNCut loss of contiguous ``probs`` (B, K, Z, Y, X) and ``image`` (B, C, Z, Y, X) of one float
+    dtype, with a hand-written backward pass.
+
+    With ``a = dL/dnum`` and ``c = dL/dden`` per sample and class, ``h = a p + c`` and ``g = G p``:
+    ``dL/dp = G(w h) + a w g`` with the weights held fixed, and ``dL/dw = h g``. Through
+    ``w = exp(-d^2 / sigma^2)`` and ``d = sum_c (I_c - mu_c)^2`` the class means get
+    ``dL/dmu_c = (4 / sigma^2) sum_v (I_c - mu_c) q`` with ``q = d w h g``, which flows back to ``p`` (and
+    to the image) through ``mu_c = mean(I_c p) / (mean(p) + 1e-5)``. One blur in the forward pass, one in
+    the backward pass, and three saved (B, K, N) tensors: ``d``, ``w`` and ``w g``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        probs: Tensor,
+        image: Tensor,
+        taps: tuple[float, ...],
+        intensity_sigma: float,
+    ) -> Tensor:
+        p, img = probs.flatten(2), image.flatten(2)
+        voxels = p.shape[-1]
+        mass = p.sum(-1, keepdim=True).div_(voxels).add_(MEAN_EPS)  # mean(p) + 1e-5, (B, K, 1)
+        # Sums over all voxels use torch's reductions (pairwise summation), not matrix products, whose float32
+        # accumulation made the loss and gradient 10-60x less accurate at 64^3 (and was slower).
+        weighted_sum = torch.stack([torch.linalg.vecdot(p, img[:, c : c + 1]) for c in range(img.shape[1])], -1)
+        class_mean = weighted_sum / (mass * voxels)  # (B, K, C)
+        dist = _squared_distance(img, class_mean)
+        weights = torch.mul(dist, dist).mul_(-1.0 / intensity_sigma**2).clamp_(min=-WEIGHT_FLOOR).exp_()
+        weighted_blur = _blur(probs, taps).flatten(2).mul_(weights)  # w g
+        denominator = weighted_blur.sum(-1)
+        numerator = torch.linalg.vecdot(p, weighted_blur)
+        ratio = numerator / (denominator + RATIO_EPS)
+        ctx.save_for_backward(probs, image, class_mean, mass, dist, weights, weighted_blur, ratio, denominator)
+        ctx.taps, ctx.intensity_sigma = taps, intensity_sigma  # type: ignore[attr-defined]
+        return probs.shape[1] - ratio.abs().mean(0).sum()
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad_loss: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, None, None]:
+        saved = ctx.saved_tensors  # type: ignore[attr-defined]
+        probs, image, class_mean, mass, dist, weights, weighted_blur, ratio, denominator = saved
+        p, img = probs.flatten(2), image.flatten(2)
+        batch, voxels = p.shape[0], p.shape[-1]
+        grad_num = (-grad_loss * torch.sign(ratio) / batch / (denominator + RATIO_EPS)).unsqueeze(-1)  # a
+        grad_den = -grad_num * ratio.unsqueeze(-1)  # c
+        h = torch.addcmul(grad_den, p, grad_num)  # a p + c
+        q = (h * weighted_blur).mul_(dist)
+        weighted_h = h.mul_(weights)
+        factor = 4.0 / ctx.intensity_sigma**2  # type: ignore[attr-defined]
+        offsets = [img[:, c : c + 1] - class_mean[..., c : c + 1] for c in range(img.shape[1])]  # I_c - mu_c
+        grad_mean = torch.stack([torch.linalg.vecdot(q, e) for e in offsets], -1).mul_(factor)  # (B, K, C)
+        grad_weighted = grad_mean / mass  # dL/d mean(I_c p)
+        grad_mass = -(grad_mean * class_mean).sum(-1, keepdim=True) / mass  # dL/d mean(p)
+        grad_probs = grad_image = None
+        if ctx.needs_input_grad[0]:
+            weighted_h = weighted_h.view(probs.shape)
+            grad = _blur(weighted_h, ctx.taps, scratch=weighted_h).flatten(2)  # type: ignore[attr-defined]
+            grad.addcmul_(weighted_blur, grad_num)
+            for c in range(img.shape[1]):
+                grad.addcmul_(img[:, c : c + 1], grad_weighted[..., c : c + 1] / voxels)
+            grad_probs = grad.add_(grad_mass / voxels).view(probs.shape)
+        if ctx.needs_input_grad[1]:
+            direct = torch.cat([(e * q).sum(1, keepdim=True) for e in offsets], 1).mul_(-factor)
+            through_mean = torch.bmm(grad_weighted.transpose(1, 2), p).div_(voxels)  # (B, C, N)
+            grad_image = direct.add_(through_mean).view(image.shape)
+        return grad_probs, grad_image, None, None
 
 
 class SoftNCutLoss(nn.Module):
@@ -133,24 +220,10 @@ class SoftNCutLoss(nn.Module):
             )
         dtype = _compute_dtype(probs, image)
         with torch.autocast(probs.device.type, enabled=False):
-            p = probs.to(dtype)
-            img = image.to(dtype)
-            num_classes = p.shape[1]
-            # Class means per channel, (B, K, C): one batched matrix product over the voxels.
-            p_flat, img_flat = p.flatten(2), img.flatten(2)
-            voxels = p_flat.shape[-1]
-            weighted = torch.bmm(p_flat, img_flat.transpose(1, 2)) / voxels
-            class_mean = weighted / (p_flat.mean(-1, keepdim=True) + MEAN_EPS)
-            # Squared distance to each class mean, summed over channels: (B, K, N).
-            dist = (img_flat.unsqueeze(1) - class_mean.unsqueeze(-1)).square()
-            dist = dist.squeeze(2) if dist.shape[2] == 1 else dist.sum(2)
-            exponent = (dist * (1.0 / self.intensity_sigma)).square()
-            weights = torch.exp(-exponent.clamp(max=WEIGHT_CUTOFF)).masked_fill(exponent >= WEIGHT_CUTOFF, 0.0)
-            blurred = gaussian_blur(p, self.radius, self.spatial_sigma).flatten(2)
-            numerator = torch.linalg.vecdot(p_flat * weights, blurred)
-            denominator = torch.linalg.vecdot(weights, blurred)
-            association = (numerator / (denominator + RATIO_EPS)).abs().mean(0)
-            return num_classes - association.sum()
+            p = probs.to(dtype).contiguous()
+            img = image.to(dtype).contiguous()
+            taps = tuple(gaussian_taps(self.radius, self.spatial_sigma))
+            return _SoftNCut.apply(p, img, taps, self.intensity_sigma)
 
 
 def reconstruction_loss(reconstruction: Tensor, image: Tensor, kind: str = "mse") -> Tensor:
