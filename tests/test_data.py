@@ -42,7 +42,7 @@ def test_channel_selection(tmp_path: Path):
 )
 def test_bad_volumes(tmp_path: Path, data, message):
     path = tmp_path / "bad.tif"
-    tifffile.imwrite(path, data)
+    tifffile.imwrite(path, data, photometric="minisblack")
     with pytest.raises(UserError, match=message):
         read_volume(path)
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
+from .checks import TrainingDiverged
 from .config import TrainConfig, read_config_file
 from .errors import UserError
 
@@ -132,6 +133,60 @@ def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="bfloat16 autocast, on CPUs and GPUs with native support.",
         ),
+        click.option(
+            "--screen/--no-screen",
+            default=d.screen,
+            show_default=True,
+            help="Screen volumes and patches: over-exposure, (almost) empty content, low contrast.",
+        ),
+        click.option(
+            "--skip-empty-patches/--keep-empty-patches",
+            default=d.skip_empty_patches,
+            show_default=True,
+            help="Replace almost-empty patches by ones with foreground.",
+        ),
+        click.option(
+            "--min-foreground",
+            type=float,
+            default=d.min_foreground,
+            show_default=True,
+            help="Share of foreground voxels below which a patch is almost empty.",
+        ),
+        click.option(
+            "--plateau-window",
+            type=int,
+            default=d.plateau_window,
+            show_default=True,
+            help="Epochs of the SoftNCut moving mean for plateau detection (0: off).",
+        ),
+        click.option(
+            "--plateau-tolerance",
+            type=float,
+            default=d.plateau_tolerance,
+            show_default=True,
+            help="Relative change of that mean below which the loss has plateaued.",
+        ),
+        click.option("--stop-at-plateau", is_flag=True, help="End training when the SoftNCut loss plateaus."),
+        click.option(
+            "--explosion-guard/--no-explosion-guard",
+            default=d.explosion_guard,
+            show_default=True,
+            help="Roll back and halve the learning rate when a loss explodes.",
+        ),
+        click.option(
+            "--max-explosions",
+            type=int,
+            default=d.max_explosions,
+            show_default=True,
+            help="Explosions in a row after which training stops (exit code 1).",
+        ),
+        click.option(
+            "--balance-check/--no-balance-check",
+            default=d.balance_check,
+            show_default=True,
+            help="Measure the loss terms' shares; advise at a plateau when NCut takes over.",
+        ),
+        click.option("--auto-balance", is_flag=True, help="Raise the reconstruction weight when NCut takes over."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -205,7 +260,12 @@ def train(
 
 @cli.command()
 @click.argument("images", nargs=-1, required=True)
-@click.option("--from", "source", required=True, help="Pretrained weights: run directory, checkpoint, CellSeg3D .pth.")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    help="Pretrained weights: run directory, checkpoint, CellSeg3D .pth, or cellseg3d:wnet3d (downloaded once).",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 @click.option(
@@ -227,12 +287,15 @@ def finetune(
     The architecture is read from the weights. Resume an interrupted run with 'wnet-zoo train --resume'.
 
     \b
-    Example:
+    Examples:
       wnet-zoo finetune stacks/ --from cellseg3d_wnet.pth --out runs/tuned --epochs 20
+      wnet-zoo finetune stacks/ --from cellseg3d:wnet3d --out runs/tuned   # CellSeg3D's published weights
     """
     from .checkpoints import load_weights
+    from .download import resolve_source
     from .train import finetune as run_finetune
 
+    source = resolve_source(source)
     architecture = load_weights(source).architecture
     for name in ("channels", "num_classes"):
         given = _csv_ints(options[name], name) if name == "channels" else options[name]
@@ -253,6 +316,8 @@ def _report(result: TrainResult) -> None:
         f"done: {len(result.rows)} epochs, final ncut {last['ncut']:.4f}, rec {last['rec']:.4g}; "
         f"best epoch {result.best_epoch}\nrun directory: {result.run_dir}"
     )
+    if result.events:
+        click.echo(f"{len(result.events)} troubleshooting event(s) in events.csv: wnet-zoo report {result.run_dir}")
 
 
 @cli.command()
@@ -294,7 +359,13 @@ def demo(out: str, overwrite: bool) -> None:
 @click.option("--threads", type=int, default=None, help="CPU threads. Default: all cores.")
 @click.option("--tile", default=None, help="Window, one size or z,y,x (multiples of 8). Default: training patch or 64.")
 @click.option("--overlap", type=float, default=0.25, show_default=True, help="Fraction of a window shared.")
-@click.option("--blend", type=click.Choice(["gaussian", "constant"]), default="gaussian", show_default=True)
+@click.option(
+    "--blend",
+    type=click.Choice(["gaussian", "constant"]),
+    default="gaussian",
+    show_default=True,
+    help="Weighting of overlapping windows: MONAI's Gaussian (sigma 0.125 of the window) or flat.",
+)
 @click.option(
     "--norm",
     type=click.Choice(["global", "tile"]),
@@ -322,7 +393,7 @@ def predict(model: str, images: tuple[str, ...], out: str, **options: Any) -> No
 @cli.command()
 @click.argument("source")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to create for the files.")
-@click.option("--card", default=None, help="Model card YAML for the package. Default: the bundled WNet3D card.")
+@click.option("--card", default=None, help="Model card: a YAML file or a bundled card's name. Default: wnet3d.")
 @click.option("--onnx", "onnx_only", is_flag=True, help="Write only the ONNX file.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 def export(source: str, out: str, card: str | None, onnx_only: bool, overwrite: bool) -> None:
@@ -339,6 +410,15 @@ def export(source: str, out: str, card: str | None, onnx_only: bool, overwrite: 
     click.echo(result.summary())
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def report(run_dir: str) -> None:
+    """Summarise the training run in RUN_DIR: final losses, troubleshooting events, advice."""
+    from .report import run_report
+
+    click.echo(run_report(Path(run_dir)))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into a short message and exit code 2."""
     _configure_logging()
@@ -347,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         click.echo(f"Error: {error}", err=True)
         return 2
+    except TrainingDiverged as error:
+        click.echo(f"Error: {error}", err=True)
+        return 1
     except click.UsageError as error:
         click.echo(f"Error: {error.format_message()}", err=True)
         if error.ctx is not None:

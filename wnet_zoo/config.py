@@ -21,6 +21,7 @@ class TrainConfig:
     Keys on disk and on the command line are the field names with ``-`` for ``_`` (``--ncut-weight``).
     ``lr`` is the rate training starts at; ``base_lr`` the rate it derives from (``lr = base_lr * lr_factor``
     when fine-tuning, ``base_lr = lr`` otherwise); ``from_weights`` names the pretrained source of a fine-tuning run.
+    The fields from ``screen`` on configure the training checks (see :mod:`wnet_zoo.checks`).
     """
 
     images: list[str] = field(default_factory=list)
@@ -46,6 +47,16 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     bf16: bool = False
+    screen: bool = True
+    skip_empty_patches: bool = True
+    min_foreground: float = 1e-3
+    plateau_window: int = 5
+    plateau_tolerance: float = 0.01
+    stop_at_plateau: bool = False
+    explosion_guard: bool = True
+    max_explosions: int = 3
+    balance_check: bool = True
+    auto_balance: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, keyed by option names."""
@@ -90,6 +101,12 @@ class TrainConfig:
                 len(self.channels) == 4 and all(c > 0 and c % 4 == 0 for c in self.channels),
                 "--channels must be 4 positive multiples of 4, e.g. 64,128,256,512",
             ),
+            (0 <= self.min_foreground < 1, "--min-foreground must be in [0, 1), e.g. 0.001"),
+            (
+                self.plateau_window >= 0 and self.plateau_tolerance > 0,
+                "--plateau-window must be >= 0 (0: off) and --plateau-tolerance > 0",
+            ),
+            (self.max_explosions >= 1, "--max-explosions must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:

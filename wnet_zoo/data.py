@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import tifffile
@@ -45,6 +47,16 @@ def read_volume(path: str | Path, channel: int | None = None) -> np.ndarray:
     Raises:
         UserError: not a TIFF, wrong dimensionality, NaN/Inf voxels, or a constant image.
     """
+    return check_volume(read_stack(path, channel).astype(np.float32, copy=False), str(path))
+
+
+def read_stack(path: str | Path, channel: int | None = None) -> np.ndarray:
+    """Read a 3-D (Z, Y, X) volume from a TIFF file in its stored dtype (for checks that need it, such as
+    voxels at the dtype's maximum); not yet checked for NaN/Inf or constant values (see :func:`read_volume`).
+
+    Raises:
+        UserError: not a TIFF, or a stack that is not 3-D (4-D with ``channel``).
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file; check the path")
@@ -52,14 +64,18 @@ def read_volume(path: str | Path, channel: int | None = None) -> np.ndarray:
         data = tifffile.imread(path)
     except Exception as error:  # tifffile raises several types for non-TIFF input
         raise UserError(f"{path}: not a readable TIFF file ({type(error).__name__}); give a 3-D TIFF stack") from None
-    data = np.asarray(data)
-    data = _select_channel(path, data, channel)
-    volume = data.astype(np.float32, copy=False)
+    return _select_channel(path, np.asarray(data), channel)
+
+
+def check_volume(volume: np.ndarray, name: str = "image") -> np.ndarray:
+    """``volume`` itself if it is usable: 3-D, finite and not constant; else a ``UserError`` naming ``name``."""
+    if volume.ndim != 3:
+        raise UserError(f"{name}: {volume.ndim}-D array of shape {volume.shape}; a 3-D (Z, Y, X) volume is needed")
     if not np.isfinite(volume).all():
-        raise UserError(f"{path}: contains NaN or Inf voxels; replace them (e.g. with 0) before use")
+        raise UserError(f"{name}: contains NaN or Inf voxels; replace them (e.g. with 0) before use")
     if volume.min() == volume.max():
         raise UserError(
-            f"{path}: every voxel has the value {volume.min():g}; a constant image holds nothing to segment"
+            f"{name}: every voxel has the value {volume.min():g}; a constant image holds nothing to segment"
         )
     return volume
 
@@ -88,6 +104,78 @@ def remap(volume: np.ndarray, low: float | None = None, high: float | None = Non
     low = float(volume.min()) if low is None else low
     high = float(volume.max()) if high is None else high
     return ((volume - np.float32(low)) / np.float32(high - low) * np.float32(100.0)).astype(np.float32, copy=False)
+
+
+class VoxelSize(NamedTuple):
+    """Physical size of one voxel along z, y and x, in ``unit`` (``"µm"`` for microns)."""
+
+    z: float
+    y: float
+    x: float
+    unit: str = "µm"
+
+
+_MICRON_NAMES = {"micron", "microns", "um", "µm", "\\u00b5m", "micrometer", "micrometre"}
+
+
+def read_voxel_size(path: str | Path) -> VoxelSize | None:
+    """The voxel size a TIFF file records: OME ``PhysicalSize*`` or ImageJ ``spacing`` plus resolution tags.
+
+    Returns None when the file records none (plain TIFFs, or ImageJ files in pixel units).
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if tif.is_ome and tif.ome_metadata:
+                return _ome_voxel_size(tif.ome_metadata)
+            if tif.is_imagej and tif.imagej_metadata is not None:
+                return _imagej_voxel_size(tif.imagej_metadata, tif.pages[0].tags)
+    except (OSError, ValueError, ET.ParseError, tifffile.TiffFileError):
+        return None
+    return None
+
+
+def _unit(name: object) -> str:
+    text = str(name or "").strip()
+    return "µm" if text.lower() in _MICRON_NAMES else text
+
+
+def _ome_voxel_size(xml: str) -> VoxelSize | None:
+    pixels = next((el for el in ET.fromstring(xml).iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None or not any(f"PhysicalSize{a}" in pixels.attrib for a in "ZYX"):
+        return None
+    sizes = [float(pixels.attrib.get(f"PhysicalSize{a}", 1.0)) for a in "ZYX"]
+    unit = _unit(pixels.attrib.get("PhysicalSizeXUnit", "µm"))
+    return VoxelSize(sizes[0], sizes[1], sizes[2], unit)
+
+
+def _imagej_voxel_size(metadata: dict, tags: tifffile.TiffTags) -> VoxelSize | None:
+    unit = _unit(metadata.get("unit", ""))
+    if not unit or unit.lower() in ("pixel", "pixels"):
+        return None
+
+    def from_tag(name: str) -> float:
+        tag = tags.get(name)
+        if tag is None:
+            return 1.0
+        numerator, denominator = tag.value
+        return float(denominator) / float(numerator) if numerator else 1.0
+
+    return VoxelSize(float(metadata.get("spacing", 1.0)), from_tag("YResolution"), from_tag("XResolution"), unit)
+
+
+def parse_floats(text: str | Sequence[float] | None, name: str) -> tuple[float, float, float] | None:
+    """Parse ``"2,0.5,0.5"`` (or one value, or a sequence) into a (z, y, x) tuple of positive floats."""
+    if text is None:
+        return None
+    try:
+        values = [float(p) for p in text.split(",") if p.strip()] if isinstance(text, str) else [float(v) for v in text]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3 or not all(v > 0 and np.isfinite(v) for v in values):
+        raise UserError(f"--{name} {text!r}: give one value or z,y,x of positive numbers, e.g. 2,0.5,0.5")
+    return (values[0], values[1], values[2])
 
 
 def parse_triple(text: str | int | Sequence[int] | None, name: str) -> tuple[int, int, int] | None:
@@ -136,6 +224,10 @@ def _fmt(values: Sequence[int]) -> str:
     return ",".join(str(v) for v in values)
 
 
+_REPLACEMENT_TRIES = 200
+"""Random draws for a usable patch position before picking among the full list of them."""
+
+
 @dataclass
 class PatchSampler:
     """Seeded random patches with flips and 90° rotations, the same sequence for the same seed and epoch.
@@ -143,6 +235,13 @@ class PatchSampler:
     Each epoch draws ``samples_per_epoch`` patches from every volume (volumes already remapped) and yields
     them shuffled in batches of ``batch`` as float32 arrays (B, 1, Z, Y, X). The random stream of epoch
     ``e`` depends only on ``(seed, e)``, so a resumed run samples exactly what an uninterrupted one does.
+
+    ``usable`` (one boolean array per volume, indexed by patch corner; see
+    :func:`wnet_zoo.checks.usable_corners`) marks the patch positions that hold foreground. A drawn position
+    that is not usable counts as almost empty and, with ``skip_empty``, is replaced by a usable one drawn
+    from a stream of its own (seeded by seed, epoch and the patch's index), so every other patch, its flips
+    and its rotation stay those of the plain sequence. ``counts`` holds the last epoch's numbers:
+    ``patches``, ``almost_empty`` (drawn) and ``skipped`` (replaced).
     """
 
     volumes: Sequence[np.ndarray]
@@ -150,6 +249,9 @@ class PatchSampler:
     samples_per_epoch: int
     batch: int
     seed: int
+    usable: Sequence[np.ndarray] | None = None
+    skip_empty: bool = True
+    counts: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def steps_per_epoch(self) -> int:
         """Number of batches in one epoch."""
@@ -158,15 +260,23 @@ class PatchSampler:
     def epoch(self, epoch: int) -> Iterator[np.ndarray]:
         """The batches of one (0-based) epoch."""
         rng = np.random.default_rng([self.seed, epoch])
-        picks = [(v, rng) for v in range(len(self.volumes)) for _ in range(self.samples_per_epoch)]
-        patches = [self._sample(self.volumes[v], r) for v, r in picks]
+        picks = [v for v in range(len(self.volumes)) for _ in range(self.samples_per_epoch)]
+        self.counts = {"patches": len(picks), "almost_empty": 0, "skipped": 0}
+        patches = [self._sample(v, rng, (epoch, index)) for index, v in enumerate(picks)]
         order = rng.permutation(len(patches))
         for start in range(0, len(order), self.batch):
             chosen = [patches[i] for i in order[start : start + self.batch]]
             yield np.stack(chosen)[:, None]
 
-    def _sample(self, volume: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        corner = [int(rng.integers(0, size - p + 1)) for size, p in zip(volume.shape, self.patch, strict=True)]
+    def _sample(self, index: int, rng: np.random.Generator, key: tuple[int, int]) -> np.ndarray:
+        volume = self.volumes[index]
+        corner = tuple(int(rng.integers(0, size - p + 1)) for size, p in zip(volume.shape, self.patch, strict=True))
+        if self.usable is not None and not self.usable[index][corner]:
+            self.counts["almost_empty"] += 1
+            replacement = self._usable_corner(index, key) if self.skip_empty else None
+            if replacement is not None:
+                corner = replacement
+                self.counts["skipped"] += 1
         region = volume[tuple(slice(c, c + p) for c, p in zip(corner, self.patch, strict=True))]
         for axis in range(3):
             if rng.random() < 0.5:
@@ -176,3 +286,15 @@ class PatchSampler:
             turns = 2 * (turns % 2)  # a quarter turn would change the patch shape: half turns only
         region = np.rot90(region, turns, axes=(1, 2))
         return np.ascontiguousarray(region, dtype=np.float32)
+
+    def _usable_corner(self, index: int, key: tuple[int, int]) -> tuple[int, ...] | None:
+        usable = self.usable[index]  # type: ignore[index]
+        side = np.random.default_rng([self.seed, *key])
+        for _ in range(_REPLACEMENT_TRIES):
+            corner = tuple(int(side.integers(size)) for size in usable.shape)
+            if usable[corner]:
+                return corner
+        found = np.flatnonzero(usable)  # few usable positions: pick among all of them
+        if found.size == 0:
+            return None
+        return tuple(int(i) for i in np.unravel_index(found[side.integers(found.size)], usable.shape))

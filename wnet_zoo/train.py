@@ -1,7 +1,8 @@
 """Self-supervised WNet3D training: SoftNCut on the encoder, reconstruction on the decoder.
 
 A run directory holds ``config.yaml`` (the resolved config), ``metrics.csv`` (one row per epoch),
-``loss.png`` (redrawn every epoch), ``train.log``, ``last.pt`` and ``best.pt`` (lowest total loss).
+``loss.png`` (redrawn every epoch), ``train.log``, ``events.csv`` (what the training checks of
+:mod:`wnet_zoo.checks` saw and did), ``last.pt`` and ``best.pt`` (lowest total loss).
 Training starts from scratch (:func:`train`), from pretrained weights (:func:`finetune`) or from a run
 directory's ``last.pt`` (:func:`resume`); a resumed run equals an uninterrupted one.
 """
@@ -11,23 +12,27 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
+import math
 import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .checkpoints import LoadedWeights, load_weights, save_checkpoint
+from .checks import TrainingChecks, VolumeScreen, check_usable, screen_volume, usable_corners
 from .config import TrainConfig, read_config_file, write_config_file
-from .data import PatchSampler, collect_images, parse_triple, read_volume, remap, resolve_patch
+from .data import PatchSampler, check_volume, collect_images, parse_triple, read_stack, remap, resolve_patch
 from .errors import UserError
-from .losses import WNetLoss
+from .events import Event
+from .losses import LossTerms, WNetLoss
 from .model import WNet3D
 from .plotting import plot_losses
 
@@ -42,6 +47,7 @@ class TrainResult:
     run_dir: Path
     rows: list[dict[str, Any]]
     best_epoch: int
+    events: list[Event] = field(default_factory=list)
 
     @property
     def best_checkpoint(self) -> Path:
@@ -66,12 +72,36 @@ def bf16_supported(device: torch.device) -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
-def prepare_data(config: TrainConfig) -> tuple[list[Path], list[np.ndarray], tuple[int, int, int]]:
-    """Read and remap the training volumes and resolve the patch size; every check before anything is written."""
+class TrainingData(NamedTuple):
+    """The training volumes (remapped to 0..100), their files and patch size, and their screening (when on):
+    one :class:`~wnet_zoo.checks.VolumeScreen` and one array of usable patch positions per volume."""
+
+    paths: list[Path]
+    volumes: list[np.ndarray]
+    patch: tuple[int, int, int]
+    screens: list[VolumeScreen]
+    usable: list[np.ndarray] | None
+
+
+def prepare_data(config: TrainConfig) -> TrainingData:
+    """Read, screen and remap the training volumes and resolve the patch size; every check before anything
+    is written (a volume without a usable patch is a ``UserError`` when ``config.screen``)."""
     paths = collect_images(config.images)
-    volumes = [remap(read_volume(path, config.channel)) for path in paths]
+    volumes, screens = [], []
+    for path in paths:
+        raw = read_stack(path, config.channel)
+        volume = check_volume(raw.astype(np.float32, copy=False), str(path))
+        if config.screen:
+            screens.append(screen_volume(raw, str(path)))
+        volumes.append(remap(volume))
     patch = resolve_patch(parse_triple(config.patch, "patch"), [v.shape for v in volumes])
-    return paths, volumes, patch
+    usable = None
+    if config.screen:
+        usable = []
+        for volume, screen in zip(volumes, screens, strict=True):
+            usable.append(usable_corners(volume, screen.threshold, patch, config.min_foreground))
+            check_usable(screen, usable[-1], patch)
+    return TrainingData(paths, volumes, patch, screens, usable)
 
 
 def train(config: TrainConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> TrainResult:
@@ -131,10 +161,10 @@ def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True
         if epochs < done:
             raise UserError(f"--epochs {epochs}: the run has done {done} epochs already; give at least {done}")
         config.epochs = epochs
-    _, volumes, _ = prepare_data(config)
+    data = prepare_data(config)
     device = resolve_device(config.device)
     write_config_file(config, run_dir / "config.yaml")
-    run = _Run(config, run_dir, volumes, device, progress)
+    run = _Run(config, run_dir, data, device, progress)
     run.restore(checkpoint)
     return run.fit()
 
@@ -145,19 +175,20 @@ def _start(
     config.validate()
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; choose another --out, pass --overwrite, or --resume it")
-    paths, volumes, patch = prepare_data(config)
+    data = prepare_data(config)
     device = resolve_device(config.device)
-    config.images = [str(p.resolve()) for p in paths]
-    config.patch = list(patch)
+    config.images = [str(p.resolve()) for p in data.paths]
+    config.patch = list(data.patch)
     if config.base_lr is None:
         config.base_lr = config.lr
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     write_config_file(config, out / "config.yaml")
-    run = _Run(config, out, volumes, device, progress)
+    run = _Run(config, out, data, device, progress)
     if initial is not None:
         run.model.load_state_dict(initial.state_dict, strict=True)
+    run.checks.start(data.screens)
     return run.fit()
 
 
@@ -188,18 +219,32 @@ class TrainingStep:
             LOG.warning("--bf16: this %s has no native bf16 support; training in float32", device.type.upper())
         return cls(model, optimizer, loss, bf16)
 
-    def __call__(self, image: torch.Tensor) -> dict[str, Any]:
+    def __call__(
+        self,
+        image: torch.Tensor,
+        accept: Callable[[dict[str, float]], bool] | None = None,
+        probe: bool = False,
+    ) -> dict[str, Any]:
         """Train on a batch (B, 1, Z, Y, X) on the 0..100 scale.
 
-        Returns the loss terms (``ncut``, ``rec``, ``total`` as floats) and, per class, the summed
+        Args:
+            image: the batch.
+            accept: called with the loss terms (floats) before the update; when it returns False, nothing
+                is updated and the result holds the terms and ``applied`` False.
+            probe: also measure the gradient norm of each weighted term at the encoder's last convolution
+                (``ncut_grad``, ``rec_grad``): two extra backward passes, the update unchanged.
+
+        Returns the loss terms (``ncut``, ``rec``, ``total`` as floats), ``applied`` and, per class, the summed
         probability (``class_weight``) and probability-weighted intensity (``class_intensity``).
         """
         image = image.to(self.device, memory_format=torch.channels_last_3d)
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-        with autocast:
+        with self._autocast():
             probabilities, reconstruction = self.model(image)
         probabilities = probabilities.float()
         terms = self.loss(probabilities, reconstruction.float(), image)
+        if accept is not None and not accept(_floats(terms)):
+            return {**_floats(terms), "applied": False}
+        probed = self.gradient_norms(terms) if probe else {}
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         self.optimizer.step()
@@ -208,31 +253,97 @@ class TrainingStep:
             class_weight = detached.sum(dim=(0, 2, 3, 4)).double().cpu()
             class_intensity = (detached * image).sum(dim=(0, 2, 3, 4)).double().cpu()
         return {
-            "ncut": terms.ncut.item(),
-            "rec": terms.rec.item(),
-            "total": terms.total.item(),
+            **_floats(terms),
+            "applied": True,
             "class_weight": class_weight,
             "class_intensity": class_intensity,
+            **probed,
         }
+
+    def gradient_norms(self, terms: LossTerms) -> dict[str, float]:
+        """Norms of the gradients of ``ncut_weight * ncut`` and ``rec_weight * rec`` w.r.t. the weights of the
+        encoder's last convolution, where both terms reach the encoder (the graph is kept for the update)."""
+        head = self.model.encoder.out_b.module[-1].weight
+        norms = {}
+        for name, term in (
+            ("ncut_grad", self.loss.ncut_weight * terms.ncut),
+            ("rec_grad", self.loss.rec_weight * terms.rec),
+        ):
+            (grad,) = torch.autograd.grad(term, head, retain_graph=True, allow_unused=True)
+            norms[name] = 0.0 if grad is None else grad.norm().item()
+        return norms
+
+    @torch.no_grad()
+    def evaluate(self, image: torch.Tensor) -> dict[str, Any]:
+        """The loss terms of a batch in eval mode (no dropout, no update, no random numbers drawn), with the
+        ``probabilities`` and the ``reconstruction`` (float32 tensors on the CPU)."""
+        training = self.model.training
+        self.model.eval()
+        try:
+            image = image.to(self.device, memory_format=torch.channels_last_3d)
+            with self._autocast():
+                probabilities, reconstruction = self.model(image)
+            probabilities, reconstruction = probabilities.float(), reconstruction.float()
+            terms = self.loss(probabilities, reconstruction, image)
+        finally:
+            self.model.train(training)
+        return {**_floats(terms), "probabilities": probabilities.cpu(), "reconstruction": reconstruction.cpu()}
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+
+
+def _floats(terms: LossTerms) -> dict[str, float]:
+    return {"ncut": terms.ncut.item(), "rec": terms.rec.item(), "total": terms.total.item()}
+
+
+class _Sums:
+    """Loss sums and per-class sums over the steps of an epoch that count."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.steps = 0
+        self.losses = {"ncut": 0.0, "rec": 0.0, "total": 0.0}
+        self.class_weight = torch.zeros(num_classes, dtype=torch.float64)
+        self.class_intensity = torch.zeros(num_classes, dtype=torch.float64)
+
+    def add(self, terms: dict[str, Any]) -> None:
+        self.steps += 1
+        for key in self.losses:
+            self.losses[key] += terms[key]
+        self.class_weight += terms["class_weight"]
+        self.class_intensity += terms["class_intensity"]
+
+    def merge(self, other: _Sums) -> None:
+        self.steps += other.steps
+        for key in self.losses:
+            self.losses[key] += other.losses[key]
+        self.class_weight += other.class_weight
+        self.class_intensity += other.class_intensity
+
+    def means(self) -> dict[str, float]:
+        return {key: value / self.steps if self.steps else math.nan for key, value in self.losses.items()}
 
 
 class _Run:
     """The state of one training run."""
 
     def __init__(
-        self, config: TrainConfig, out: Path, volumes: list[np.ndarray], device: torch.device, progress: bool
+        self, config: TrainConfig, out: Path, data: TrainingData, device: torch.device, progress: bool
     ) -> None:
         self.config, self.out, self.device, self.progress = config, out, device, progress
         _seed_everything(config.seed)
         self.step = TrainingStep.from_config(config, device)
         self.model, self.optimizer = self.step.model, self.step.optimizer
         self.sampler = PatchSampler(
-            volumes,
+            data.volumes,
             tuple(config.patch),
             config.samples_per_epoch,
             config.batch,
             config.seed,  # type: ignore[arg-type]
+            usable=data.usable,
+            skip_empty=config.skip_empty_patches,
         )
+        self.checks = TrainingChecks(config, self.step, data.volumes, out)
         self.rows: list[dict[str, Any]] = []
         self.best_total = float("inf")
         self.best_epoch = 0
@@ -252,18 +363,20 @@ class _Run:
                 " (bf16)" if self.step.bf16 else "",
             )
             for epoch in range(len(self.rows), self.config.epochs):
-                self._epoch(epoch)
+                if self._epoch(epoch):
+                    break
         finally:
             LOG.removeHandler(log_file)
             log_file.close()
-        return TrainResult(self.out, self.rows, self.best_epoch)
+        return TrainResult(self.out, self.rows, self.best_epoch, list(self.checks.events))
 
-    def _epoch(self, epoch: int) -> None:
+    def _epoch(self, epoch: int) -> bool:
+        """Train one epoch; True when a check ends training. Steps rolled back by the explosion guard do not
+        count in the epoch's row."""
         start = time.perf_counter()
         self.model.train()
-        sums = {"ncut": 0.0, "rec": 0.0, "total": 0.0}
-        self.class_weight = torch.zeros(self.config.num_classes, dtype=torch.float64)
-        self.class_intensity = torch.zeros(self.config.num_classes, dtype=torch.float64)
+        kept, pending = _Sums(self.config.num_classes), _Sums(self.config.num_classes)
+        grads = None
         steps = self.sampler.steps_per_epoch()
         bar = tqdm(
             self.sampler.epoch(epoch),
@@ -273,35 +386,56 @@ class _Run:
             leave=False,
             unit="step",
         )
-        for batch in bar:
-            terms = self.step(torch.from_numpy(batch))
-            self.class_weight += terms.pop("class_weight")
-            self.class_intensity += terms.pop("class_intensity")
-            for key in sums:
-                sums[key] += terms[key]
+        for index, batch in enumerate(bar):
+            number = epoch * steps + index + 1
+            if index == 0:
+                self.checks.add_sampler_counts(self.sampler.counts)
+            self.checks.screen_batch(batch)
+            terms = self.step(
+                torch.from_numpy(batch), accept=self.checks.accept(number), probe=self.checks.probe(index)
+            )
+            if not terms["applied"]:
+                self.checks.exploded(epoch + 1, number)
+                pending = _Sums(self.config.num_classes)
+                continue
+            if self.checks.guard is not None and self.checks.guard.snapshot_taken:
+                kept.merge(pending)
+                pending = _Sums(self.config.num_classes)
+            pending.add(terms)
+            if "ncut_grad" in terms:
+                grads = (terms["ncut_grad"], terms["rec_grad"])
             bar.set_postfix(ncut=f"{terms['ncut']:.4f}", rec=f"{terms['rec']:.4g}")
-        row = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()}}
+        if self.checks.verify_epoch(epoch + 1, (epoch + 1) * steps, batch):
+            kept.merge(pending)
+        self.class_weight, self.class_intensity = kept.class_weight, kept.class_intensity
+        row = {"epoch": epoch + 1, **kept.means()}
         row["lr"] = self.optimizer.param_groups[0]["lr"]
         row["base_lr"] = self.config.base_lr
         row["seconds"] = round(time.perf_counter() - start, 3)
         self.rows.append(row)
-        self._save(epoch + 1, row)
+        stop, reweighted = self.checks.end_epoch(epoch + 1, (epoch + 1) * steps, self.rows, grads)
+        self._save(epoch + 1, row, reset_best=reweighted)
+        skipped = self.sampler.counts.get("skipped", 0)
         LOG.info(
-            "epoch %d/%d  ncut %.5f  rec %.5g  total %.5g  (%.1f s)",
+            "epoch %d/%d  ncut %.5f  rec %.5g  total %.5g  (%.1f s%s)",
             epoch + 1,
             self.config.epochs,
             row["ncut"],
             row["rec"],
             row["total"],
             row["seconds"],
+            f", {skipped} almost-empty patch(es) skipped" if skipped else "",
         )
+        return stop
 
-    def _save(self, epoch: int, row: dict[str, Any]) -> None:
+    def _save(self, epoch: int, row: dict[str, Any], reset_best: bool = False) -> None:
         _write_metrics(self.rows, self.out / "metrics.csv")
         plot_losses(self.rows, self.out / "loss.png")
         is_best = row["total"] < self.best_total
         if is_best:
             self.best_total, self.best_epoch = row["total"], epoch
+        if reset_best:  # the reconstruction weight changed: later totals do not compare with earlier ones
+            self.best_total = float("inf")
         payload = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -311,6 +445,7 @@ class _Run:
             "best_total": self.best_total,
             "best_epoch": self.best_epoch,
             "rows": self.rows,
+            "checks": self.checks.state_dict(),
             **self.class_summary(),
         }
         save_checkpoint(self.out / "last.pt", payload)
@@ -326,6 +461,7 @@ class _Run:
         self.best_epoch = int(checkpoint["best_epoch"])
         _set_rng_state(checkpoint["rng"])
         _write_metrics(self.rows, self.out / "metrics.csv")  # drops rows written after the checkpoint
+        self.checks.load_state_dict(checkpoint.get("checks"))  # and events
 
     def class_summary(self) -> dict[str, Any]:
         """Mean image intensity (0..100) of each class over the last epoch, weighted by its probability,
