@@ -444,9 +444,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (it may be replaced, e.g. by test runners)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # the base class assigns a stream; the current stderr is used instead
+        pass
+
+
 def _configure_logging() -> None:
     if not LOG.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         LOG.addHandler(handler)
     LOG.setLevel(logging.INFO)
