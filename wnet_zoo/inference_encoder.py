@@ -99,14 +99,8 @@ class InferenceEncoder(nn.Module):
             setattr(self, name, copy.deepcopy(getattr(encoder, name)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top = self.in_b(x)
-        mid = self.conv1(self.max_pool(top))
-        low = self.conv2(self.max_pool(mid))
-        x = self.bot(self.max_pool(low))
-        x = self.deconv2(torch.cat([low, self.conv_trans2(x)], dim=1))
-        x = self.deconv3(torch.cat([mid, self.conv_trans3(x)], dim=1))
-        x = self.out_b(torch.cat([top, self.conv_trans_out(x)], dim=1))
-        return torch.softmax(x, dim=1)
+        # the same wiring as the training encoder, over this object's export-form blocks
+        return torch.softmax(UNet3D.logits(self, x), dim=1)  # type: ignore[arg-type]
 
 
 def inference_encoder(model: WNet3D, compose: bool = True) -> InferenceEncoder:

@@ -123,14 +123,18 @@ class UNet3D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_tracing():
             check_input_shape(x.shape, self.in_b.module[0].in_channels)
+        x = self.logits(x)
+        return torch.softmax(x, dim=1) if self.softmax else x
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The U-Net's output before any softmax (the wiring of the levels, without input checks)."""
         top = self.in_b(x)
         mid = self.conv1(self.max_pool(top))
         low = self.conv2(self.max_pool(mid))
         x = self.bot(self.max_pool(low))
         x = self.deconv2(torch.cat([low, self.conv_trans2(x)], dim=1))
         x = self.deconv3(torch.cat([mid, self.conv_trans3(x)], dim=1))
-        x = self.out_b(torch.cat([top, self.conv_trans_out(x)], dim=1))
-        return torch.softmax(x, dim=1) if self.softmax else x
+        return self.out_b(torch.cat([top, self.conv_trans_out(x)], dim=1))
 
 
 class WNet3D(nn.Module):
