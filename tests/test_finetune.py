@@ -89,3 +89,18 @@ def test_finetune_bad_sources_and_mismatches(tmp_path: Path, small_tiff: Path, p
         lines = capfd.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("Error:"), lines
         assert not out.exists()
+
+
+def test_finetune_lr_with_a_config_base_rate(tmp_path: Path, small_tiff: Path, pretrained, capfd):
+    config = tmp_path / "c.yaml"
+    config.write_text("base-lr: 1.0e-3\n")
+    out = tmp_path / "tuned"
+    source = str(pretrained["bare state dict"])
+    args = ["finetune", str(small_tiff), "--from", source, "--out", str(out), *QUICK, "--config", str(config)]
+    assert main([*args, "--lr", "1e-4"]) == 0
+    saved, rows = _finetuned(out)
+    assert saved["lr"] == pytest.approx(1e-4) and saved["base-lr"] == 1e-3
+    assert float(rows[0]["lr"]) == pytest.approx(1e-4)
+    capfd.readouterr()
+    assert main([*args, "--overwrite", "--lr", "1e-4", "--lr-factor", "0.5"]) == 2
+    assert "give one of them" in capfd.readouterr().err

@@ -151,3 +151,37 @@ def test_console_script_exit_code(tmp_path: Path):
     assert result.stderr.strip().splitlines() == [
         f"Error: {tmp_path / 'nope.tif'}: no such file or folder; check the path"
     ]
+
+
+def test_config_file_values_are_typed_and_checked(tmp_path: Path, small_tiff: Path, capfd):
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        f"images: [{small_tiff}]\nlr: 1e-4\nepochs: 1\nchannels: 4,8,16,32\npatch: 16x24x24\n"
+        "samples-per-epoch: 1\nbatch: 1\n"
+    )
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(good), "--out", str(run)]) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["lr"] == 1e-4 and saved["patch"] == [16, 24, 24] and saved["images"] == [str(small_tiff.resolve())]
+    capfd.readouterr()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: many\n")
+    assert main(["train", str(small_tiff), "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err == [f"Error: {bad}: epochs: expected int, got 'many'"]
+    assert not (tmp_path / "o").exists()
+
+
+def test_overwrite_never_deletes_inputs_or_foreign_folders(tmp_path: Path, small_tiff: Path, capfd):
+    for out in (small_tiff.parent, tmp_path / "foreign"):
+        out.mkdir(exist_ok=True)
+        (out / "notes.txt").write_text("keep me")
+        assert main(["train", str(small_tiff), "--out", str(out), "--overwrite", *TINY, "--epochs", "1"]) == 2
+        assert (out / "notes.txt").read_text() == "keep me" and small_tiff.exists()
+    assert "holds the input" in capfd.readouterr().err
+    assert main(["train", "--resume", str(tmp_path), "--overwrite"]) == 2
+
+
+def test_bare_command_prints_help(capsys):
+    assert main([]) == 0
+    assert "Usage: wnet-zoo" in capsys.readouterr().out

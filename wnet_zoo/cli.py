@@ -247,14 +247,16 @@ def train(
 
     if resume_dir is not None:
         typed = [name for name in options if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
-        if images or out or set(typed) - {"epochs"}:
+        if images or out or overwrite or set(typed) - {"epochs"}:
             raise click.UsageError("--resume takes the images and options of the run; only --epochs may be given")
         epochs = options["epochs"] if "epochs" in typed else None
         _report(resume(Path(resume_dir), epochs=epochs))
         return
-    if not images or out is None:
+    if out is None:
         raise click.UsageError("give IMAGES and --out (or --resume RUN_DIR)")
     config = config_from_options(ctx, images, options)
+    if not config.images:
+        raise click.UsageError("give IMAGES (or an images key in --config) and --out")
     _report(run_training(config, Path(out), overwrite=overwrite))
 
 
@@ -305,8 +307,11 @@ def finetune(
                 f"--{flag} {options[name]} does not match the weights ({architecture[name]}); drop --{flag}"
             )
     lr_given = ctx.get_parameter_source("lr") != click.core.ParameterSource.DEFAULT
+    if lr_given and ctx.get_parameter_source("lr_factor") != click.core.ParameterSource.DEFAULT:
+        raise UserError("--lr sets the rate outright and --lr-factor scales the base rate; give one of them")
     config = config_from_options(ctx, images, {**options, "lr": _DEFAULTS.lr} if lr_given else options)
-    factor = options["lr"] / config.lr if lr_given else lr_factor
+    base = config.base_lr if config.base_lr is not None else config.lr
+    factor = options["lr"] / base if lr_given else lr_factor
     _report(run_finetune(config, source, Path(out), lr_factor=factor, overwrite=overwrite))
 
 
@@ -430,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as error:
         click.echo(f"Error: {error}", err=True)
         return 1
+    except click.exceptions.NoArgsIsHelpError as error:
+        click.echo(error.ctx.get_help() if error.ctx is not None else "wnet-zoo --help")
+        return 0
     except click.UsageError as error:
         click.echo(f"Error: {error.format_message()}", err=True)
         if error.ctx is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ class TrainConfig:
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f"did you mean {close[0].replace('_', '-')!r}?" if close else "keys are the option names"
                 raise UserError(f"{source}: unknown key {key!r}; {hint} (see 'wnet-zoo train --help')")
-            values[name] = value
+            values[name] = _coerce(name, value, source)
         config = cls(**values)
         config.validate()
         return config
@@ -130,5 +131,35 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def write_config_file(config: TrainConfig, path: Path) -> None:
-    """Write the full resolved config as YAML."""
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write the full resolved config as YAML (to a temporary name, then renamed)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    os.replace(tmp, path)
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """``value`` as the type of field ``name`` (YAML reads ``1e-4`` as text, for one); a clear error otherwise."""
+    if value is None:
+        return None
+    kind = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}[name]
+    try:
+        if kind.startswith("bool"):
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if kind.startswith("int"):
+            number = float(value)
+            if number != int(number):
+                raise ValueError
+            return int(number)
+        if kind.startswith("float"):
+            return float(value)
+        if kind.startswith("list[int]"):
+            items = value.replace("x", ",").split(",") if isinstance(value, str) else list(value)
+            return [int(item) for item in items]
+        if kind.startswith("list[str]"):
+            return [str(item) for item in ([value] if isinstance(value, str) else value)]
+        return str(value)
+    except (TypeError, ValueError):
+        wanted = kind.split(" |")[0].replace("list[int]", "a list of integers").replace("list[str]", "a list of paths")
+        raise UserError(f"{source}: {name.replace('_', '-')}: expected {wanted}, got {value!r}") from None

@@ -182,6 +182,7 @@ def _start(
     if config.base_lr is None:
         config.base_lr = config.lr
     if out.exists():
+        _check_replaceable(out, data.paths)
         shutil.rmtree(out)
     out.mkdir(parents=True)
     write_config_file(config, out / "config.yaml")
@@ -190,6 +191,16 @@ def _start(
         run.model.load_state_dict(initial.state_dict, strict=True)
     run.checks.start(data.screens)
     return run.fit()
+
+
+def _check_replaceable(out: Path, inputs: list[Path]) -> None:
+    """``--overwrite`` replaces earlier runs only: never a folder holding the inputs or other files."""
+    target = out.resolve()
+    for path in inputs:
+        if target == path.resolve() or target in path.resolve().parents:
+            raise UserError(f"--out {out} holds the input {path.name}; --overwrite would delete it: use another --out")
+    if not out.is_dir() or (any(out.iterdir()) and not (out / "config.yaml").is_file()):
+        raise UserError(f"{out} is not a wnet-zoo run directory; --overwrite replaces runs only: choose another --out")
 
 
 class TrainingStep:
