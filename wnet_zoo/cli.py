@@ -298,7 +298,8 @@ def finetune(
     from .train import finetune as run_finetune
 
     source = resolve_source(source)
-    architecture = load_weights(source).architecture
+    weights = load_weights(source)
+    architecture = weights.architecture
     for name in ("channels", "num_classes"):
         given = _csv_ints(options[name], name) if name == "channels" else options[name]
         if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT and given != architecture[name]:
@@ -312,7 +313,7 @@ def finetune(
     config = config_from_options(ctx, images, {**options, "lr": _DEFAULTS.lr} if lr_given else options)
     base = config.base_lr if config.base_lr is not None else config.lr
     factor = options["lr"] / base if lr_given else lr_factor
-    _report(run_finetune(config, source, Path(out), lr_factor=factor, overwrite=overwrite))
+    _report(run_finetune(config, source, Path(out), lr_factor=factor, overwrite=overwrite, weights=weights))
 
 
 def _report(result: TrainResult) -> None:

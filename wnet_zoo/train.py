@@ -126,14 +126,17 @@ def finetune(
     lr_factor: float = 0.1,
     overwrite: bool = False,
     progress: bool = True,
+    weights: LoadedWeights | None = None,
 ) -> TrainResult:
     """Fine-tune pretrained weights from ``source`` (anything :func:`~wnet_zoo.load_weights` reads).
+
+    ``weights``, when given, are those already loaded from ``source`` (so a large archive is read once).
 
     The architecture (classes, channels) comes from the weights and replaces the config's. Training runs
     at ``lr = base_lr * lr_factor``, ``base_lr`` being ``config.base_lr`` or else ``config.lr`` (the
     training default 2e-5 unless changed): 2e-6 by default, as CellSeg3D's page advises for retraining.
     """
-    initial = load_weights(source)
+    initial = weights if weights is not None else load_weights(source)
     config.channels = list(initial.architecture["channels"])
     config.num_classes = int(initial.architecture["num_classes"])
     config.from_weights = str(source)
