@@ -383,17 +383,39 @@ def demo(out: str, overwrite: bool) -> None:
 @click.option("--foreground-class", type=int, default=None, help="Nuclei class. Default: metadata, else brightest.")
 @click.option("--min-size", type=int, default=10, show_default=True, help="Smallest nucleus kept, in voxels.")
 @click.option("--voxel-size", default=None, help="z,y,x voxel size. Default: the TIFF's metadata, else isotropic.")
+@click.option("--level", type=int, default=None, help="Resolution level of OME-Zarr images. Default: 0 (full).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["zarr", "tiff"]),
+    default=None,
+    help="Result format. Default: zarr for zarr inputs, TIFF otherwise.",
+)
+@click.option(
+    "--stream/--no-stream",
+    default=None,
+    help="Predict block by block in bounded memory. Default: for zarr, Dask, --resume, volumes too big for memory.",
+)
+@click.option("--resume", is_flag=True, help="Continue an interrupted streaming prediction, skipping finished blocks.")
+@click.option("--scheduler", default=None, help="Run blocks on Dask: local:N (N local workers) or tcp://HOST:PORT.")
+@click.option("--block", type=int, default=192, show_default=True, help="Streaming output block edge, multiple of 64.")
+@click.option(
+    "--instance-halo", type=int, default=32, show_default=True, help="Voxels around a block when splitting nuclei."
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing results.")
-def predict(model: str, images: tuple[str, ...], out: str, **options: Any) -> None:
-    """Segment IMAGES (3-D TIFF files or folders) with MODEL (.onnx file or bioimage.io package).
+def predict(model: str, images: tuple[str, ...], out: str, block: int, instance_halo: int, **options: Any) -> None:
+    """Segment IMAGES (3-D TIFF files, zarr / OME-Zarr volumes, or folders) with MODEL (.onnx or bioimage.io).
 
     \b
-    Example:
+    Examples:
       wnet-zoo predict model.onnx stacks/ --out results --output probabilities --output instances
+      wnet-zoo predict model.onnx brain.ome.zarr --out results --scheduler local:4
     """
     from .outputs import predict_files
+    from .streaming import StreamOptions
 
-    predict_files(model, images, out, progress=True, report=click.echo, **options)
+    stream_options = StreamOptions(block=block, instance_halo=instance_halo)
+    predict_files(model, images, out, progress=True, report=click.echo, stream_options=stream_options, **options)
 
 
 @cli.command()
@@ -423,6 +445,33 @@ def report(run_dir: str) -> None:
     from .report import run_report
 
     click.echo(run_report(Path(run_dir)))
+
+
+@cli.command()
+@click.argument("prediction")
+@click.argument("truth")
+@click.option("--json", "json_out", default=None, help="Also write the scores to this JSON file.")
+def evaluate(prediction: str, truth: str, json_out: str | None) -> None:
+    """Score PREDICTION against the ground truth TRUTH: foreground Dice, instance precision, recall and F1.
+
+    \b
+    Both are (z, y, x) label or mask volumes of the same shape: TIFF files or zarr arrays. A volume holding
+    only 0 and 1 is a mask; its connected components are its objects. Objects are matched one-to-one
+    (Hungarian on IoU) at each IoU threshold 0.1, 0.2, ..., 0.9.
+    Example:
+      wnet-zoo evaluate results/stack_instances.tif truth/stack_labels.tif --json scores.json
+    """
+    from .evaluate import evaluate_files
+
+    target = None if json_out is None else Path(json_out).resolve()
+    if target is not None and (target.is_dir() or not target.parent.is_dir()):
+        raise UserError(f"--json {json_out}: give a file name in an existing folder")
+    if target in {Path(prediction).resolve(), Path(truth).resolve()}:
+        raise UserError(f"--json {json_out} would replace an input volume; choose another file name")
+    result = evaluate_files(prediction, truth)
+    click.echo(result.summary())
+    if json_out is not None:
+        result.write_json(json_out)
 
 
 def main(argv: list[str] | None = None) -> int:

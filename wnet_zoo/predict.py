@@ -12,6 +12,7 @@ import logging
 import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,11 +128,28 @@ class Predictor:
         self.blend = blend
         self.norm = norm
         self.batch = batch or (GPU_BATCH if self.engine.on_gpu else 1)
+        self.settings: dict[str, Any] = {
+            "device": device,
+            "threads": threads,
+            "tile": list(self.tile),
+            "overlap": self.overlap,
+            "blend": blend,
+            "norm": norm,
+            "batch": batch,
+        }
 
     @property
     def provider(self) -> str:
         """The execution provider the session really uses."""
         return self.engine.provider
+
+    @property
+    def classes(self) -> int:
+        """K, the number of output classes (from the metadata, else from a run on an empty tile)."""
+        if not self.metadata.num_classes:
+            empty = np.zeros((1, 1, *self.tile), dtype=np.float32)
+            self.metadata = replace(self.metadata, num_classes=int(self._run(empty).shape[1]))
+        return self.metadata.num_classes
 
     def describe(self) -> str:
         """One line: provider, threads, precision, tiling."""
@@ -153,8 +171,7 @@ class Predictor:
         with tqdm(total=len(plan.tiles), desc=label, unit="tile", disable=not progress, leave=False) as bar:
             while done < len(plan.tiles):
                 indices = range(done, min(done + self.batch, len(plan.tiles)))
-                batch = np.stack([self._window(source, plan.tiles[i]) for i in indices])[:, None]
-                outputs = self._run(batch)
+                outputs = self.tile_outputs(source, [plan.tiles[i] for i in indices])
                 blender = blender or Blender(plan, outputs.shape[1])
                 for index, output in zip(indices, outputs, strict=True):
                     blender.add(index, output)
@@ -207,6 +224,14 @@ class Predictor:
         return xr.DataArray(
             probabilities, dims=("c", "z", "y", "x"), coords={"c": classes}, name="probabilities", attrs=attrs
         )
+
+    def tile_outputs(self, source: np.ndarray, tiles: Sequence[tuple[slice, ...]]) -> np.ndarray:
+        """Model outputs (n, K, *tile) for the windows ``tiles`` of ``source``, run as one batch.
+
+        ``source`` is the padded volume (or a part of it, ``tiles`` given in its coordinates), remapped to
+        0..100 for ``global`` normalisation and raw for ``tile`` normalisation.
+        """
+        return self._run(np.stack([self._window(source, tile) for tile in tiles])[:, None])
 
     def _check_tile(self, tile: tuple[int, int, int]) -> tuple[int, int, int]:
         multiple = self.metadata.spatial_multiple

@@ -1,0 +1,362 @@
+"""The work of one output block, the same on one machine and on a Dask worker.
+
+Streaming prediction (:mod:`wnet_zoo.streaming`) cuts the volume into blocks of whole zarr chunks and runs
+four phases over them; every function here does one phase for one block, reads what it needs from the
+input and the work stores, writes its block, and returns a small summary that is also saved under
+``done/`` in the work folder (which is how ``--resume`` knows the block is finished):
+
+1. :func:`statistics`: minimum, maximum and finiteness of the block (for the global 0..100 remap).
+2. :func:`probabilities`: the covering tiles plus their halo, blended exactly as the in-memory path does;
+   writes the probabilities (when asked for) and the arg-max class; returns voxels and summed intensity
+   per class (for choosing the foreground class).
+3. :func:`label`: the mask of the foreground class and, for instances, the nuclei split inside the block
+   plus an instance halo; keeps the block's own labels (numbered 1..n) and records, at each face shared with
+   the next block, which of its labels continue across (see :mod:`wnet_zoo.label_merge`).
+4. :func:`relabel`: the block's labels mapped to the final, merged and renumbered labels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import remap
+from .instances import split_nuclei
+from .sources import SourceSpec, VolumeSource
+from .stores import open_zarr
+from .tiling import TilePlan
+
+Region = tuple[slice, slice, slice]
+PHASES = ("statistics", "probabilities", "label", "relabel")
+FACE_AXES = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class BlockGrid:
+    """Blocks of ``block`` voxels per axis (the last ones shorter) in raster order, x fastest."""
+
+    shape: tuple[int, int, int]
+    block: tuple[int, int, int]
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        """Blocks along z, y and x."""
+        return tuple(-(-s // b) for s, b in zip(self.shape, self.block, strict=True))  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        return int(np.prod(self.counts))
+
+    def corner(self, index: int) -> tuple[int, int, int]:
+        """The block's position in the grid."""
+        return tuple(int(i) for i in np.unravel_index(index, self.counts))  # type: ignore[return-value]
+
+    def region(self, index: int) -> Region:
+        """The block's voxels."""
+        slices = [
+            slice(c * b, min((c + 1) * b, s))
+            for c, b, s in zip(self.corner(index), self.block, self.shape, strict=True)
+        ]
+        return (slices[0], slices[1], slices[2])
+
+    def neighbour(self, index: int, axis: int) -> int | None:
+        """The next block along ``axis``, if any."""
+        corner = list(self.corner(index))
+        corner[axis] += 1
+        if corner[axis] >= self.counts[axis]:
+            return None
+        return int(np.ravel_multi_index(corner, self.counts))
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs to do a phase of one image: plain data, sent once per task.
+
+    ``work`` is the work folder holding the stores (on storage every worker sees).
+    """
+
+    source: SourceSpec
+    model: Path
+    work: Path
+    shape: tuple[int, int, int]
+    block: tuple[int, int, int]
+    label_block: tuple[int, int, int]
+    predictor: dict[str, Any]
+    outputs: tuple[str, ...]
+    chunk: int = 64
+    low: float = 0.0
+    high: float = 1.0
+    foreground: int = 0
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    instance_halo: int = 32
+    spot_sigma: float = 1.0
+    min_distance: float = 3.0
+    cache_bytes: int = 128 * 2**20
+
+    @property
+    def grid(self) -> BlockGrid:
+        """Blocks of the probability phase."""
+        return BlockGrid(self.shape, self.block)
+
+    @property
+    def label_grid(self) -> BlockGrid:
+        """Blocks of the labelling phases."""
+        return BlockGrid(self.shape, self.label_block)
+
+    def store(self, name: str) -> Path:
+        """A work store: ``probabilities``, ``classes``, ``mask``, ``raw_labels`` or ``instances``."""
+        return self.work / f"{name}.zarr"
+
+    def done(self, phase: str, index: int) -> Path:
+        """Where a finished block's summary is kept."""
+        return self.work / "done" / phase / f"{index}.npz"
+
+    def key(self) -> str:
+        """Identifies the job's model and tiling, for reusing sessions and tile outputs across tasks."""
+        return json.dumps([str(self.model), self.predictor, str(self.source.path), self.low, self.high], default=str)
+
+
+_LOCK = threading.Lock()
+_PREDICTORS: dict[str, Any] = {}
+_CACHES: dict[str, OrderedDict[int, np.ndarray]] = {}
+
+
+def predictor_for(job: Job) -> Any:
+    """One :class:`~wnet_zoo.predict.Predictor` per model and settings per process (one per Dask worker)."""
+    from .predict import Predictor
+
+    key = _predictor_key(job)
+    with _LOCK:
+        if key not in _PREDICTORS:
+            _PREDICTORS.clear()
+            _CACHES.clear()
+            _PREDICTORS[key] = Predictor(job.model, **job.predictor)
+        return _PREDICTORS[key]
+
+
+def adopt(job: Job, predictor: Any) -> None:
+    """Use ``predictor`` (already open in this process) for ``job`` instead of opening another."""
+    with _LOCK:
+        _PREDICTORS.clear()
+        _CACHES.clear()
+        _PREDICTORS[_predictor_key(job)] = predictor
+
+
+def _predictor_key(job: Job) -> str:
+    return json.dumps([str(job.model), job.predictor], default=str)
+
+
+def run(phase: str, job: Job, index: int, extra: Any = None) -> dict[str, np.ndarray]:
+    """Do ``phase`` for block ``index`` unless it is recorded as done; return (and record) its summary."""
+    record = job.done(phase, index)
+    if record.is_file():
+        with np.load(record) as saved:
+            return {name: saved[name] for name in saved.files}
+    work: Callable[..., dict[str, np.ndarray]] = _PHASE_FUNCTIONS[phase]
+    summary = work(job, index) if extra is None else work(job, index, extra)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    partial = record.with_name(f".{record.stem}.{os.getpid()}.{threading.get_ident()}.npz")
+    np.savez(partial, **summary)
+    os.replace(partial, record)
+    return summary
+
+
+def statistics(job: Job, index: int) -> dict[str, np.ndarray]:
+    """Phase 1: minimum, maximum and whether every voxel is finite."""
+    with job.source.open() as source:
+        values = source.read(job.grid.region(index))
+    finite = bool(np.isfinite(values).all())
+    shown = values[np.isfinite(values)] if not finite else values
+    low = float(shown.min()) if shown.size else np.inf
+    high = float(shown.max()) if shown.size else -np.inf
+    return {"low": np.float64(low), "high": np.float64(high), "finite": np.bool_(finite)}
+
+
+def probabilities(job: Job, index: int) -> dict[str, np.ndarray]:
+    """Phase 2: blend the block from its covering tiles; write probabilities and the arg-max class."""
+    predictor = predictor_for(job)
+    plan = TilePlan.create(job.shape, predictor.tile, predictor.overlap, predictor.blend)
+    region = job.grid.region(index)
+    with job.source.open() as source:
+        window = plan.source_region(region)
+        raw = read_padded(source, plan, window)
+    inner = tuple(
+        slice(r.start + b - w.start, r.stop + b - w.start)
+        for r, (b, _), w in zip(region, plan.pad, window, strict=True)
+    )
+    intensity = raw[inner].copy()
+    if predictor.norm == "global":
+        data = remap(raw, job.low, job.high)
+        data[_pad_mask(plan, window, data.shape)] = 0.0
+    else:
+        data = raw
+        data[_pad_mask(plan, window, data.shape)] = job.low
+    del raw
+    outputs = _TileOutputs(job, predictor, plan, data, window, plan.tiles_covering(region))
+    blended = plan.blend_region(region, outputs)
+    del data, outputs
+    if "probabilities" in job.outputs:
+        open_zarr(job.store("probabilities"))[(slice(None), *region)] = blended
+    classes = blended.argmax(axis=0).astype(np.uint8)
+    open_zarr(job.store("classes"))[region] = classes
+    count = blended.shape[0]
+    return {
+        "voxels": np.bincount(classes.ravel(), minlength=count).astype(np.int64),
+        "sums": np.bincount(classes.ravel(), weights=intensity.ravel().astype(np.float64), minlength=count),
+    }
+
+
+def label(job: Job, index: int) -> dict[str, np.ndarray]:
+    """Phase 3: the block's mask and (for instances) its nuclei, with the face records for merging."""
+    grid = job.label_grid
+    region = grid.region(index)
+    halo = job.instance_halo if "instances" in job.outputs else 0
+    extended = tuple(
+        slice(max(r.start - halo, 0), min(r.stop + halo, s)) for r, s in zip(region, job.shape, strict=True)
+    )
+    core = tuple(slice(r.start - e.start, r.stop - e.start) for r, e in zip(region, extended, strict=True))
+    foreground = open_zarr(job.store("classes"), "r")[extended] == job.foreground
+    if "mask" in job.outputs:
+        open_zarr(job.store("mask"))[region] = foreground[core].astype(np.uint8)
+    if "instances" not in job.outputs:
+        return {}
+    labels = split_nuclei(foreground, job.spacing, job.spot_sigma, job.min_distance)
+    own, compact = np.unique(labels[core], return_inverse=True)
+    has_background = own.size > 0 and own[0] == 0
+    numbers = compact.reshape(labels[core].shape).astype(np.uint32) + (0 if has_background else 1)
+    numbers_of = np.arange(own.size, dtype=np.uint32) + (0 if has_background else 1)
+    open_zarr(job.store("raw_labels"))[region] = numbers
+    with job.source.open() as source:
+        intensity = source.read(region)
+    summary = _measure(numbers, intensity, region)
+    for axis in FACE_AXES:
+        if region[axis].stop >= job.shape[axis]:
+            continue
+        last = [slice(None)] * 3
+        last[axis] = slice(core[axis].stop - 1, core[axis].stop)
+        after = [slice(None)] * 3
+        after[axis] = slice(core[axis].stop, core[axis].stop + 1)
+        inside = tuple(
+            slice(c.start, c.stop) if a != axis else s for a, (c, s) in enumerate(zip(core, last, strict=True))
+        )
+        beyond = tuple(
+            slice(c.start, c.stop) if a != axis else s for a, (c, s) in enumerate(zip(core, after, strict=True))
+        )
+        here, there = labels[inside].ravel(), labels[beyond].ravel()
+        same = (here == there) & (here > 0)
+        positions = np.flatnonzero(same)
+        summary[f"face{axis}_labels"] = numbers_of[np.searchsorted(own, here[positions])]
+        summary[f"face{axis}_positions"] = positions.astype(np.int64)
+    return summary
+
+
+def relabel(job: Job, index: int, lookup: np.ndarray) -> dict[str, np.ndarray]:
+    """Phase 4: the block's own labels (0..n) through ``lookup`` (0..n -> final label) into the result store."""
+    region = job.label_grid.region(index)
+    numbers = np.asarray(open_zarr(job.store("raw_labels"), "r")[region])
+    result = open_zarr(job.store("instances"))
+    result[region] = lookup.astype(result.dtype)[numbers]
+    return {}
+
+
+def read_padded(source: VolumeSource, plan: TilePlan, window: Region) -> np.ndarray:
+    """The part ``window`` (padded coordinates) of the volume, zeros where it lies in the padding."""
+    shape = tuple(w.stop - w.start for w in window)
+    inside = [
+        (max(w.start - b, 0), min(w.stop - b, s)) for w, (b, _), s in zip(window, plan.pad, plan.shape, strict=True)
+    ]
+    values = source.read(tuple(slice(a, z) for a, z in inside))  # type: ignore[arg-type]
+    if values.shape == shape:
+        return values
+    out = np.zeros(shape, dtype=np.float32)
+    place = tuple(
+        slice(a + b - w.start, z + b - w.start) for (a, z), (b, _), w in zip(inside, plan.pad, window, strict=True)
+    )
+    out[place] = values
+    return out
+
+
+def _pad_mask(plan: TilePlan, window: Region, shape: tuple[int, ...]) -> tuple[Any, ...] | np.ndarray:
+    """Where ``window`` lies in the plan's padding (as a boolean array; all False when nothing is padded)."""
+    padded = np.zeros(shape, dtype=bool)
+    if not any(b or a for b, a in plan.pad):
+        return padded
+    for axis, ((before, _), size, w) in enumerate(zip(plan.pad, plan.shape, window, strict=True)):
+        index = np.arange(w.start, w.stop) - before
+        outside = (index < 0) | (index >= size)
+        padded |= outside.reshape([-1 if a == axis else 1 for a in range(3)])
+    return padded
+
+
+class _TileOutputs:
+    """Tile index -> model output, run on demand in batches and kept in a per-process cache of bounded size
+    (blocks are done x fastest, so a block reuses the tiles it shares with the one before)."""
+
+    def __init__(
+        self, job: Job, predictor: Any, plan: TilePlan, data: np.ndarray, window: Region, wanted: Sequence[int]
+    ) -> None:
+        self.predictor = predictor
+        self.plan = plan
+        self.data = data
+        self.window = window
+        self.wanted = list(wanted)
+        self.limit = job.cache_bytes
+        with _LOCK:
+            self.cache = _CACHES.setdefault(job.key(), OrderedDict())
+
+    def __call__(self, index: int) -> np.ndarray:
+        with _LOCK:
+            if index in self.cache:
+                self.cache.move_to_end(index)
+                return self.cache[index]
+        start = self.wanted.index(index)
+        batch = [i for i in self.wanted[start:] if i not in self.cache][: self.predictor.batch]
+        tiles = [
+            tuple(
+                slice(t.start - w.start, t.stop - w.start) for t, w in zip(self.plan.tiles[i], self.window, strict=True)
+            )
+            for i in batch
+        ]
+        outputs = self.predictor.tile_outputs(self.data, tiles)
+        with _LOCK:
+            for i, output in zip(batch, outputs, strict=True):
+                self.cache[i] = output
+            while len(self.cache) > 1 and sum(o.nbytes for o in self.cache.values()) > self.limit:
+                self.cache.popitem(last=False)
+        return outputs[0]
+
+
+def _measure(numbers: np.ndarray, intensity: np.ndarray, region: Region) -> dict[str, np.ndarray]:
+    """Per label 1..n of the block: voxels, coordinate sums (volume coordinates), box and summed intensity."""
+    from scipy import ndimage
+
+    count = int(numbers.max(initial=0))
+    flat = numbers.ravel()
+    summary: dict[str, np.ndarray] = {"count": np.int64(count)}  # type: ignore[dict-item]
+    summary["voxels"] = np.bincount(flat, minlength=count + 1)[1:].astype(np.int64)
+    grids = np.indices(numbers.shape, sparse=True)
+    for axis, name in enumerate("zyx"):
+        coordinate = np.broadcast_to(grids[axis] + region[axis].start, numbers.shape).ravel()
+        summary[f"sum_{name}"] = np.bincount(flat, weights=coordinate, minlength=count + 1)[1:]
+    boxes = ndimage.find_objects(numbers.astype(np.int32), max_label=count)
+    for axis, name in enumerate("zyx"):
+        offset = region[axis].start
+        summary[f"start_{name}"] = np.array([b[axis].start + offset if b else 0 for b in boxes], dtype=np.int64)
+        summary[f"stop_{name}"] = np.array([b[axis].stop + offset if b else 0 for b in boxes], dtype=np.int64)
+    summary["intensity"] = np.bincount(flat, weights=intensity.ravel().astype(np.float64), minlength=count + 1)[1:]
+    return summary
+
+
+_PHASE_FUNCTIONS: dict[str, Callable[..., dict[str, np.ndarray]]] = {
+    "statistics": statistics,
+    "probabilities": probabilities,
+    "label": label,
+    "relabel": relabel,
+}

@@ -1,0 +1,330 @@
+"""Prediction on volumes of any size with bounded memory, in this process or on Dask.
+
+The volume is never loaded whole. A first pass over blocks finds its minimum and maximum (the global
+0..100 remap); then every output block is blended from the tiles that cover it, read with their halo, by
+the same :class:`~wnet_zoo.tiling.TilePlan` as in-memory prediction, so the probabilities are the same
+numbers. Masks and nuclei are made block by block with an instance halo, and nuclei cut by a block border
+are merged into one label (:mod:`wnet_zoo.label_merge`). Memory is set by the block sizes, not the volume.
+
+All of it happens in a hidden work folder next to the results (``.<stem>.wnet-zoo-work``), which records
+each finished block: an interrupted run continues with ``resume=True``. When every phase is complete the
+results are moved (zarr) or written (TIFF, block by block) to their names and the work folder is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import blocks
+from .data import VoxelSize
+from .errors import UserError
+from .executors import DaskExecutor, LocalExecutor
+from .label_merge import merge_labels
+from .predict import Predictor, choose_foreground
+from .sources import SourceSpec, VolumeSource
+from .stores import create_zarr, open_zarr, write_tiff_blocks
+
+FORMATS = ("zarr", "tiff")
+DEFAULT_BLOCK = 192
+DEFAULT_LABEL_BLOCK = 128
+DEFAULT_CHUNK = 64
+DEFAULT_INSTANCE_HALO = 32
+_SUFFIX = {"zarr": ".zarr", "tiff": ".tif"}
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How streaming prediction cuts the work.
+
+    Attributes:
+        block: output block edge of the probability phase (a multiple of ``chunk``).
+        label_block: block edge of the mask and instance phases (a multiple of ``chunk``).
+        chunk: zarr chunk edge of the results.
+        instance_halo: voxels added around a block when splitting nuclei; nuclei (and clumps of them)
+            smaller than this get the labels in-memory prediction gives.
+        cache_mb: tile outputs kept for the next block, in MiB.
+    """
+
+    block: int = DEFAULT_BLOCK
+    label_block: int = DEFAULT_LABEL_BLOCK
+    chunk: int = DEFAULT_CHUNK
+    instance_halo: int = DEFAULT_INSTANCE_HALO
+    cache_mb: int = 128
+
+    def __post_init__(self) -> None:
+        if self.chunk < 1 or self.block % self.chunk or self.label_block % self.chunk:
+            raise UserError(f"--block {self.block}: give a multiple of the chunk size {self.chunk}, e.g. 192")
+        if self.instance_halo < 1:
+            raise UserError(f"--instance-halo {self.instance_halo}: give at least 1 voxel, e.g. 32")
+
+
+def result_paths(out: Path, stem: str, outputs: Sequence[str], fmt: str) -> dict[str, Path]:
+    """The results of one streamed image: ``<stem>_<output>.zarr`` or ``.tif``, plus the labels table."""
+    paths = {name: out / f"{stem}_{name}{_SUFFIX[fmt]}" for name in outputs}
+    if "instances" in paths:
+        paths["labels"] = out / f"{stem}_labels.csv"
+    return paths
+
+
+def work_folder(out: Path, stem: str) -> Path:
+    """The hidden folder an image's streaming prediction works (and resumes) in."""
+    return out / f".{stem}.wnet-zoo-work"
+
+
+@dataclass
+class StreamResult:
+    """What a streaming prediction wrote."""
+
+    paths: dict[str, Path]
+    foreground_class: int
+    foreground_from: str
+    nuclei: int | None
+    blocks: int
+
+
+def predict_stream(
+    predictor: Predictor,
+    model: Path,
+    spec: SourceSpec,
+    paths: dict[str, Path],
+    *,
+    outputs: Sequence[str],
+    fmt: str,
+    executor: LocalExecutor | DaskExecutor,
+    resume: bool = False,
+    foreground_class: int | None = None,
+    min_size: int = 10,
+    voxel_size: VoxelSize | None = None,
+    options: StreamOptions | None = None,
+    spot_sigma: float = 1.0,
+    min_distance: float = 3.0,
+    progress: bool = False,
+) -> StreamResult:
+    """Predict one volume block by block and write ``paths`` (see :func:`result_paths`).
+
+    Args:
+        predictor: the open model and its tiling settings.
+        model: the ``.onnx`` file (workers open it themselves).
+        spec: the input volume.
+        outputs: ``probabilities``, ``mask`` and/or ``instances``.
+        fmt: ``zarr`` or ``tiff``.
+        executor: where blocks run (see :mod:`wnet_zoo.executors`).
+        resume: continue the work folder an interrupted run left; without it such a folder is an error.
+        foreground_class: the nuclei class (default: metadata, else the brightest class).
+        min_size: nuclei with fewer voxels are removed.
+        voxel_size: overrides the input's voxel size.
+        options: block sizes and halos.
+    """
+    options = options or StreamOptions()
+    out = next(iter(paths.values())).parent
+    work = work_folder(out, spec.stem)
+    with spec.open() as source:
+        size = voxel_size or source.voxel_size
+        job = _job(predictor, model, spec, source, work, outputs, options, size, isinstance(executor, DaskExecutor))
+        fingerprint = _fingerprint(job, fmt, min_size, foreground_class, spot_sigma, min_distance)
+        created = _prepare(work, fingerprint, resume)
+        try:
+            result = _run(job, source, executor, paths, fmt, foreground_class, min_size, size, progress)
+        except UserError:
+            if created:
+                shutil.rmtree(work, ignore_errors=True)
+            raise
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _job(
+    predictor: Predictor,
+    model: Path,
+    spec: SourceSpec,
+    source: VolumeSource,
+    work: Path,
+    outputs: Sequence[str],
+    options: StreamOptions,
+    size: VoxelSize | None,
+    distributed: bool,
+) -> blocks.Job:
+    settings = dict(predictor.settings)
+    if not distributed:
+        settings["threads"] = predictor.engine.threads
+    spacing = (1.0, 1.0, 1.0)
+    if size is not None:
+        finest = min(size[:3])
+        spacing = (size.z / finest, size.y / finest, size.x / finest)
+    job = blocks.Job(
+        source=spec,
+        model=model,
+        work=work,
+        shape=source.shape,
+        block=(options.block,) * 3,
+        label_block=(options.label_block,) * 3,
+        predictor=settings,
+        outputs=tuple(outputs),
+        spacing=spacing,
+        chunk=options.chunk,
+        instance_halo=options.instance_halo,
+        cache_bytes=options.cache_mb * 2**20,
+    )
+    if not distributed:
+        blocks.adopt(job, predictor)
+    return job
+
+
+def _fingerprint(job: blocks.Job, fmt: str, min_size: int, foreground: int | None, *split: float) -> str:
+    model = job.model.stat()
+    text = json.dumps(
+        [
+            str(job.source),
+            list(job.shape),
+            str(job.model.resolve()),
+            model.st_size,
+            model.st_mtime_ns,
+            {k: v for k, v in job.predictor.items() if k != "threads"},
+            list(job.outputs),
+            fmt,
+            min_size,
+            foreground,
+            list(job.spacing),
+            job.block,
+            job.label_block,
+            job.instance_halo,
+            list(split),
+        ],
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _prepare(work: Path, fingerprint: str, resume: bool) -> bool:
+    """Create the work folder, or check that the one found belongs to this prediction; True if created."""
+    record = work / "settings.sha256"
+    if work.exists():
+        if not resume:
+            raise UserError(
+                f"{work} holds an interrupted prediction; pass --resume to continue it or --overwrite to start over"
+            )
+        if not record.is_file() or record.read_text().strip() != fingerprint:
+            raise UserError(
+                f"{work}: --resume with other settings, model or input than the interrupted run; use --overwrite"
+            )
+        return False
+    work.mkdir(parents=True)
+    record.write_text(fingerprint + "\n")
+    return True
+
+
+def _run(
+    job: blocks.Job,
+    source: VolumeSource,
+    executor: LocalExecutor | DaskExecutor,
+    paths: dict[str, Path],
+    fmt: str,
+    foreground_class: int | None,
+    min_size: int,
+    size: VoxelSize | None,
+    progress: bool,
+) -> StreamResult:
+    name = job.source.stem
+
+    def label(phase: str) -> str:
+        return f"{name}: {phase}" if progress else ""
+
+    grid, label_grid = job.grid, job.label_grid
+    everything = range(len(grid))
+    statistics = executor.map("statistics", job, everything, label=label("statistics"))
+    if not all(bool(s["finite"]) for s in statistics):
+        raise UserError(f"{job.source.path}: contains NaN or Inf voxels; replace them (e.g. with 0) before use")
+    low = min(float(s["low"]) for s in statistics)
+    high = max(float(s["high"]) for s in statistics)
+    if low == high:
+        raise UserError(
+            f"{job.source.path}: every voxel has the value {low:g}; a constant image holds nothing to segment"
+        )
+    job = replace(job, low=low, high=high)
+    classes = _make_stores(job, size, source)
+    summaries = executor.map("probabilities", job, everything, label=label("tiles"))
+    voxels = np.sum([s["voxels"] for s in summaries], axis=0)
+    sums = np.sum([s["sums"] for s in summaries], axis=0)
+    foreground, reason = _foreground(classes, voxels, sums, job, foreground_class)
+    job = replace(job, foreground=foreground)
+    nuclei = None
+    if "mask" in job.outputs or "instances" in job.outputs:
+        labelled = executor.map("label", job, range(len(label_grid)), label=label("nuclei"))
+        if "instances" in job.outputs:
+            raw = open_zarr(job.store("raw_labels"), "r")
+
+            def first_plane(index: int, axis: int) -> np.ndarray:
+                region = list(label_grid.region(index))
+                region[axis] = slice(region[axis].start, region[axis].start + 1)
+                return np.asarray(raw[tuple(region)])
+
+            merged = merge_labels(label_grid, labelled, first_plane, min_size)
+            create_zarr(job.store("instances"), job.shape, merged.dtype, _chunks(job), size, source.ome)
+            executor.map("relabel", job, range(len(label_grid)), merged.lookups, label=label("labels"))
+            nuclei = merged.count
+            staged = paths["labels"].with_name(f".{paths['labels'].name}.{os.getpid()}.part")
+            merged.table.to_csv(staged, index=False, float_format="%.6g")
+            os.replace(staged, paths["labels"])
+    _publish(job, paths, fmt, size, label_grid)
+    return StreamResult(paths, foreground, reason, nuclei, len(grid))
+
+
+def _chunks(job: blocks.Job) -> tuple[int, int, int]:
+    return tuple(min(job.chunk, s) for s in job.shape)  # type: ignore[return-value]
+
+
+def _make_stores(job: blocks.Job, size: VoxelSize | None, source: VolumeSource) -> int:
+    """Create the work stores (unless a resumed run made them); the number of classes."""
+    chunks = _chunks(job)
+    count = blocks.predictor_for(job).classes
+    wanted: dict[str, tuple[tuple[int, ...], Any, VoxelSize | None]] = {"classes": (job.shape, np.uint8, None)}
+    if "probabilities" in job.outputs:
+        wanted["probabilities"] = ((count, *job.shape), np.float32, size)
+    if "mask" in job.outputs:
+        wanted["mask"] = (job.shape, np.uint8, size)
+    if "instances" in job.outputs:
+        wanted["raw_labels"] = (job.shape, np.uint32, None)
+    for name, (shape, dtype, voxel_size) in wanted.items():
+        store = job.store(name)
+        if not store.exists():
+            block_chunks = (shape[0], *chunks) if len(shape) == 4 else chunks
+            ome = source.ome if voxel_size is not None else None
+            create_zarr(store, shape, dtype, block_chunks, voxel_size, ome)
+    return count
+
+
+def _foreground(
+    classes: int, voxels: np.ndarray, sums: np.ndarray, job: blocks.Job, override: int | None
+) -> tuple[int, str]:
+    """The foreground class by :func:`~wnet_zoo.predict.choose_foreground`'s rule, from per-class totals."""
+    metadata = blocks.predictor_for(job).metadata
+    if override is not None or metadata.foreground_class is not None:
+        return choose_foreground(np.zeros((classes, 1, 1, 1)), np.zeros((1, 1, 1)), metadata, override)
+    means = np.where(voxels > 0, sums / np.maximum(voxels, 1), -np.inf)
+    return int(np.argmax(means)), "intensity"
+
+
+def _publish(job: blocks.Job, paths: dict[str, Path], fmt: str, size: VoxelSize | None, grid: blocks.BlockGrid) -> None:
+    """Move (zarr) or write (TIFF) each result to its name."""
+    for name in ("probabilities", "mask", "instances"):
+        if name not in paths:
+            continue
+        final = paths[name]
+        if fmt == "zarr":
+            if final.exists():
+                shutil.rmtree(final) if final.is_dir() else final.unlink()
+            os.replace(job.store(name), final)
+            continue
+        array = open_zarr(job.store(name), "r")
+        staged = final.with_name(f".{final.name}.{os.getpid()}.part")
+        write_tiff_blocks(staged, array.shape, array.dtype, [grid.region(i) for i in range(len(grid))], array, size)
+        os.replace(staged, final)
