@@ -450,7 +450,7 @@ def report(run_dir: str) -> None:
 @cli.command()
 @click.argument("prediction")
 @click.argument("truth")
-@click.option("--json", "json_out", default=None, help="Also write the scores to this JSON file.")
+@click.option("--json", "json_out", default=None, metavar="OUT.json", help="Also write the scores to this file.")
 def evaluate(prediction: str, truth: str, json_out: str | None) -> None:
     """Score PREDICTION against the ground truth TRUTH: foreground Dice, instance precision, recall and F1.
 
