@@ -255,7 +255,7 @@ def main() -> None:
             rows[name]["meets_floor"] = rows[name]["speedup"] >= goal["floor"]
             rows[name]["meets_goal"] = rows[name]["speedup"] >= goal["goal"]
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "what": "whole commands as subprocesses (start, reading, inference, writing), median seconds",
         "model": "WNet3D default architecture (64, 128, 256, 512), random weights (seed 0), encoder + softmax",
         "image": "bundled example c5image.tif, 124 x 86 x 94",

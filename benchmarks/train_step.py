@@ -20,7 +20,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -102,7 +102,7 @@ def main() -> None:
         print(f"{name:<26}{medians[name]:>10.2f}{ratios[name]:>18.2f}")
     result = {
         "benchmark": "one training step, default WNet3D, batch 1, Adam, SoftNCut r=2 + MSE",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpu": cpu_model(),
         "cpu_bf16": has_bf16,
         "threads": args.threads,

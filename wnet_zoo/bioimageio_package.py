@@ -160,7 +160,7 @@ def _values(source: PackageSource, raw: np.ndarray, probabilities: np.ndarray) -
     classes = [f"class_{k}" for k in range(model.num_classes)]
     if metadata.foreground_class is not None:
         classes[metadata.foreground_class] = "foreground"
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     return {
         "format_version": ModelDescr.implemented_format_version,
         "name": card.name,

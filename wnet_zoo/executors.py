@@ -31,10 +31,8 @@ class LocalExecutor:
         self, phase: str, job: blocks.Job, indices: Sequence[int], extras: Sequence[Any] | None = None, label: str = ""
     ) -> list[dict[str, Any]]:
         """Run ``phase`` on the blocks ``indices`` (with one extra argument per block if given)."""
-        results = []
-        for position, index in enumerate(tqdm(indices, desc=label, unit="block", leave=False, disable=not label)):
-            results.append(blocks.run(phase, job, index, None if extras is None else extras[position]))
-        return results
+        bar = tqdm(indices, desc=label, unit="block", leave=False, disable=None if label else True)
+        return [blocks.run(phase, job, index, None if extras is None else extras[i]) for i, index in enumerate(bar)]
 
 
 class DaskExecutor:
@@ -62,7 +60,7 @@ class DaskExecutor:
         )
         position = {future.key: i for i, future in enumerate(futures)}
         results: list[dict[str, Any]] = [{}] * len(futures)
-        with tqdm(total=len(futures), desc=label, unit="block", leave=False, disable=not label) as bar:
+        with tqdm(total=len(futures), desc=label, unit="block", leave=False, disable=None if label else True) as bar:
             for future in as_completed(futures):
                 results[position[future.key]] = future.result()
                 bar.update(1)

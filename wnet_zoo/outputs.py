@@ -314,6 +314,7 @@ def _stream_one(
     progress: bool,
 ) -> ImageResult:
     out = next(iter(paths.values())).parent
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     work = work_folder(out, spec.stem)
     if overwrite and work.exists():
@@ -323,21 +324,26 @@ def _stream_one(
         with spec.open() as source:
             unit = source.voxel_size.unit if source.voxel_size else "µm"
         size = VoxelSize(*override, unit=unit)
-    found = predict_stream(
-        predictor,
-        onnx_path,
-        spec,
-        paths,
-        outputs=chosen,
-        fmt=fmt or ("zarr" if spec.is_zarr else "tiff"),
-        executor=executor,
-        resume=resume,
-        foreground_class=foreground_class,
-        min_size=min_size,
-        voxel_size=size,
-        options=options,
-        progress=progress,
-    )
+    try:
+        found = predict_stream(
+            predictor,
+            onnx_path,
+            spec,
+            paths,
+            outputs=chosen,
+            fmt=fmt or ("zarr" if spec.is_zarr else "tiff"),
+            executor=executor,
+            resume=resume,
+            foreground_class=foreground_class,
+            min_size=min_size,
+            voxel_size=size,
+            options=options,
+            progress=progress,
+        )
+    except UserError:
+        if made and not any(out.iterdir()):
+            out.rmdir()
+        raise
     return ImageResult(spec.path, paths, found.foreground_class, found.foreground_from, found.nuclei)
 
 

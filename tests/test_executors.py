@@ -1,0 +1,92 @@
+"""Dask distributed on a real LocalCluster on 127.0.0.1: same results as one process, a killed worker costs nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from distributed import Client, LocalCluster
+
+from wnet_zoo.model import WNet3D
+from wnet_zoo.onnx_model import ModelMetadata, export_onnx
+from wnet_zoo.outputs import predict_files
+from wnet_zoo.streaming import StreamOptions, work_folder
+
+SMALL = StreamOptions(block=32, label_block=32, chunk=16, instance_halo=16)
+OUTPUTS = ("probabilities", "instances")
+SETTINGS = {"device": "cpu", "tile": 16, "outputs": OUTPUTS, "fmt": "zarr", "stream_options": SMALL}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    export_onnx(WNet3D(channels=(4, 8, 16, 32)).eval(), path, ModelMetadata(num_classes=2, name="tiny"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def image(example, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("image") / "crop.zarr"
+    zarr.create_array(str(path), data=example[20:84, 8:80, 16:80].astype(np.uint16), chunks=(32, 32, 32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_process(model, image, tmp_path_factory) -> dict[str, np.ndarray]:
+    out = tmp_path_factory.mktemp("local")
+    predict_files(model, [image], out, threads=2, report=lambda line: None, **SETTINGS)
+    return _read(out)
+
+
+def _read(out: Path) -> dict[str, np.ndarray]:
+    return {name: zarr.open_array(str(out / f"crop_{name}.zarr"), mode="r")[...] for name in OUTPUTS}
+
+
+def _assert_same(ours: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:
+    np.testing.assert_allclose(ours["probabilities"], reference["probabilities"], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(ours["instances"], reference["instances"])  # numbered in block order both times
+    assert reference["instances"].max() > 20
+
+
+def test_local_cluster_option_equals_one_process(model, image, one_process, tmp_path):
+    lines: list[str] = []
+    predict_files(model, [image], tmp_path, scheduler="local:2", report=lines.append, **SETTINGS)
+    assert "streaming blocks on Dask scheduler tcp://127.0.0.1:" in lines[1] and "(2 workers)" in lines[1]
+    _assert_same(_read(tmp_path), one_process)
+
+
+def test_a_killed_worker_costs_only_its_tasks(model, image, one_process, tmp_path):
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        victim = next(iter(client.run(os.getpid).values()))
+        done = work_folder(tmp_path, "crop") / "done" / "probabilities"
+        killed: list[int] = []
+
+        def kill_when_under_way() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                finished = len(list(done.glob("*.npz"))) if done.is_dir() else 0
+                if finished >= 2:
+                    os.kill(victim, signal.SIGKILL)
+                    killed.append(finished)
+                    return
+                time.sleep(0.01)
+
+        killer = threading.Thread(target=kill_when_under_way)
+        killer.start()
+        predict_files(
+            model, [image], tmp_path, scheduler=cluster.scheduler_address, report=lambda line: None, **SETTINGS
+        )
+        killer.join()
+    assert killed and killed[0] < 12  # the worker died while probability blocks were still running
+    _assert_same(_read(tmp_path), one_process)

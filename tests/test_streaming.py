@@ -1,0 +1,245 @@
+"""Streaming prediction on real TIFF and zarr files: equality with in-memory prediction, resume, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import torch
+import zarr
+
+from wnet_zoo import blocks
+from wnet_zoo.cli import main
+from wnet_zoo.data import read_voxel_size
+from wnet_zoo.errors import UserError
+from wnet_zoo.model import WNet3D
+from wnet_zoo.onnx_model import ModelMetadata, export_onnx
+from wnet_zoo.outputs import predict_files
+from wnet_zoo.streaming import StreamOptions, work_folder
+
+SMALL = StreamOptions(block=32, label_block=32, chunk=16, instance_halo=16)
+ALL = ("probabilities", "mask", "instances")
+SETTINGS = {"device": "cpu", "threads": 2, "tile": 16}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    export_onnx(WNet3D(channels=(4, 8, 16, 32)).eval(), path, ModelMetadata(num_classes=2, name="tiny"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def volume(example) -> np.ndarray:
+    """A (40, 72, 60) uint16 crop: 2 x 3 x 2 blocks of 32, the last ones partial."""
+    return np.ascontiguousarray(example[30:70, 8:80, 20:80]).astype(np.uint16)
+
+
+@pytest.fixture(scope="module")
+def in_memory(model, volume, tmp_path_factory) -> dict[str, object]:
+    """The in-memory results of the crop, the reference for every streamed run."""
+    folder = tmp_path_factory.mktemp("memory")
+    tifffile.imwrite(
+        folder / "crop.tif", volume, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 1.0, "unit": "micron"}
+    )
+    predict_files(model, [folder / "crop.tif"], folder / "out", outputs=ALL, stream=False, report=_quiet, **SETTINGS)
+    return _read(folder / "out", "crop", "tif")
+
+
+def _quiet(line: str) -> None:
+    del line
+
+
+def _read(out: Path, stem: str, fmt: str) -> dict[str, object]:
+    def load(name: str) -> np.ndarray:
+        path = out / f"{stem}_{name}.{fmt}"
+        if fmt == "tif":
+            return tifffile.imread(path)
+        node = zarr.open(str(path), mode="r")
+        return node[...] if isinstance(node, zarr.Array) else node["0"][...]
+
+    table = pd.read_csv(out / f"{stem}_labels.csv")
+    return {name: load(name) for name in ALL} | {"table": table}
+
+
+def _assert_same(streamed: dict[str, object], reference: dict[str, object]) -> None:
+    np.testing.assert_array_equal(streamed["probabilities"], reference["probabilities"])
+    np.testing.assert_array_equal(streamed["mask"], reference["mask"])
+    ours, theirs = streamed["instances"], reference["instances"]
+    assert ours.dtype == theirs.dtype and ours.max() == theirs.max() > 20
+    pairs = np.unique(np.stack([ours.ravel(), theirs.ravel()]), axis=1)
+    assert pairs.shape[1] == len(np.unique(ours)) == len(np.unique(theirs))  # the same nuclei, renumbered
+    columns = ["voxels", "centroid_z", "centroid_y", "centroid_x", "mean_intensity"]
+    ordered = [t.sort_values(columns)[columns].to_numpy() for t in (streamed["table"], reference["table"])]
+    np.testing.assert_allclose(*ordered, rtol=1e-5)
+
+
+def test_streamed_tiff_equals_in_memory(model, volume, in_memory, tmp_path):
+    tifffile.imwrite(
+        tmp_path / "crop.tif", volume, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 1.0, "unit": "micron"}
+    )
+    predict_files(
+        model,
+        [tmp_path / "crop.tif"],
+        tmp_path / "out",
+        outputs=ALL,
+        stream=True,
+        stream_options=SMALL,
+        report=_quiet,
+        **SETTINGS,
+    )
+    streamed = _read(tmp_path / "out", "crop", "tif")
+    _assert_same(streamed, in_memory)
+    assert read_voxel_size(tmp_path / "out" / "crop_instances.tif")[:3] == pytest.approx((1.0, 0.5, 0.5))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "crop_instances.tif",
+        "crop_labels.csv",
+        "crop_mask.tif",
+        "crop_probabilities.tif",
+    ]
+
+
+def test_zarr_in_zarr_out_and_compressed_tiff(model, volume, in_memory, tmp_path):
+    zarr.create_array(str(tmp_path / "crop.zarr"), data=volume, chunks=(16, 20, 24))
+    tifffile.imwrite(tmp_path / "packed.tif", volume, compression="zlib", rowsperstrip=8)
+    results = predict_files(
+        model,
+        [tmp_path / "crop.zarr", tmp_path / "packed.tif"],
+        tmp_path / "out",
+        outputs=ALL,
+        stream_options=SMALL,
+        voxel_size="1,0.5,0.5",
+        report=_quiet,
+        **SETTINGS,
+    )
+    assert [r.paths["mask"].name for r in results] == ["crop_mask.zarr", "packed_mask.tif"]
+    _assert_same(_read(tmp_path / "out", "crop", "zarr"), in_memory)
+    _assert_same(_read(tmp_path / "out", "packed", "tif"), in_memory)
+    store = zarr.open(str(tmp_path / "out" / "crop_probabilities.zarr"), mode="r")
+    assert store["0"].chunks == (2, 16, 16, 16)
+    scale = store.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"]
+    assert scale == [1.0, 1.0, 0.5, 0.5]
+
+
+def test_ome_zarr_level_and_version_carried_over(model, volume, tmp_path):
+    group = zarr.open_group(str(tmp_path / "image.ome.zarr"), mode="w", zarr_format=3)
+    group.create_array("0", data=volume, chunks=(16, 32, 32))
+    group.create_array("1", data=volume[:, ::2, ::2], chunks=(16, 32, 32))
+    datasets = [
+        {
+            "path": str(level),
+            "coordinateTransformations": [{"type": "scale", "scale": [2.0, 0.4 * 2**level, 0.4 * 2**level]}],
+        }
+        for level in (0, 1)
+    ]
+    axes = [{"name": name, "type": "space", "unit": "micrometer"} for name in "zyx"]
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": datasets}]}
+    (result,) = predict_files(
+        model,
+        [tmp_path / "image.ome.zarr"],
+        tmp_path / "out",
+        outputs=["mask"],
+        level=1,
+        stream_options=SMALL,
+        report=_quiet,
+        **SETTINGS,
+    )
+    written = zarr.open(str(result.paths["mask"]), mode="r")
+    assert written.metadata.zarr_format == 3 and written["0"].shape == (40, 36, 30)
+    ome = written.attrs["ome"]
+    assert ome["version"] == "0.5"
+    assert ome["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [2.0, 0.8, 0.8]
+
+
+def test_resume_skips_finished_blocks_and_gives_the_same_result(model, volume, in_memory, tmp_path, monkeypatch):
+    tifffile.imwrite(
+        tmp_path / "crop.tif", volume, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 1.0, "unit": "micron"}
+    )
+    args = ([tmp_path / "crop.tif"], tmp_path / "out")
+    options = {"outputs": ALL, "fmt": "zarr", "stream_options": SMALL, "report": _quiet, **SETTINGS}
+    calls: dict[str, int] = {}
+    real = dict(blocks._PHASE_FUNCTIONS)
+
+    def counted(phase: str, fail_at: int | None):
+        def work(*args):
+            calls[phase] = calls.get(phase, 0) + 1
+            if calls[phase] == fail_at:
+                raise KeyboardInterrupt
+            return real[phase](*args)
+
+        return work
+
+    for phase in real:
+        monkeypatch.setitem(blocks._PHASE_FUNCTIONS, phase, counted(phase, 3 if phase == "label" else None))
+    with pytest.raises(KeyboardInterrupt):
+        predict_files(model, *args, **options)
+    work = work_folder(tmp_path / "out", "crop")
+    assert calls == {"statistics": 12, "probabilities": 12, "label": 3}
+    assert len(list((work / "done" / "label").iterdir())) == 2 and not (tmp_path / "out" / "crop_mask.zarr").exists()
+
+    with pytest.raises(UserError, match="--resume"):
+        predict_files(model, *args, **options)
+    with pytest.raises(UserError, match="other settings"):
+        predict_files(model, *args, resume=True, **{**options, "min_size": 3})
+
+    calls.clear()
+    for phase in real:
+        monkeypatch.setitem(blocks._PHASE_FUNCTIONS, phase, counted(phase, None))
+    predict_files(model, *args, resume=True, **options)
+    assert calls == {"label": 10, "relabel": 12}  # 2 of 12 label blocks were done, all earlier phases too
+    assert not work.exists()
+    _assert_same(_read(tmp_path / "out", "crop", "zarr"), in_memory)
+
+    lines: list[str] = []
+    assert predict_files(model, *args, resume=True, **{**options, "report": lines.append}) == []
+    assert lines == ["crop.tif: results complete, nothing to resume"]
+
+
+def _cli(args: list, capsys) -> tuple[int, str]:
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+def test_bad_streaming_input_exits_2_and_writes_nothing(model, volume, tmp_path, capsys):
+    group = zarr.open_group(str(tmp_path / "group.zarr"), mode="w")
+    group.create_array("raw", data=volume, chunks=(16, 32, 32))
+    zarr.create_array(str(tmp_path / "plain.zarr"), data=volume, chunks=(16, 32, 32))
+    zarr.create_array(str(tmp_path / "flat.zarr"), data=volume[0], chunks=(32, 32))
+    (tmp_path / "empty.zarr").mkdir()
+    zarr.create_array(
+        str(tmp_path / "nan.zarr"), data=np.where(volume > volume.mean(), np.nan, volume), chunks=(16, 16, 16)
+    )
+    cases = {
+        "group, not an image": ([tmp_path / "group.zarr"], "not an OME-Zarr image"),
+        "folder, not a store": ([tmp_path / "empty.zarr"], "not a zarr array"),
+        "2-D array": ([tmp_path / "flat.zarr"], "3-D"),
+        "NaN voxels": ([tmp_path / "nan.zarr", "--block", "64"], "NaN"),
+        "level of a plain array": ([tmp_path / "plain.zarr", "--level", "2"], "one level"),
+        "no scheduler there": ([tmp_path / "plain.zarr", "--scheduler", "tcp://127.0.0.1:9"], "no Dask scheduler"),
+        "bad local cluster": ([tmp_path / "plain.zarr", "--scheduler", "local:none"], "local:N"),
+        "block not chunked": ([tmp_path / "plain.zarr", "--block", "100"], "multiple of the chunk"),
+        "zarr without streaming": ([tmp_path / "plain.zarr", "--no-stream"], "need streaming"),
+    }
+    for case, (args, message) in cases.items():
+        out = tmp_path / "out"
+        code, err = _cli(["predict", model, *args, "--out", out, "--device", "cpu", "--tile", "16"], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and lines[0].startswith("Error:") and message in err and len(lines) <= 3, (case, err)
+        assert not out.exists(), case
+
+
+def test_existing_store_needs_overwrite_or_resume(model, volume, tmp_path, capsys):
+    zarr.create_array(str(tmp_path / "plain.zarr"), data=volume, chunks=(16, 32, 32))
+    out = tmp_path / "out"
+    args = ["predict", model, tmp_path / "plain.zarr", "--out", out, "--device", "cpu", "--tile", "16", "--block", "64"]
+    assert _cli([*args, "--output", "mask"], capsys)[0] == 0
+    before = zarr.open(str(out / "plain_mask.zarr"), mode="r")[...]
+    code, err = _cli([*args, "--output", "mask"], capsys)
+    assert code == 2 and "already exists" in err and "--overwrite" in err
+    np.testing.assert_array_equal(zarr.open(str(out / "plain_mask.zarr"), mode="r")[...], before)
+    assert _cli([*args, "--output", "mask", "--overwrite"], capsys)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["plain_mask.zarr"]
