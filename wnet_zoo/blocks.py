@@ -95,7 +95,7 @@ class Job:
     high: float = 1.0
     foreground: int = 0
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    instance_halo: int = 32
+    instance_halo: int = 24
     spot_sigma: float = 1.0
     min_distance: float = 3.0
     cache_bytes: int = 128 * 2**20

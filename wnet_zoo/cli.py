@@ -400,7 +400,7 @@ def demo(out: str, overwrite: bool) -> None:
 @click.option("--scheduler", default=None, help="Run blocks on Dask: local:N (N local workers) or tcp://HOST:PORT.")
 @click.option("--block", type=int, default=192, show_default=True, help="Streaming output block edge, multiple of 64.")
 @click.option(
-    "--instance-halo", type=int, default=32, show_default=True, help="Voxels around a block when splitting nuclei."
+    "--instance-halo", type=int, default=24, show_default=True, help="Voxels around a block when splitting nuclei."
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing results.")
 def predict(model: str, images: tuple[str, ...], out: str, block: int, instance_halo: int, **options: Any) -> None:

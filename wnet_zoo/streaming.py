@@ -37,7 +37,7 @@ FORMATS = ("zarr", "tiff")
 DEFAULT_BLOCK = 192
 DEFAULT_LABEL_BLOCK = 128
 DEFAULT_CHUNK = 64
-DEFAULT_INSTANCE_HALO = 32
+DEFAULT_INSTANCE_HALO = 24
 _SUFFIX = {"zarr": ".zarr", "tiff": ".tif"}
 
 
@@ -64,7 +64,7 @@ class StreamOptions:
         if self.chunk < 1 or self.block % self.chunk or self.label_block % self.chunk:
             raise UserError(f"--block {self.block}: give a multiple of the chunk size {self.chunk}, e.g. 192")
         if self.instance_halo < 1:
-            raise UserError(f"--instance-halo {self.instance_halo}: give at least 1 voxel, e.g. 32")
+            raise UserError(f"--instance-halo {self.instance_halo}: give at least 1 voxel, e.g. 24")
 
 
 def result_paths(out: Path, stem: str, outputs: Sequence[str], fmt: str) -> dict[str, Path]:
