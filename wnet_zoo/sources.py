@@ -163,7 +163,7 @@ class TiffSource(VolumeSource):
         full = tuple(int(s) for s in series.shape)
         self.shape, channels, drop = _three_d(spec, full)
         self.dtype = np.dtype(series.dtype).newbyteorder("=")
-        self._stored = np.dtype(series.dtype)
+        self._stored = np.dtype(series.dtype).newbyteorder(self._tif.byteorder)
         self._offset = series.dataoffset
         self._base = 0 if channels is None else spec.channel * int(np.prod(self.shape))  # type: ignore[operator]
         self._lead = (0,) * drop + (() if channels is None else (spec.channel,))

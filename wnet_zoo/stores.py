@@ -68,7 +68,6 @@ def create_zarr(
                     "coordinateTransformations": [{"type": "scale", "scale": [1.0] * (len(shape) - 3) + scale}],
                 }
             ],
-            "name": path.name,
         }
     ]
     if zarr_format == 3:
