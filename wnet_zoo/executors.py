@@ -38,8 +38,9 @@ class LocalExecutor:
 class DaskExecutor:
     """Blocks as tasks on a ``dask.distributed`` cluster; a progress bar follows their completion."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, worker_threads: int | None = None) -> None:
         self.client = client
+        self.worker_threads = worker_threads  # ONNX Runtime threads per worker, when this command made the cluster
         workers = client.scheduler_info().get("workers", {})
         self.description = f"Dask scheduler {client.scheduler.address} ({len(workers)} workers)"
 
@@ -92,7 +93,7 @@ def open_executor(scheduler: str | None, threads: int | None = None) -> Iterator
             ) as cluster,
             Client(cluster) as client,
         ):
-            yield DaskExecutor(client)
+            yield DaskExecutor(client, per_worker)
         return
     try:
         client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)

@@ -154,8 +154,9 @@ class Predictor:
     def describe(self) -> str:
         """One line: provider, threads, precision, tiling."""
         tile = ",".join(map(str, self.tile))
+        threads = f"{self.engine.threads} thread{'s' * (self.engine.threads != 1)}"
         return (
-            f"provider {self.provider} ({self.engine.threads} threads, {self.engine.precision}); "
+            f"provider {self.provider} ({threads}, {self.engine.precision}); "
             f"tile {tile}, overlap {self.overlap:g}, {self.blend} blend, {self.norm} norm, batch {self.batch}"
         )
 

@@ -129,7 +129,7 @@ def predict_stream(
     work = work_folder(out, spec.stem)
     with spec.open() as source:
         size = voxel_size or source.voxel_size
-        job = _job(predictor, model, spec, source, work, outputs, options, size, isinstance(executor, DaskExecutor))
+        job = _job(predictor, model, spec, source, work, outputs, options, size, executor)
         fingerprint = _fingerprint(job, fmt, min_size, foreground_class, spot_sigma, min_distance)
         created = _prepare(work, fingerprint, resume)
         try:
@@ -151,10 +151,13 @@ def _job(
     outputs: Sequence[str],
     options: StreamOptions,
     size: VoxelSize | None,
-    distributed: bool,
+    executor: LocalExecutor | DaskExecutor,
 ) -> blocks.Job:
     settings = dict(predictor.settings)
-    if not distributed:
+    distributed = isinstance(executor, DaskExecutor)
+    if distributed:
+        settings["threads"] = executor.worker_threads or settings["threads"]
+    else:
         settings["threads"] = predictor.engine.threads
     spacing = (1.0, 1.0, 1.0)
     if size is not None:
