@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -197,6 +198,44 @@ def test_resume_skips_finished_blocks_and_gives_the_same_result(model, volume, i
     lines: list[str] = []
     assert predict_files(model, *args, resume=True, **{**options, "report": lines.append}) == []
     assert lines == ["crop.tif: results complete, nothing to resume"]
+
+
+@pytest.mark.parametrize("where", ["relabel", "publish"])
+def test_resume_after_relabelling_or_publishing_began(model, volume, in_memory, tmp_path, monkeypatch, where):
+    tifffile.imwrite(
+        tmp_path / "crop.tif", volume, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 1.0, "unit": "micron"}
+    )
+    args = ([tmp_path / "crop.tif"], tmp_path / "out")
+    options = {"outputs": ALL, "fmt": "zarr", "stream_options": SMALL, "report": _quiet, **SETTINGS}
+    with monkeypatch.context() as patch:
+        if where == "relabel":
+            real = blocks._PHASE_FUNCTIONS["relabel"]
+            done: list[int] = []
+
+            def relabel(job, index, lookup):
+                if len(done) == 5:
+                    raise KeyboardInterrupt
+                done.append(index)
+                return real(job, index, lookup)
+
+            patch.setitem(blocks._PHASE_FUNCTIONS, "relabel", relabel)
+        else:
+            real_replace = os.replace
+            moved: list[str] = []
+
+            def replace(source, destination):
+                if str(source).endswith(".zarr"):
+                    if len(moved) == 1:
+                        raise KeyboardInterrupt
+                    moved.append(str(destination))
+                real_replace(source, destination)
+
+            patch.setattr(os, "replace", replace)
+        with pytest.raises(KeyboardInterrupt):
+            predict_files(model, *args, **options)
+    assert work_folder(tmp_path / "out", "crop").exists()
+    predict_files(model, *args, resume=True, **options)
+    _assert_same(_read(tmp_path / "out", "crop", "zarr"), in_memory)
 
 
 def _cli(args: list, capsys) -> tuple[int, str]:

@@ -236,6 +236,27 @@ def _run(
     size: VoxelSize | None,
     progress: bool,
 ) -> StreamResult:
+    """Every phase (unless a resumed run finished them all), then publish the results."""
+    complete = job.work / "complete.json"
+    if not complete.is_file():
+        outcome = _compute(job, source, executor, paths, foreground_class, min_size, size, progress)
+        complete.write_text(json.dumps(outcome) + "\n")
+    outcome = json.loads(complete.read_text())
+    _publish(job, paths, fmt, size, job.label_grid)
+    return StreamResult(paths, outcome["foreground"], outcome["reason"], outcome["nuclei"], len(job.grid))
+
+
+def _compute(
+    job: blocks.Job,
+    source: VolumeSource,
+    executor: LocalExecutor | DaskExecutor,
+    paths: dict[str, Path],
+    foreground_class: int | None,
+    min_size: int,
+    size: VoxelSize | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """The four phases over the blocks, into the work stores; the foreground class and the nuclei count."""
     name = job.source.stem
 
     def label(phase: str) -> str:
@@ -271,14 +292,14 @@ def _run(
                 return np.asarray(raw[tuple(region)])
 
             merged = merge_labels(label_grid, labelled, first_plane, min_size)
-            create_zarr(job.store("instances"), job.shape, merged.dtype, _chunks(job), size, source.ome)
+            if not job.store("instances").exists():  # a resumed relabelling keeps the blocks it wrote
+                create_zarr(job.store("instances"), job.shape, merged.dtype, _chunks(job), size, source.ome)
             executor.map("relabel", job, range(len(label_grid)), merged.lookups, label=label("labels"))
             nuclei = merged.count
             staged = paths["labels"].with_name(f".{paths['labels'].name}.{os.getpid()}.part")
             merged.table.to_csv(staged, index=False, float_format="%.6g")
             os.replace(staged, paths["labels"])
-    _publish(job, paths, fmt, size, label_grid)
-    return StreamResult(paths, foreground, reason, nuclei, len(grid))
+    return {"foreground": foreground, "reason": reason, "nuclei": nuclei}
 
 
 def _chunks(job: blocks.Job) -> tuple[int, int, int]:
@@ -322,6 +343,8 @@ def _publish(job: blocks.Job, paths: dict[str, Path], fmt: str, size: VoxelSize 
         if name not in paths:
             continue
         final = paths[name]
+        if not job.store(name).exists():  # moved into place before an interruption: published already
+            continue
         if fmt == "zarr":
             if final.exists():
                 shutil.rmtree(final) if final.is_dir() else final.unlink()
