@@ -5,50 +5,49 @@ from __future__ import annotations
 import numpy as np
 
 from wnet_zoo.blocks import BlockGrid
+from wnet_zoo.instances import COLUMNS
 from wnet_zoo.label_merge import merge_labels
 
 
-def _summary(voxels, xs, face_labels, face_positions):
-    count = len(voxels)
-    summary = {"count": np.int64(count), "voxels": np.array(voxels, dtype=np.int64)}
-    summary |= {f"sum_{a}": np.zeros(count) for a in "zy"} | {"sum_x": np.array([sum(x) for x in xs], float)}
-    summary |= {f"start_{a}": np.zeros(count, np.int64) for a in "zy"} | {
-        f"stop_{a}": np.ones(count, np.int64) for a in "zy"
+def _labelled(count, kept_inside, edge, voxels, xs):
+    summary = {"count": np.int64(count), "kept_inside": np.int64(kept_inside), "edge": np.array(edge, np.int64)}
+    summary |= {"edge_voxels": np.array(voxels, np.int64), "edge_intensity": np.array(voxels, float) * 10}
+    summary |= {f"edge_sum_{a}": np.zeros(len(edge)) for a in "zy"} | {
+        "edge_sum_x": np.array([sum(x) for x in xs], float)
     }
-    summary |= {"start_x": np.array([min(x) for x in xs]), "stop_x": np.array([max(x) + 1 for x in xs])}
-    summary["intensity"] = np.array(voxels, float) * 10
-    if face_labels is not None:
-        summary["face2_labels"] = np.array(face_labels, np.uint32)
-        summary["face2_positions"] = np.array(face_positions, np.int64)
+    summary |= {f"edge_start_{a}": np.zeros(len(edge), np.int64) for a in "zy"}
+    summary |= {f"edge_stop_{a}": np.ones(len(edge), np.int64) for a in "zy"}
+    summary |= {"edge_start_x": np.array([min(x) for x in xs]), "edge_stop_x": np.array([max(x) + 1 for x in xs])}
     return summary
 
 
 def test_a_nucleus_across_the_border_gets_one_label_and_touching_ones_stay_apart():
-    # One row of 4 voxels per y, two blocks of 2 along x. y=0: nucleus A over x 0..3 (cut by the border);
-    # y=1: nucleus B (x 0, 1) touching nucleus C (x 2, 3) at the border.
+    # Two blocks of 2 voxels along x. Nucleus A lies over x 0..3 (cut by the border); nucleus B (x 0, 1) touches
+    # nucleus C (x 2, 3) at the border. The right block also holds 2 inner nuclei of its own.
     grid = BlockGrid((1, 2, 4), (1, 2, 2))
-    left = _summary([2, 2], [[0, 1], [0, 1]], face_labels=[1], face_positions=[0])  # A continues, B does not
-    right = _summary([2, 2], [[2, 3], [2, 3]], face_labels=None, face_positions=None)
-    first_plane_of_right = np.array([[[1], [2]]])  # (z, y, 1): A is the right block's 1, C its 2
+    left = _labelled(2, 0, [1, 2], [2, 2], [[0, 1], [0, 1]])  # A is its 1, B its 2
+    right = _labelled(4, 2, [1, 2], [2, 2], [[2, 3], [2, 3]])  # A is its 1, C its 2; 3 and 4 inside
+    paired = [{"pairs2": np.array([[1, 1]])}, {}]  # only A continues across the face
 
-    merged = merge_labels(grid, [left, right], lambda block, axis: first_plane_of_right, min_size=1)
-    assert merged.count == 3
-    np.testing.assert_array_equal(merged.lookups[0], [0, 1, 2])
-    np.testing.assert_array_equal(merged.lookups[1], [0, 1, 3])  # A joined to label 1, C is new
-    table = merged.table.set_index("label")
-    assert table.loc[1, "voxels"] == 4 and table.loc[1, "centroid_x"] == 1.5
-    assert (table.loc[1, "bbox_x_start"], table.loc[1, "bbox_x_stop"]) == (0, 4)
-    assert table.loc[1, "mean_intensity"] == 10 and merged.dtype == np.uint16
+    merged = merge_labels(grid, [left, right], paired, min_size=1)
+    assert merged.count == 5 and merged.dtype == np.uint16
+    first, second = merged.extras
+    assert (first["first"], second["first"]) == (0, 2)  # the right block numbers its inner nuclei 3 and 4
+    np.testing.assert_array_equal(first["edge_final"], [1, 2])
+    np.testing.assert_array_equal(second["edge_final"], [1, 5])  # A joined to 1; C after the inner ones
+    rows = {int(r[0]): dict(zip(COLUMNS, r, strict=True)) for r in np.concatenate([first["rows"], second["rows"]])}
+    assert sorted(rows) == [1, 2, 5]
+    assert rows[1]["voxels"] == 4 and rows[1]["centroid_x"] == 1.5 and rows[1]["mean_intensity"] == 10
+    assert (rows[1]["bbox_x_start"], rows[1]["bbox_x_stop"]) == (0, 4)
 
-    only_a = merge_labels(grid, [left, right], lambda block, axis: first_plane_of_right, min_size=3)
-    assert only_a.count == 1
-    np.testing.assert_array_equal(only_a.lookups[0], [0, 1, 0])
-    np.testing.assert_array_equal(only_a.lookups[1], [0, 1, 0])
+    only_a = merge_labels(grid, [left, right], paired, min_size=3)
+    assert only_a.count == 3  # A and the 2 inner nuclei (their own sizes were checked by their block)
+    np.testing.assert_array_equal(only_a.extras[0]["edge_final"], [1, 0])
+    np.testing.assert_array_equal(only_a.extras[1]["edge_final"], [1, 0])
 
 
 def test_no_nuclei_at_all():
     grid = BlockGrid((2, 2, 2), (1, 2, 2))
-    empty = {"count": np.int64(0)} | {k: np.zeros(0) for k in ("voxels", "intensity")}
-    empty |= {f"{p}_{a}": np.zeros(0) for p in ("sum", "start", "stop") for a in "zyx"}
-    merged = merge_labels(grid, [empty, empty], lambda block, axis: np.zeros((1, 2, 2)), min_size=10)
-    assert merged.count == 0 and [list(lookup) for lookup in merged.lookups] == [[0], [0]]
+    empty = _labelled(0, 0, [], [], [])
+    merged = merge_labels(grid, [empty, empty], [{}, {}], min_size=10)
+    assert merged.count == 0 and [e["first"] for e in merged.extras] == [0, 0]

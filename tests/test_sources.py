@@ -91,3 +91,32 @@ def test_collect_sources_keeps_stores_whole(tmp_path, stack):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="holds no"):
         collect_sources([tmp_path / "empty"])
+
+
+def test_hyperstack_axes_and_singleton_axes_in_both_readers(tmp_path, stack):
+    from wnet_zoo.data import read_volume
+
+    two = np.stack([stack, stack + 1], axis=1)  # ImageJ hyperstack order: Z, C, Y, X
+    tifffile.imwrite(tmp_path / "zcyx.tif", two, imagej=True, metadata={"axes": "ZCYX"})
+    tifffile.imwrite(tmp_path / "z1yx.tif", stack[:, None])  # a length-1 axis between Z and Y
+    for name, channel, expected in (("zcyx.tif", 1, stack + 1), ("z1yx.tif", None, stack)):
+        np.testing.assert_array_equal(read_volume(tmp_path / name, channel), expected)
+        with SourceSpec(tmp_path / name, channel=channel).open() as source:
+            assert source.shape == stack.shape and source._zarr is None
+            np.testing.assert_array_equal(source.read(REGIONS[3]), expected[REGIONS[3]])
+
+
+def test_missing_ome_level_array_is_a_user_error(tmp_path, stack):
+    group = zarr.open_group(str(tmp_path / "broken.zarr"), mode="w")
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": [], "datasets": [{"path": "0"}]}]
+    with pytest.raises(UserError, match="missing"):
+        SourceSpec(tmp_path / "broken.zarr").open()
+
+
+def test_whole_plane_compressed_strips_are_refused_for_streaming(tmp_path, monkeypatch):
+    import wnet_zoo.sources
+
+    monkeypatch.setattr(wnet_zoo.sources, "_MAX_CHUNK_BYTES", 1000)
+    tifffile.imwrite(tmp_path / "p.tif", np.zeros((2, 40, 40), np.uint16), compression="zlib", rowsperstrip=40)
+    with pytest.raises(UserError, match="save it uncompressed"):
+        SourceSpec(tmp_path / "p.tif").open()

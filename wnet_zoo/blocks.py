@@ -35,7 +35,7 @@ from .stores import open_zarr
 from .tiling import TilePlan
 
 Region = tuple[slice, slice, slice]
-PHASES = ("statistics", "probabilities", "label", "relabel")
+PHASES = ("statistics", "probabilities", "label", "pairs", "relabel")
 FACE_AXES = (0, 1, 2)
 
 
@@ -96,6 +96,7 @@ class Job:
     foreground: int = 0
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     instance_halo: int = 24
+    min_size: int = 10
     spot_sigma: float = 1.0
     min_distance: float = 3.0
     cache_bytes: int = 128 * 2**20
@@ -119,8 +120,8 @@ class Job:
         return self.work / "done" / phase / f"{index}.npz"
 
     def key(self) -> str:
-        """Identifies the job's model and tiling, for reusing sessions and tile outputs across tasks."""
-        return json.dumps([str(self.model), self.predictor, str(self.source.path), self.low, self.high], default=str)
+        """Identifies this prediction (its work folder, input, model and tiling), for reusing tile outputs."""
+        return json.dumps([str(self.work), str(self.source), _predictor_key(self), self.low, self.high], default=str)
 
 
 _LOCK = threading.Lock()
@@ -150,22 +151,22 @@ def adopt(job: Job, predictor: Any) -> None:
 
 
 def _predictor_key(job: Job) -> str:
-    return json.dumps([str(job.model), job.predictor], default=str)
+    model = job.model.stat()
+    return json.dumps([str(job.model), model.st_size, model.st_mtime_ns, job.predictor], default=str)
 
 
 def run(phase: str, job: Job, index: int, extra: Any = None) -> dict[str, np.ndarray]:
-    """Do ``phase`` for block ``index`` unless it is recorded as done; return (and record) its summary."""
+    """Do ``phase`` for block ``index`` unless it is recorded as done; record its summary, and return the part
+    of it the client needs (keys starting with ``_`` stay on disk for later phases of the same block)."""
     record = job.done(phase, index)
-    if record.is_file():
-        with np.load(record) as saved:
-            return {name: saved[name] for name in saved.files}
-    work: Callable[..., dict[str, np.ndarray]] = _PHASE_FUNCTIONS[phase]
-    summary = work(job, index) if extra is None else work(job, index, extra)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    partial = record.with_name(f".{record.stem}.{os.getpid()}.{threading.get_ident()}.npz")
-    np.savez(partial, **summary)
-    os.replace(partial, record)
-    return summary
+    if not record.is_file():
+        work: Callable[..., dict[str, np.ndarray]] = _PHASE_FUNCTIONS[phase]
+        summary = work(job, index) if extra is None else work(job, index, extra)
+        partial = record.with_name(f".{record.stem}.{os.getpid()}.{threading.get_ident()}.npz")
+        np.savez(partial, **summary)
+        os.replace(partial, record)
+    with np.load(record) as saved:
+        return {name: saved[name] for name in saved.files if not name.startswith("_")}
 
 
 def statistics(job: Job, index: int) -> dict[str, np.ndarray]:
@@ -214,7 +215,13 @@ def probabilities(job: Job, index: int) -> dict[str, np.ndarray]:
 
 
 def label(job: Job, index: int) -> dict[str, np.ndarray]:
-    """Phase 3: the block's mask and (for instances) its nuclei, with the face records for merging."""
+    """Phase 3: the block's mask and (for instances) its nuclei.
+
+    Writes the block's own labels 1..n. Returns the labels touching a face shared with another block
+    (``edge``, with their measurements) and how many of the others are kept; keeps on disk (``_``-keys) every
+    label's measurements and, for each face shared with the next block, the block's labels on that
+    block's first plane where they continue across the face (0 elsewhere).
+    """
     grid = job.label_grid
     region = grid.region(index)
     halo = job.instance_halo if "instances" in job.outputs else 0
@@ -229,40 +236,92 @@ def label(job: Job, index: int) -> dict[str, np.ndarray]:
         return {}
     labels = split_nuclei(foreground, job.spacing, job.spot_sigma, job.min_distance)
     own, compact = np.unique(labels[core], return_inverse=True)
-    has_background = own.size > 0 and own[0] == 0
-    numbers = compact.reshape(labels[core].shape).astype(np.uint32) + (0 if has_background else 1)
-    numbers_of = np.arange(own.size, dtype=np.uint32) + (0 if has_background else 1)
+    first = 0 if own.size and own[0] == 0 else 1
+    numbers = compact.reshape(labels[core].shape).astype(np.uint32) + first
     open_zarr(job.store("raw_labels"))[region] = numbers
     with job.source.open() as source:
         intensity = source.read(region)
-    summary = _measure(numbers, intensity, region)
+    measured = _measure(numbers, intensity, region)
+    count = int(measured["voxels"].size)
+    summary: dict[str, np.ndarray] = {f"_{name}": values for name, values in measured.items()}
+    on_edge = np.zeros(count + 1, dtype=bool)
     for axis in FACE_AXES:
-        if region[axis].stop >= job.shape[axis]:
-            continue
-        last = [slice(None)] * 3
-        last[axis] = slice(core[axis].stop - 1, core[axis].stop)
-        after = [slice(None)] * 3
-        after[axis] = slice(core[axis].stop, core[axis].stop + 1)
-        inside = tuple(
-            slice(c.start, c.stop) if a != axis else s for a, (c, s) in enumerate(zip(core, last, strict=True))
-        )
-        beyond = tuple(
-            slice(c.start, c.stop) if a != axis else s for a, (c, s) in enumerate(zip(core, after, strict=True))
-        )
-        here, there = labels[inside].ravel(), labels[beyond].ravel()
-        same = (here == there) & (here > 0)
-        positions = np.flatnonzero(same)
-        summary[f"face{axis}_labels"] = numbers_of[np.searchsorted(own, here[positions])]
-        summary[f"face{axis}_positions"] = positions.astype(np.int64)
+        for side, shared in ((0, region[axis].start > 0), (-1, region[axis].stop < job.shape[axis])):
+            if shared:
+                on_edge[np.take(numbers, [side], axis=axis)] = True
+        if region[axis].stop < job.shape[axis]:
+            here = np.take(labels[core], [-1], axis=axis)
+            beyond = [slice(c.start, c.stop) for c in core]
+            beyond[axis] = slice(core[axis].stop, core[axis].stop + 1)
+            there = labels[tuple(beyond)]
+            same = (here == there) & (here > 0)
+            face = np.zeros(here.shape, dtype=np.uint32)
+            face[same] = (np.searchsorted(own, here[same]) + first).astype(np.uint32)
+            summary[f"_face{axis}"] = face
+    on_edge[0] = False
+    edge = np.flatnonzero(on_edge)
+    kept_inside = (~on_edge[1:]) & (measured["voxels"] >= max(job.min_size, 1))
+    summary |= {"count": np.int64(count), "kept_inside": np.int64(kept_inside.sum()), "edge": edge.astype(np.int64)}
+    summary |= {f"edge_{name}": values[edge - 1] for name, values in measured.items()}
     return summary
 
 
-def relabel(job: Job, index: int, lookup: np.ndarray) -> dict[str, np.ndarray]:
-    """Phase 4: the block's own labels (0..n) through ``lookup`` (0..n -> final label) into the result store."""
+def pairs(job: Job, index: int) -> dict[str, np.ndarray]:
+    """Phase 3b: per face shared with the next block, the (own label, next block's label) pairs of nuclei
+    that continue across it."""
+    grid = job.label_grid
+    found: dict[str, np.ndarray] = {}
+    with np.load(job.done("label", index)) as record:
+        faces = {axis: record[f"_face{axis}"] for axis in FACE_AXES if f"_face{axis}" in record.files}
+    raw = open_zarr(job.store("raw_labels"), "r")
+    for axis, face in faces.items():
+        after = grid.neighbour(index, axis)
+        assert after is not None, "a face is recorded only where a next block exists"
+        plane = list(grid.region(after))
+        plane[axis] = slice(plane[axis].start, plane[axis].start + 1)
+        theirs = np.asarray(raw[tuple(plane)])
+        joined = (face > 0) & (theirs > 0)
+        found[f"pairs{axis}"] = np.unique(np.stack([face[joined], theirs[joined]], axis=1).astype(np.int64), axis=0)
+    return found
+
+
+def relabel(job: Job, index: int, extra: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Phase 4: the block's labels renumbered and written, and its rows of the labels table.
+
+    ``extra``: ``first`` (the block's first final label, less one), ``edge`` and ``edge_final`` (final labels
+    of its edge labels, 0 when dropped) and ``rows`` (table rows of merged nuclei numbered in this block).
+    """
+    from .instances import COLUMNS
+
     region = job.label_grid.region(index)
+    with np.load(job.done("label", index)) as record:
+        voxels = record["_voxels"]
+        measured = {name[1:]: record[name] for name in record.files if name.startswith("_") and "face" not in name}
+    lookup = np.zeros(voxels.size + 1, dtype=np.int64)
+    inside = np.ones(voxels.size + 1, dtype=bool)
+    inside[0] = False
+    inside[extra["edge"]] = False
+    kept = np.flatnonzero(inside[1:] & (voxels >= max(job.min_size, 1))) + 1
+    lookup[kept] = extra["first"] + np.arange(1, kept.size + 1)
+    lookup[extra["edge"]] = extra["edge_final"]
     numbers = np.asarray(open_zarr(job.store("raw_labels"), "r")[region])
     result = open_zarr(job.store("instances"))
     result[region] = lookup.astype(result.dtype)[numbers]
+    rows = {"label": lookup[kept], "voxels": voxels[kept - 1]}
+    for name in "zyx":
+        rows[f"centroid_{name}"] = measured[f"sum_{name}"][kept - 1] / voxels[kept - 1]
+    for name in "zyx":
+        rows[f"bbox_{name}_start"] = measured[f"start_{name}"][kept - 1]
+    for name in "zyx":
+        rows[f"bbox_{name}_stop"] = measured[f"stop_{name}"][kept - 1]
+    rows["mean_intensity"] = measured["intensity"][kept - 1] / voxels[kept - 1]
+    table = np.concatenate(
+        [np.stack([rows[c] for c in COLUMNS], axis=1), np.asarray(extra["rows"]).reshape(-1, len(COLUMNS))]
+    )
+    part = job.work / "table" / f"{index:08d}.npy"
+    staged = part.with_name(f".{part.stem}.{os.getpid()}.{threading.get_ident()}.npy")
+    np.save(staged, table[np.argsort(table[:, 0], kind="stable")])
+    os.replace(staged, part)
     return {}
 
 
@@ -308,8 +367,11 @@ class _TileOutputs:
         self.window = window
         self.wanted = list(wanted)
         self.limit = job.cache_bytes
+        key = job.key()
         with _LOCK:
-            self.cache = _CACHES.setdefault(job.key(), OrderedDict())
+            if key not in _CACHES:
+                _CACHES.clear()  # one prediction at a time per process: drop another's tiles
+            self.cache = _CACHES.setdefault(key, OrderedDict())
 
     def __call__(self, index: int) -> np.ndarray:
         with _LOCK:
@@ -317,7 +379,7 @@ class _TileOutputs:
                 self.cache.move_to_end(index)
                 return self.cache[index]
         start = self.wanted.index(index)
-        batch = [i for i in self.wanted[start:] if i not in self.cache][: self.predictor.batch]
+        batch = [index, *(i for i in self.wanted[start + 1 :] if i not in self.cache)][: self.predictor.batch]
         tiles = [
             tuple(
                 slice(t.start - w.start, t.stop - w.start) for t, w in zip(self.plan.tiles[i], self.window, strict=True)
@@ -339,7 +401,7 @@ def _measure(numbers: np.ndarray, intensity: np.ndarray, region: Region) -> dict
 
     count = int(numbers.max(initial=0))
     flat = numbers.ravel()
-    summary: dict[str, np.ndarray] = {"count": np.int64(count)}  # type: ignore[dict-item]
+    summary: dict[str, np.ndarray] = {}
     summary["voxels"] = np.bincount(flat, minlength=count + 1)[1:].astype(np.int64)
     grids = np.indices(numbers.shape, sparse=True)
     for axis, name in enumerate("zyx"):
@@ -358,5 +420,6 @@ _PHASE_FUNCTIONS: dict[str, Callable[..., dict[str, np.ndarray]]] = {
     "statistics": statistics,
     "probabilities": probabilities,
     "label": label,
+    "pairs": pairs,
     "relabel": relabel,
 }

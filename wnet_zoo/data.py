@@ -61,10 +61,51 @@ def read_stack(path: str | Path, channel: int | None = None) -> np.ndarray:
     if not path.is_file():
         raise UserError(f"{path}: no such file; check the path")
     try:
-        data = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            index, _ = select_axes(path, series.axes, series.shape, channel)
+            data = series.asarray()
+    except UserError:
+        raise
     except Exception as error:  # tifffile raises several types for non-TIFF input
         raise UserError(f"{path}: not a readable TIFF file ({type(error).__name__}); give a 3-D TIFF stack") from None
-    return _select_channel(path, np.asarray(data), channel)
+    return np.asarray(data[index])
+
+
+def select_axes(
+    name: str | Path, axes: str, shape: Sequence[int], channel: int | None
+) -> tuple[tuple[int | slice, ...], tuple[int, int, int]]:
+    """Where the 3-D (Z, Y, X) volume lies in an N-D array with named ``axes`` (tifffile's letters, or OME-Zarr's).
+
+    Axes of length 1 are dropped, and one remaining axis besides Y and X is Z whatever its name (tifffile names
+    axes it cannot tell Q, I, S or even C). Of two, the channel axis, which needs ``channel``, is the one named
+    C (or samples S after X), else the first, as in (C, Z, Y, X). Returns the index
+    that takes the volume (ints for dropped axes and the channel, full slices for Z, Y and X, in that order
+    in the array) and the volume's shape.
+    """
+    axes, shape = axes.upper(), tuple(int(s) for s in shape)
+    if len(axes) != len(shape) or "Y" not in axes or "X" not in axes:
+        raise UserError(f"{name}: {len(shape)}-D image of shape {shape}; a 3-D (Z, Y, X) stack is needed")
+    last = len(axes) - 1
+    others = [i for i, a in enumerate(axes) if a not in "YX" and shape[i] > 1]
+    channels: list[int] = []
+    if len(others) == 2:  # a channel axis: named C (or samples S after X), else the first, as in (C, Z, Y, X)
+        named = [i for i in others if axes[i] == "C" or (axes[i] == "S" and i == last)]
+        channels = named[:1] if len(named) == 1 else [next(i for i in others if axes[i] != "Z")]
+    depth = [i for i in others if i not in channels]
+    if len(depth) != 1:
+        raise UserError(f"{name}: {len(shape)}-D image of shape {shape}; a 3-D (Z, Y, X) stack is needed")
+    if channels and channel is None:
+        raise UserError(f"{name}: 4-D stack of shape {shape} (C, Z, Y, X); choose a channel with --channel N")
+    if not channels and channel is not None:
+        raise UserError(f"{name}: --channel needs a 4-D (C, Z, Y, X) stack, this one has shape {shape}")
+    if channels and not 0 <= channel < shape[channels[0]]:  # type: ignore[operator]
+        raise UserError(f"{name}: --channel {channel} out of range; the stack has {shape[channels[0]]} channels")
+    spatial = (depth[0], axes.index("Y"), axes.index("X"))
+    if sorted(spatial) != list(spatial):
+        raise UserError(f"{name}: axes {axes} hold Z, Y and X out of order; save the stack as (Z, Y, X)")
+    index = tuple(slice(None) if i in spatial else (channel if i in channels else 0) for i in range(len(shape)))
+    return index, (shape[spatial[0]], shape[spatial[1]], shape[spatial[2]])  # type: ignore[return-value]
 
 
 def check_volume(volume: np.ndarray, name: str = "image") -> np.ndarray:
@@ -78,21 +119,6 @@ def check_volume(volume: np.ndarray, name: str = "image") -> np.ndarray:
             f"{name}: every voxel has the value {volume.min():g}; a constant image holds nothing to segment"
         )
     return volume
-
-
-def _select_channel(path: Path, data: np.ndarray, channel: int | None) -> np.ndarray:
-    squeezed = np.squeeze(data) if data.ndim > 3 else data
-    if channel is None:
-        if squeezed.ndim == 3:
-            return squeezed
-        if squeezed.ndim == 4:
-            raise UserError(f"{path}: 4-D stack of shape {data.shape} (C, Z, Y, X); choose a channel with --channel N")
-        raise UserError(f"{path}: {data.ndim}-D image of shape {data.shape}; a 3-D (Z, Y, X) stack is needed")
-    if squeezed.ndim != 4:
-        raise UserError(f"{path}: --channel needs a 4-D (C, Z, Y, X) stack, this one has shape {data.shape}")
-    if not 0 <= channel < squeezed.shape[0]:
-        raise UserError(f"{path}: --channel {channel} out of range; the stack has {squeezed.shape[0]} channels")
-    return squeezed[channel]
 
 
 def remap(volume: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:

@@ -62,9 +62,13 @@ class DaskExecutor:
         position = {future.key: i for i, future in enumerate(futures)}
         results: list[dict[str, Any]] = [{}] * len(futures)
         with tqdm(total=len(futures), desc=label, unit="block", leave=False, disable=None if label else True) as bar:
-            for future in as_completed(futures):
-                results[position[future.key]] = future.result()
-                bar.update(1)
+            try:
+                for future in as_completed(futures):
+                    results[position[future.key]] = future.result()
+                    bar.update(1)
+            except BaseException:
+                self.client.cancel(futures)  # no task may write on after the error
+                raise
         return results
 
 

@@ -1,105 +1,120 @@
-"""One label per nucleus across block borders: merge the blocks' own labels, then renumber.
+"""One label per nucleus across block borders: merge the blocks' edge labels, then number every nucleus.
 
-Each block labels its nuclei inside itself plus an instance halo, so near its faces it sees the same
-nuclei its neighbours see. At a face shared with the next block it records the voxels where its own label
-continues into the next block's first plane (same label on both sides, by its own reckoning); the label the
-next block gave those voxels is then read from the work store. Every such pair is one nucleus: pairs are
-joined into connected components, whose sizes decide which are kept (``min_size``), numbered 1..N in
-block order. Touching nuclei stay apart: across their contact the block already sees two labels.
+Each block labels its nuclei inside itself plus an instance halo, so near its faces it sees the same nuclei
+its neighbours see. At a face shared with the next block it records where its own labels continue into the
+next block's first plane (same label on both sides, by its own reckoning); pairing those with the labels the
+next block gave the same voxels joins the two halves of a nucleus. Touching nuclei stay apart: across their
+contact the block already sees two labels.
+
+Only labels touching a shared face (``edge`` labels) take part, so the merge holds data in proportion to the
+blocks' surfaces, not to the volume or to the number of nuclei. Nuclei are numbered in block order: first a
+block's own inner nuclei (numbered by the block itself), then the merged nuclei that start in it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from .blocks import FACE_AXES, BlockGrid
 from .instances import COLUMNS
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 Summary = dict[str, np.ndarray]
 
 
 @dataclass
 class MergedLabels:
-    """The merge's outcome: per block, a lookup from its own labels (0..n) to the final ones, and the table."""
+    """Per block, what its relabelling needs (see :func:`wnet_zoo.blocks.relabel`); the nuclei kept."""
 
-    lookups: list[np.ndarray]
-    table: pd.DataFrame
-    dtype: np.dtype
+    extras: list[dict[str, Any]]
+    count: int
 
     @property
-    def count(self) -> int:
-        """Nuclei kept."""
-        return len(self.table)
+    def dtype(self) -> np.dtype:
+        """The smallest label type that holds every nucleus: uint16, or uint32 beyond 65535."""
+        return np.dtype(np.uint16 if self.count <= np.iinfo(np.uint16).max else np.uint32)
 
 
 def merge_labels(
-    grid: BlockGrid, summaries: Sequence[Summary], first_plane: Callable[[int, int], np.ndarray], min_size: int
+    grid: BlockGrid, labelled: Sequence[Summary], paired: Sequence[Summary], min_size: int
 ) -> MergedLabels:
-    """Join labels that continue across block faces and drop nuclei under ``min_size`` voxels.
+    """Join edge labels that continue across block faces; number all nuclei of at least ``min_size`` voxels.
 
     Args:
         grid: the labelling blocks.
-        summaries: per block, what :func:`wnet_zoo.blocks.label` returned.
-        first_plane: ``(block, axis)`` -> the block's own labels on its first plane along ``axis``.
+        labelled: per block, what :func:`wnet_zoo.blocks.label` returned.
+        paired: per block, what :func:`wnet_zoo.blocks.pairs` returned.
         min_size: smallest nucleus kept, in voxels.
     """
-    import pandas as pd
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    counts = np.array([int(s["count"]) for s in summaries], dtype=np.int64)
+    counts = np.array([int(s["count"]) for s in labelled], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    total = int(counts.sum())
+    edges = [s["edge"].astype(np.int64) for s in labelled]
+    nodes = np.concatenate([offsets[i] + e for i, e in enumerate(edges)]) if edges else np.zeros(0, np.int64)
+    home = np.repeat(np.arange(len(labelled)), [e.size for e in edges])
+
+    def edge_values(name: str) -> np.ndarray:
+        return np.concatenate([s[f"edge_{name}"] for s in labelled]).astype(np.float64)
+
     sources, targets = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    for index, summary in enumerate(summaries):
+    for index, found in enumerate(paired):
         for axis in FACE_AXES:
             after = grid.neighbour(index, axis)
-            if after is None or f"face{axis}_labels" not in summary or not summary[f"face{axis}_labels"].size:
+            if after is None or f"pairs{axis}" not in found:
                 continue
-            theirs = first_plane(after, axis).ravel()[summary[f"face{axis}_positions"]].astype(np.int64)
-            joined = theirs > 0
-            sources.append(offsets[index] + summary[f"face{axis}_labels"].astype(np.int64)[joined])
-            targets.append(offsets[after] + theirs[joined])
+            pairs = found[f"pairs{axis}"].reshape(-1, 2)
+            sources.append(np.searchsorted(nodes, offsets[index] + pairs[:, 0]))
+            targets.append(np.searchsorted(nodes, offsets[after] + pairs[:, 1]))
     rows, columns = np.concatenate(sources), np.concatenate(targets)
-    graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, columns)), shape=(total + 1, total + 1))
-    _, component = connected_components(graph, directed=False)  # node 0 (background) stays alone
+    graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, columns)), shape=(nodes.size, nodes.size))
+    _, component = connected_components(graph, directed=False)
+    groups = int(component.max(initial=-1)) + 1
+    voxels = np.bincount(component, weights=edge_values("voxels"), minlength=groups)
+    first_node = np.full(groups, nodes.size)
+    np.minimum.at(first_node, component, np.arange(nodes.size))
+    starts_in = home[first_node] if groups else np.zeros(0, np.int64)
+    kept = voxels >= max(min_size, 1)
 
-    def per_component(name: str) -> np.ndarray:
-        return np.concatenate([np.zeros(1), *(s[name] for s in summaries)]) if total else np.zeros(1)
+    table = _table(component, groups, voxels, edge_values)
+    final = np.zeros(groups, dtype=np.int64)
+    extras: list[dict[str, Any]] = []
+    numbered = 0
+    for index, summary in enumerate(labelled):
+        mine = np.flatnonzero(kept & (starts_in == index))
+        mine = mine[np.argsort(first_node[mine], kind="stable")]
+        inside = int(summary["kept_inside"])
+        final[mine] = numbered + inside + np.arange(1, mine.size + 1)
+        rows = table[mine].copy()
+        rows[:, 0] = final[mine]
+        extras.append({"first": numbered, "rows": rows})
+        numbered += inside + mine.size
+    edge_final = np.where(kept[component], final[component], 0) if groups else np.zeros(0, np.int64)
+    for index, extra in enumerate(extras):
+        extra["edge"] = edges[index]
+        extra["edge_final"] = edge_final[home == index]
+    return MergedLabels(extras, numbered)
 
-    nodes = component.size
-    voxels = np.bincount(component, weights=per_component("voxels"), minlength=nodes)
-    keep = voxels >= max(min_size, 1)
-    keep[component[0]] = False
-    final = np.zeros(nodes, dtype=np.int64)
-    final[keep] = np.arange(1, int(keep.sum()) + 1)
-    label_of_node = final[component]
-    lookups = [
-        np.concatenate([[0], label_of_node[offsets[i] + 1 : offsets[i] + counts[i] + 1]]) for i in range(len(summaries))
-    ]
-    rows_out: dict[str, np.ndarray] = {
-        "label": np.arange(1, int(keep.sum()) + 1),
-        "voxels": voxels[keep].astype(np.int64),
-    }
+
+def _table(component: np.ndarray, groups: int, voxels: np.ndarray, edge_values: Any) -> np.ndarray:
+    """One row per merged nucleus in :data:`~wnet_zoo.instances.COLUMNS` order (the label column left 0)."""
+    columns: dict[str, np.ndarray] = {"label": np.zeros(groups), "voxels": voxels}
+    safe = np.maximum(voxels, 1)
     for name in "zyx":
-        sums = np.bincount(component, weights=per_component(f"sum_{name}"), minlength=nodes)
-        rows_out[f"centroid_{name}"] = sums[keep] / voxels[keep]
+        columns[f"centroid_{name}"] = (
+            np.bincount(component, weights=edge_values(f"sum_{name}"), minlength=groups) / safe
+        )
     for name in "zyx":
-        starts = np.full(nodes, np.iinfo(np.int64).max)
-        np.minimum.at(starts, component, per_component(f"start_{name}").astype(np.int64) if total else [0])
-        rows_out[f"bbox_{name}_start"] = starts[keep]
+        starts = np.full(groups, np.inf)
+        np.minimum.at(starts, component, edge_values(f"start_{name}"))
+        columns[f"bbox_{name}_start"] = starts
     for name in "zyx":
-        stops = np.zeros(nodes, dtype=np.int64)
-        np.maximum.at(stops, component, per_component(f"stop_{name}").astype(np.int64) if total else [0])
-        rows_out[f"bbox_{name}_stop"] = stops[keep]
-    intensity = np.bincount(component, weights=per_component("intensity"), minlength=nodes)
-    rows_out["mean_intensity"] = intensity[keep] / voxels[keep]
-    dtype = np.dtype(np.uint16 if keep.sum() <= np.iinfo(np.uint16).max else np.uint32)
-    return MergedLabels(lookups, pd.DataFrame({column: rows_out[column] for column in COLUMNS}), dtype)
+        stops = np.zeros(groups)
+        np.maximum.at(stops, component, edge_values(f"stop_{name}"))
+        columns[f"bbox_{name}_stop"] = stops
+    columns["mean_intensity"] = np.bincount(component, weights=edge_values("intensity"), minlength=groups) / safe
+    return np.stack([columns[c] for c in COLUMNS], axis=1) if groups else np.zeros((0, len(COLUMNS)))

@@ -290,6 +290,8 @@ def _check_inputs(
     for spec in specs:
         if streamed[spec]:
             spec.open().close()
+        elif spec.level not in (None, 0):
+            raise UserError(f"{spec.path}: --level applies to OME-Zarr images; a TIFF has one level, drop --level")
         elif not ready:
             ready[spec] = read_volume(spec.path, channel)
         else:

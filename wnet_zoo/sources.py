@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from .data import TIFF_SUFFIXES, VoxelSize, read_voxel_size
+from .data import TIFF_SUFFIXES, VoxelSize, read_voxel_size, select_axes
 from .errors import UserError
 
 Region = tuple[slice, slice, slice]
@@ -129,23 +129,12 @@ class VolumeSource:
         return int(np.prod(self.shape)) * self.dtype.itemsize
 
 
-def _three_d(spec: SourceSpec, shape: tuple[int, ...]) -> tuple[tuple[int, int, int], int | None, int]:
-    """The (z, y, x) shape, the channel axis' length (or None) and how many leading length-1 axes to drop."""
-    drop = 0
-    while len(shape) - drop > 3 and shape[drop] == 1:
-        drop += 1
-    kept = shape[drop:]
-    if len(kept) == 3:
-        if spec.channel not in (None, 0):
-            raise UserError(f"{spec.path}: --channel needs a 4-D (C, Z, Y, X) volume, this one has shape {shape}")
-        return (kept[0], kept[1], kept[2]), None, drop
-    if len(kept) == 4:
-        if spec.channel is None:
-            raise UserError(f"{spec.path}: 4-D volume of shape {shape} (C, Z, Y, X); choose a channel with --channel N")
-        if not 0 <= spec.channel < kept[0]:
-            raise UserError(f"{spec.path}: --channel {spec.channel} out of range; the volume has {kept[0]} channels")
-        return (kept[1], kept[2], kept[3]), kept[0], drop
-    raise UserError(f"{spec.path}: {len(shape)}-D volume of shape {shape}; a 3-D (Z, Y, X) volume is needed")
+_MAX_CHUNK_BYTES = 64 * 2**20
+
+
+def _plain_axes(ndim: int) -> str:
+    """Axis names for an array without any: (Z, Y, X), (C, Z, Y, X) or (T, C, Z, Y, X)."""
+    return {3: "ZYX", 4: "CZYX", 5: "TCZYX"}.get(ndim, "Q" * max(ndim - 2, 0) + "YX"[: min(ndim, 2)])
 
 
 class TiffSource(VolumeSource):
@@ -160,39 +149,57 @@ class TiffSource(VolumeSource):
             raise UserError(
                 f"{spec.path}: not a readable TIFF file ({type(error).__name__}); give a 3-D stack"
             ) from None
-        full = tuple(int(s) for s in series.shape)
-        self.shape, channels, drop = _three_d(spec, full)
+        try:
+            self._index, self.shape = select_axes(spec.path, series.axes, series.shape, spec.channel)
+            self._open(series)
+        except BaseException:
+            self._tif.close()
+            raise
+        self.voxel_size = read_voxel_size(spec.path)
+        self._lock = threading.Lock()
+
+    def _open(self, series: Any) -> None:
         self.dtype = np.dtype(series.dtype).newbyteorder("=")
         self._stored = np.dtype(series.dtype).newbyteorder(self._tif.byteorder)
         self._offset = series.dataoffset
-        self._base = 0 if channels is None else spec.channel * int(np.prod(self.shape))  # type: ignore[operator]
-        self._lead = (0,) * drop + (() if channels is None else (spec.channel,))
         self._zarr: Any = None
-        self._lock = threading.Lock()
-        if self._offset is None:
-            import zarr
+        full = tuple(int(s) for s in series.shape)
+        if self._offset is not None and series.axes.upper().endswith("YX"):
+            strides = np.cumprod((1, *full[::-1]))[:-1][::-1]  # items, C order
+            self._base = sum(int(i) * int(st) for i, st in zip(self._index, strides, strict=True) if isinstance(i, int))
+            self._strides = [int(st) for i, st in zip(self._index, strides, strict=True) if not isinstance(i, int)]
+            return
+        page = series.pages[0]
+        rows = page.tilelength if page.is_tiled else min(page.rowsperstrip or page.imagelength, page.imagelength)
+        chunk = rows * (page.tilewidth if page.is_tiled else page.imagewidth) * self.dtype.itemsize
+        if chunk > _MAX_CHUNK_BYTES:
+            raise UserError(
+                f"{self.spec.path}: compressed in strips of {chunk / 2**20:.0f} MiB, decoded again for every block;"
+                "\nsave it uncompressed, or as zarr, to stream it"
+            )
+        import zarr
 
-            self._zarr = zarr.open_array(series.aszarr(chunkmode=tifffile.CHUNKMODE.STRILE), mode="r")
-        self.voxel_size = read_voxel_size(spec.path)
+        self._zarr = zarr.open_array(series.aszarr(chunkmode=tifffile.CHUNKMODE.STRILE), mode="r")
 
     def read(self, region: Region) -> np.ndarray:
         """See :meth:`VolumeSource.read`."""
         if self._zarr is not None:
-            return np.asarray(self._zarr[(*self._lead, *region)], dtype=np.float32)
+            return np.asarray(self._zarr[_place(self._index, region)], dtype=np.float32)
         (z0, z1), (y0, y1), (x0, x1) = ((r.start, r.stop) for r in region)
-        _, height, width = self.shape
+        width = self.shape[2]
         out = np.empty((z1 - z0, y1 - y0, x1 - x0), dtype=self._stored)
         item = self._stored.itemsize
+        step_z, step_y, _ = self._strides
         handle = self._tif.filehandle
-        whole_rows = x0 == 0 and x1 == width
+        whole_rows = x0 == 0 and x1 == width and step_y == width
         with self._lock:
             for z in range(z0, z1):
                 if whole_rows:
-                    handle.seek(self._offset + (self._base + (z * height + y0) * width) * item)
+                    handle.seek(self._offset + (self._base + z * step_z + y0 * step_y) * item)
                     handle.readinto(out[z - z0])  # type: ignore[arg-type]
                     continue
                 for y in range(y0, y1):
-                    handle.seek(self._offset + (self._base + (z * height + y) * width + x0) * item)
+                    handle.seek(self._offset + (self._base + z * step_z + y * step_y + x0) * item)
                     handle.readinto(out[z - z0, y - y0])  # type: ignore[arg-type]
         return out.astype(np.float32)
 
@@ -217,16 +224,23 @@ class ZarrSource(VolumeSource):
                 raise UserError(f"{spec.path}: a plain zarr array has one level; drop --level {spec.level}")
             self._array = node
         else:
-            self._array, self.ome = _ome_level(spec, node)
-        self.shape, channels, drop = _three_d(spec, tuple(int(s) for s in self._array.shape))
-        self._lead = (0,) * drop + (() if channels is None else (spec.channel,))
+            self._array, self.ome, self._axes = _ome_level(spec, node)
+        shape = tuple(int(s) for s in self._array.shape)
+        axes = self._axes if self.ome is not None else _plain_axes(len(shape))
+        self._index, self.shape = select_axes(spec.path, axes, shape, spec.channel)
         self.dtype = np.dtype(self._array.dtype)
         if self.ome is not None:
             self.voxel_size = VoxelSize(*self.ome.scale, unit=self.ome.unit or "µm")
 
     def read(self, region: Region) -> np.ndarray:
         """See :meth:`VolumeSource.read`."""
-        return np.asarray(self._array[(*self._lead, *region)], dtype=np.float32)
+        return np.asarray(self._array[_place(self._index, region)], dtype=np.float32)
+
+
+def _place(index: tuple[int | slice, ...], region: Region) -> tuple[int | slice, ...]:
+    """``index`` with its three full slices (Z, Y, X) replaced by ``region``."""
+    spatial = iter(region)
+    return tuple(next(spatial) if isinstance(i, slice) else i for i in index)
 
 
 def ome_multiscales(attributes: dict[str, Any]) -> tuple[str, list[dict[str, Any]]] | None:
@@ -239,7 +253,7 @@ def ome_multiscales(attributes: dict[str, Any]) -> tuple[str, list[dict[str, Any
     return None
 
 
-def _ome_level(spec: SourceSpec, group: Any) -> tuple[Any, OmeImage]:
+def _ome_level(spec: SourceSpec, group: Any) -> tuple[Any, OmeImage, str]:
     found = ome_multiscales(dict(group.attrs))
     if found is None or not found[1]:
         raise UserError(f"{spec.path}: a zarr group that is not an OME-Zarr image; give the path of an array inside")
@@ -249,11 +263,17 @@ def _ome_level(spec: SourceSpec, group: Any) -> tuple[Any, OmeImage]:
     if not 0 <= level < len(datasets):
         raise UserError(f"{spec.path}: --level {level} does not exist; the image has levels 0..{len(datasets) - 1}")
     dataset = datasets[level]
-    array = group[dataset["path"]]
+    try:
+        array = group[dataset["path"]]
+    except KeyError:
+        raise UserError(f"{spec.path}: level {level}'s array {dataset['path']!r} is missing from the image") from None
     scale = [1.0, 1.0, 1.0]
     for transform in multiscales[0].get("coordinateTransformations", []) + dataset.get("coordinateTransformations", []):
         if transform.get("type") == "scale":
             scale = [a * b for a, b in zip(scale, transform["scale"][-3:], strict=True)]
     axes = multiscales[0].get("axes", [])
     unit = axes[-1].get("unit") if axes and isinstance(axes[-1], dict) else None
-    return array, OmeImage(version, (scale[0], scale[1], scale[2]), _UNITS.get(unit, unit) if unit else None)
+    names = "".join(str(a.get("name", "?") if isinstance(a, dict) else a)[:1] for a in axes)
+    if len(names) != len(array.shape):
+        names = _plain_axes(len(array.shape))
+    return array, OmeImage(version, (scale[0], scale[1], scale[2]), _UNITS.get(unit, unit) if unit else None), names

@@ -44,12 +44,21 @@ def create_zarr(
     """
     import zarr
 
+    nested = {"name": "v2", "separator": "/"}  # chunk files in nested folders, not all in one
     if voxel_size is None and ome is None:
-        return zarr.create_array(str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0, zarr_format=2)
+        return zarr.create_array(
+            str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0, zarr_format=2, chunk_key_encoding=nested
+        )
     version = ome.version if ome is not None else "0.4"
     zarr_format = 3 if version.startswith("0.5") else 2
+    names = (["c"] if len(shape) == 4 else []) + ["z", "y", "x"]
     group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
-    array = group.create_array("0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+    if zarr_format == 3:  # OME-Zarr 0.5 asks for dimension names matching the axes
+        array = group.create_array("0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0, dimension_names=names)
+    else:
+        array = group.create_array(
+            "0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0, chunk_key_encoding=nested
+        )
     scale = list(voxel_size[:3]) if voxel_size is not None else list(ome.scale)  # type: ignore[union-attr]
     unit = voxel_size.unit if voxel_size is not None else (ome.unit if ome is not None else None)
     axes: list[dict[str, str]] = [{"name": "c", "type": "channel"}] if len(shape) == 4 else []
@@ -128,9 +137,10 @@ def write_tiff_blocks(
                 (channels, *(r.stop - r.start for r in region))
             )
             (z0, _), (y0, _), (x0, _) = ((r.start, r.stop) for r in region)
+            rows = [(dy, 1) for dy in range(block.shape[2])] if block.shape[3] < width else [(0, block.shape[2])]
             for c in range(channels):
                 for dz in range(block.shape[1]):
-                    for dy in range(block.shape[2]):
+                    for dy, count in rows:  # one write per row, or per plane when the block spans the width
                         index = ((c * depth + z0 + dz) * height + y0 + dy) * width + x0
                         handle.seek(offset + index * dtype.itemsize)
-                        handle.write(block[c, dz, dy].tobytes())
+                        handle.write(block[c, dz, dy : dy + count].tobytes())

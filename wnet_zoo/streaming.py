@@ -61,8 +61,11 @@ class StreamOptions:
     cache_mb: int = 128
 
     def __post_init__(self) -> None:
-        if self.chunk < 1 or self.block % self.chunk or self.label_block % self.chunk:
-            raise UserError(f"--block {self.block}: give a multiple of the chunk size {self.chunk}, e.g. 192")
+        if self.chunk < 1:
+            raise UserError(f"chunk {self.chunk}: give a positive chunk edge, e.g. 64")
+        for name, value in (("--block", self.block), ("label block", self.label_block)):
+            if value < self.chunk or value % self.chunk:
+                raise UserError(f"{name} {value}: give a positive multiple of the chunk size {self.chunk}, e.g. 192")
         if self.instance_halo < 1:
             raise UserError(f"--instance-halo {self.instance_halo}: give at least 1 voxel, e.g. 24")
 
@@ -125,11 +128,15 @@ def predict_stream(
         options: block sizes and halos.
     """
     options = options or StreamOptions()
+    spec = replace(spec, path=spec.path.resolve())  # workers may run in other folders
+    model = model.resolve()
+    paths = {name: path.resolve() for name, path in paths.items()}
     out = next(iter(paths.values())).parent
     work = work_folder(out, spec.stem)
     with spec.open() as source:
         size = voxel_size or source.voxel_size
         job = _job(predictor, model, spec, source, work, outputs, options, size, executor)
+        job = replace(job, min_size=min_size, spot_sigma=spot_sigma, min_distance=min_distance)
         fingerprint = _fingerprint(job, fmt, min_size, foreground_class, spot_sigma, min_distance)
         created = _prepare(work, fingerprint, resume)
         try:
@@ -184,9 +191,13 @@ def _job(
 
 def _fingerprint(job: blocks.Job, fmt: str, min_size: int, foreground: int | None, *split: float) -> str:
     model = job.model.stat()
+    path = job.source.path
+    marker = next((path / m for m in ("zarr.json", ".zarray", ".zattrs") if (path / m).is_file()), path)
     text = json.dumps(
         [
             str(job.source),
+            marker.stat().st_mtime_ns,
+            marker.stat().st_size,
             list(job.shape),
             str(job.model.resolve()),
             model.st_size,
@@ -220,7 +231,9 @@ def _prepare(work: Path, fingerprint: str, resume: bool) -> bool:
                 f"{work}: --resume with other settings, model or input than the interrupted run; use --overwrite"
             )
         return False
-    work.mkdir(parents=True)
+    for phase in blocks.PHASES:
+        (work / "done" / phase).mkdir(parents=True)
+    (work / "table").mkdir()
     record.write_text(fingerprint + "\n")
     return True
 
@@ -284,21 +297,12 @@ def _compute(
     if "mask" in job.outputs or "instances" in job.outputs:
         labelled = executor.map("label", job, range(len(label_grid)), label=label("nuclei"))
         if "instances" in job.outputs:
-            raw = open_zarr(job.store("raw_labels"), "r")
-
-            def first_plane(index: int, axis: int) -> np.ndarray:
-                region = list(label_grid.region(index))
-                region[axis] = slice(region[axis].start, region[axis].start + 1)
-                return np.asarray(raw[tuple(region)])
-
-            merged = merge_labels(label_grid, labelled, first_plane, min_size)
+            paired = executor.map("pairs", job, range(len(label_grid)), label=label("borders"))
+            merged = merge_labels(label_grid, labelled, paired, job.min_size)
             if not job.store("instances").exists():  # a resumed relabelling keeps the blocks it wrote
                 create_zarr(job.store("instances"), job.shape, merged.dtype, _chunks(job), size, source.ome)
-            executor.map("relabel", job, range(len(label_grid)), merged.lookups, label=label("labels"))
+            executor.map("relabel", job, range(len(label_grid)), merged.extras, label=label("labels"))
             nuclei = merged.count
-            staged = paths["labels"].with_name(f".{paths['labels'].name}.{os.getpid()}.part")
-            merged.table.to_csv(staged, index=False, float_format="%.6g")
-            os.replace(staged, paths["labels"])
     return {"foreground": foreground, "reason": reason, "nuclei": nuclei}
 
 
@@ -338,7 +342,12 @@ def _foreground(
 
 
 def _publish(job: blocks.Job, paths: dict[str, Path], fmt: str, size: VoxelSize | None, grid: blocks.BlockGrid) -> None:
-    """Move (zarr) or write (TIFF) each result to its name."""
+    """Write the labels table from the blocks' parts, then move (zarr) or write (TIFF) each result to its name."""
+    if "labels" in paths and (job.work / "table").is_dir():
+        staged = paths["labels"].with_name(f".{paths['labels'].name}.{os.getpid()}.part")
+        write_table(sorted((job.work / "table").glob("*.npy")), staged)
+        os.replace(staged, paths["labels"])
+        shutil.rmtree(job.work / "table")
     for name in ("probabilities", "mask", "instances"):
         if name not in paths:
             continue
@@ -354,3 +363,19 @@ def _publish(job: blocks.Job, paths: dict[str, Path], fmt: str, size: VoxelSize 
         staged = final.with_name(f".{final.name}.{os.getpid()}.part")
         write_tiff_blocks(staged, array.shape, array.dtype, [grid.region(i) for i in range(len(grid))], array, size)
         os.replace(staged, final)
+
+
+def write_table(parts: Sequence[Path], path: Path) -> None:
+    """Concatenate the blocks' table parts (float rows in :data:`~wnet_zoo.instances.COLUMNS` order) into a CSV
+    file, one part at a time."""
+    import pandas as pd
+
+    from .instances import COLUMNS
+
+    integers = [c for c in COLUMNS if c != "mean_intensity" and not c.startswith("centroid")]
+    with open(path, "w", newline="") as handle:
+        handle.write(",".join(COLUMNS) + "\n")
+        for part in parts:
+            table = pd.DataFrame(np.load(part), columns=list(COLUMNS))
+            table[integers] = table[integers].astype(np.int64)
+            table.to_csv(handle, index=False, header=False, float_format="%.6g")
