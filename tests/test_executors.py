@@ -14,6 +14,7 @@ import torch
 import zarr
 from distributed import Client, LocalCluster
 
+from wnet_zoo.executors import kept_environment
 from wnet_zoo.model import WNet3D
 from wnet_zoo.onnx_model import ModelMetadata, export_onnx
 from wnet_zoo.outputs import predict_files
@@ -58,13 +59,16 @@ def _assert_same(ours: dict[str, np.ndarray], reference: dict[str, np.ndarray]) 
 
 def test_local_cluster_option_equals_one_process(model, image, one_process, tmp_path):
     lines: list[str] = []
+    environment = dict(os.environ)
     predict_files(model, [image], tmp_path, scheduler="local:2", report=lines.append, **SETTINGS)
+    assert dict(os.environ) == environment  # Dask's OMP_NUM_THREADS=1 and the like do not leak into the caller
     assert "streaming blocks on Dask scheduler tcp://127.0.0.1:" in lines[1] and "(2 workers)" in lines[1]
     _assert_same(_read(tmp_path), one_process)
 
 
 def test_a_killed_worker_costs_only_its_tasks(model, image, one_process, tmp_path):
     with (
+        kept_environment(),
         LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster,
         Client(cluster) as client,
     ):

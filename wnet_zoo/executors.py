@@ -87,6 +87,7 @@ def open_executor(scheduler: str | None, threads: int | None = None) -> Iterator
         count = _worker_count(scheduler)
         per_worker = max((threads or os.cpu_count() or 1) // count, 1)
         with (
+            kept_environment(),
             LocalCluster(
                 n_workers=count,
                 threads_per_worker=1,
@@ -109,6 +110,18 @@ def open_executor(scheduler: str | None, threads: int | None = None) -> Iterator
         ) from None
     with client:
         yield DaskExecutor(client)
+
+
+@contextlib.contextmanager
+def kept_environment() -> Iterator[None]:
+    """Restore ``os.environ`` afterwards: a ``LocalCluster`` sets OMP_NUM_THREADS=1 and more in its parent process,
+    which would slow (and change the numbers of) later work in the caller's process and its children."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _worker_count(scheduler: str) -> int:
