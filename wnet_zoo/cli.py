@@ -454,10 +454,11 @@ def report(run_dir: str) -> None:
 def evaluate(prediction: str, truth: str, json_out: str | None) -> None:
     """Score PREDICTION against the ground truth TRUTH: foreground Dice, instance precision, recall and F1.
 
-    \b
     Both are (z, y, x) label or mask volumes of the same shape: TIFF files or zarr arrays. A volume holding
     only 0 and 1 is a mask; its connected components are its objects. Objects are matched one-to-one
     (Hungarian on IoU) at each IoU threshold 0.1, 0.2, ..., 0.9.
+
+    \b
     Example:
       wnet-zoo evaluate results/stack_instances.tif truth/stack_labels.tif --json scores.json
     """
