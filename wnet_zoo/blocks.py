@@ -165,8 +165,39 @@ def run(phase: str, job: Job, index: int, extra: Any = None) -> dict[str, np.nda
         partial = record.with_name(f".{record.stem}.{os.getpid()}.{threading.get_ident()}.npz")
         np.savez(partial, **summary)
         os.replace(partial, record)
+        del summary
+        _trim()
     with np.load(record) as saved:
         return {name: saved[name] for name in saved.files if not name.startswith("_")}
+
+
+def release_tiles() -> None:
+    """Drop this process's cached tile outputs (once the probability phase is over)."""
+    with _LOCK:
+        _CACHES.clear()
+    _trim()
+
+
+def _trim() -> None:
+    """Hand freed memory back to the system (glibc keeps it otherwise, and the resident size creeps up block by
+    block with the large, short-lived arrays of the watershed); nothing elsewhere."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc() -> Any:
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _load_libc()
 
 
 def statistics(job: Job, index: int) -> dict[str, np.ndarray]:

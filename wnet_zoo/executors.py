@@ -34,6 +34,10 @@ class LocalExecutor:
         bar = tqdm(indices, desc=label, unit="block", leave=False, disable=None if label else True)
         return [blocks.run(phase, job, index, None if extras is None else extras[i]) for i, index in enumerate(bar)]
 
+    def release_tiles(self) -> None:
+        """Drop the cached tile outputs."""
+        blocks.release_tiles()
+
 
 class DaskExecutor:
     """Blocks as tasks on a ``dask.distributed`` cluster; a progress bar follows their completion."""
@@ -70,6 +74,10 @@ class DaskExecutor:
                 self.client.cancel(futures)  # no task may write on after the error
                 raise
         return results
+
+    def release_tiles(self) -> None:
+        """Drop the workers' cached tile outputs."""
+        self.client.run(blocks.release_tiles)
 
 
 @contextlib.contextmanager

@@ -289,6 +289,7 @@ def _compute(
     job = replace(job, low=low, high=high)
     classes = _make_stores(job, size, source)
     summaries = executor.map("probabilities", job, everything, label=label("tiles"))
+    executor.release_tiles()
     voxels = np.sum([s["voxels"] for s in summaries], axis=0)
     sums = np.sum([s["sums"] for s in summaries], axis=0)
     foreground, reason = _foreground(classes, voxels, sums, job, foreground_class)
