@@ -282,3 +282,16 @@ def test_existing_store_needs_overwrite_or_resume(model, volume, tmp_path, capsy
     np.testing.assert_array_equal(zarr.open(str(out / "plain_mask.zarr"), mode="r")[...], before)
     assert _cli([*args, "--output", "mask", "--overwrite"], capsys)[0] == 0
     assert sorted(p.name for p in out.iterdir()) == ["plain_mask.zarr"]
+
+
+def test_blocks_of_thin_volumes_grow_to_the_same_memory():
+    from wnet_zoo.streaming import fit_block
+
+    cube = (128 + 2 * 24) ** 3
+    for shape in [(64, 512, 512), (256, 1024, 1024), (10, 20000, 20000), (2000, 100, 3000)]:
+        block = fit_block(shape, 128, 64, 24)
+        assert all(b % 64 == 0 and b >= 64 for b in block)
+        extended = np.prod([min(b + 48, s) for b, s in zip(block, shape, strict=True)])
+        assert 0.6 * cube <= extended <= 1.4 * cube, (shape, block)
+    assert fit_block((1024, 1024, 1024), 128, 64, 24) == (128, 128, 128)
+    assert fit_block((40, 72, 60), 32, 16, 16) == (32, 32, 32)

@@ -70,6 +70,24 @@ class StreamOptions:
             raise UserError(f"--instance-halo {self.instance_halo}: give at least 1 voxel, e.g. 24")
 
 
+def fit_block(shape: Sequence[int], edge: int, chunk: int, halo: int) -> tuple[int, int, int]:
+    """Block edges (multiples of ``chunk``) whose block plus ``halo`` holds about as many voxels as an
+    ``edge``-sided cube plus halo: an axis shorter than ``edge`` is covered whole and the others grow, so a thin
+    volume costs the same memory per block as a thick one (and fewer, larger blocks recompute less halo)."""
+    target = float(edge + 2 * halo) ** 3
+    whole = [-(-int(s) // chunk) * chunk for s in shape]
+    block = [min(edge, w) for w in whole]
+    for _ in range(3):
+        growing = [i for i in range(3) if block[i] < whole[i]]
+        if not growing:
+            break
+        fixed = float(np.prod([min(block[i] + 2 * halo, shape[i]) for i in range(3) if i not in growing]))
+        side = (target / fixed) ** (1 / len(growing)) - 2 * halo
+        grown = max(chunk, int(round(side / chunk)) * chunk)
+        block = [min(grown, whole[i]) if i in growing else block[i] for i in range(3)]
+    return (block[0], block[1], block[2])
+
+
 def result_paths(out: Path, stem: str, outputs: Sequence[str], fmt: str) -> dict[str, Path]:
     """The results of one streamed image: ``<stem>_<output>.zarr`` or ``.tif``, plus the labels table."""
     paths = {name: out / f"{stem}_{name}{_SUFFIX[fmt]}" for name in outputs}
@@ -175,8 +193,8 @@ def _job(
         model=model,
         work=work,
         shape=source.shape,
-        block=(options.block,) * 3,
-        label_block=(options.label_block,) * 3,
+        block=fit_block(source.shape, options.block, options.chunk, max(predictor.tile) // 2),
+        label_block=fit_block(source.shape, options.label_block, options.chunk, options.instance_halo),
         predictor=settings,
         outputs=tuple(outputs),
         spacing=spacing,
