@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from wnet_zoo.errors import UserError
 from wnet_zoo.instances import COLUMNS, instances
@@ -79,3 +80,42 @@ def test_more_than_65535_nuclei_get_uint32_labels():
     result = instances(probability, min_size=1)
     assert result.labels.dtype == np.uint32
     assert result.labels.max() == 41**3 == len(result.table)
+
+
+def blurred_nuclei() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A bright and a 5x dimmer nucleus, touching, blurred and noisy; the mask a model gives them (everything
+    above the background: 2 to 3 voxels too wide); an over-exposed speckle in the background with the small
+    blob such a mask puts around it. Returns (image, truth labels, mask)."""
+    truth = spheres((36, 40, 60), [(18, 20, 22)], 6).astype(np.uint8)
+    truth[spheres((36, 40, 60), [(18, 20, 35)], 6) & (truth == 0)] = 2
+    image = ndimage.gaussian_filter(np.array([10.0, 300.0, 60.0])[truth], 1.2)
+    image += np.random.default_rng(0).normal(0.0, 2.0, image.shape)
+    mask = ndimage.gaussian_filter(image, 1.0) > 13.0
+    image[6, 6, 52] = 60000.0
+    mask[5:8, 5:8, 51:54] = True
+    return image, truth, mask
+
+
+def dice_of_nucleus(labels: np.ndarray, nucleus: np.ndarray) -> float:
+    """Dice between a true nucleus and the label covering most of it."""
+    found = labels == np.bincount(labels[nucleus], minlength=2)[1:].argmax() + 1
+    return 2 * (found & nucleus).sum() / (found.sum() + nucleus.sum())
+
+
+def test_half_max_boundary_gives_blurred_nuclei_their_true_size_and_relative_min_size_drops_speckles():
+    image, truth, mask = blurred_nuclei()
+    probability = mask.astype(np.float32)
+    as_mask = instances(probability, image, mask=mask)
+    half_max = instances(probability, image, mask=mask, boundary="half_max")
+    found = instances(probability, image, mask=mask, boundary="half_max", relative_min_size=0.1)
+    assert as_mask.labels.max() == half_max.labels.max() == 3  # two nuclei and the speckle's blob (>= 10 voxels)
+    assert found.labels.max() == 2  # the blob is under a tenth of a typical nucleus
+    for nucleus in (truth == 1, truth == 2):
+        assert dice_of_nucleus(as_mask.labels, nucleus) < 0.75  # the mask's rim
+        assert dice_of_nucleus(found.labels, nucleus) > 0.9  # the dim one too: each nucleus has its own level
+    with pytest.raises(UserError, match="intensity"):
+        instances(probability, mask=mask, boundary="half_max")
+    with pytest.raises(UserError, match="boundary"):
+        instances(probability, image, boundary="otsu")
+    with pytest.raises(UserError, match="relative_min_size"):
+        instances(probability, image, relative_min_size=1.5)

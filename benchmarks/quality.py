@@ -1,0 +1,307 @@
+"""Segmentation quality of the default user pipeline against classical baselines, on the nuclei phantoms.
+
+    python benchmarks/quality.py [--settings sparse touching ...] [--epochs N] [--threads N]
+                                 [--train-arg=--lr=1e-3 ...] [--work DIR] [--out JSON]
+    python benchmarks/quality.py --table [--out JSON]
+
+For each phantom setting of ``benchmarks/phantoms.py`` (all by default):
+
+1. the phantom is written as an ImageJ TIFF with its voxel size, as ``phantoms.py`` writes it;
+2. the pipeline a user runs, each step a ``wnet-zoo`` command in its own process:
+   ``wnet-zoo train IMAGE --out RUN`` with the default options (``--epochs`` and ``--train-arg`` change them,
+   for quick runs), ``wnet-zoo export RUN --out EXPORT --onnx`` and
+   ``wnet-zoo predict EXPORT/wnet3d.onnx IMAGE --out PRED`` with the default outputs (mask and instances);
+3. the instances are scored against the phantom's labels with :func:`wnet_zoo.evaluate.evaluate`; so is the
+   same run's mask split by ``instances(..., boundary="half_max", relative_min_size=0.1)`` (``wnet_zoo_half_max``,
+   in this process), and so are the baselines of ``benchmarks/baselines.py`` (timed each). A command that fails
+   (e.g. ``train`` refusing a volume) is recorded with its message and scores 0.
+
+``--threads`` limits every process to that many threads (``OMP_NUM_THREADS`` and friends for training and
+export, ``--threads`` for predict; the baselines run under the same limit). Results, with the configuration and
+the machine, go to ``benchmarks/results/quality.json`` (``--out``), and a table is printed. ``--table`` prints the
+README's quality table (markdown) rendered from that file, without running anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # the source tree this script belongs to, and the benchmarks beside it
+
+from baselines import BASELINES  # noqa: E402
+from phantoms import HELD_OUT, SETTINGS, make_phantom, write_phantom  # noqa: E402
+
+from wnet_zoo.evaluate import evaluate  # noqa: E402
+from wnet_zoo.instances import instances  # noqa: E402
+
+RESULTS = HERE / "results" / "quality.json"
+PIPELINE = "wnet_zoo"
+HALF_MAX = "wnet_zoo_half_max"  # the same run's mask, split by instances(boundary="half_max", relative_min_size=0.1)
+CLI = (sys.executable, "-m", "wnet_zoo.cli")  # the console script's entry point, in this interpreter
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+class PipelineError(RuntimeError):
+    """A ``wnet-zoo`` command failed: its message holds the command, exit code and the end of its output."""
+
+    def __init__(self, message: str, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = round(seconds, 2)
+
+
+def run_command(command: Sequence[str], threads: int | None) -> float:
+    """Run one command to completion under the thread limit; its wall-clock seconds. Failure raises PipelineError."""
+    environment = dict(os.environ)
+    if threads is not None:
+        environment.update({name: str(threads) for name in THREAD_VARIABLES})
+    start = time.perf_counter()
+    done = subprocess.run(list(command), env=environment, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        last = lines[-1] if lines else ""
+        raise PipelineError(f"wnet-zoo {command[len(CLI)]} exited with {done.returncode}: {last}", seconds)
+    return seconds
+
+
+def scores(labels: Any, truth: Any, seconds: float) -> dict[str, Any]:
+    """The numbers kept per method: fg Dice, F1 at IoU 0.5, mean F1, object counts and seconds."""
+    evaluation = evaluate(labels, truth)
+    return {
+        "fg_dice": round(evaluation.foreground_dice, 4),
+        "f1_at_05": round(evaluation.f1_at_05, 4),
+        "mean_f1": round(evaluation.mean_f1, 4),
+        "n_pred": evaluation.n_pred,
+        "n_true": evaluation.n_true,
+        "seconds": round(seconds, 2),
+    }
+
+
+def training_summary(run: Path) -> dict[str, Any]:
+    """What the training run did: epochs, final SoftNCut, the epoch its plateau was reported (if any), events."""
+    with (run / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    with (run / "events.csv").open() as handle:
+        events = list(csv.DictReader(handle))
+    plateaus = [int(event["epoch"]) for event in events if event["kind"] == "plateau"]
+    return {
+        "epochs": len(rows),
+        "final_ncut": round(float(rows[-1]["ncut"]), 4),
+        "final_rec": round(float(rows[-1]["rec"]), 3),
+        "epoch_seconds": round(sum(float(row["seconds"]) for row in rows) / len(rows), 2),
+        "plateau_epoch": plateaus[0] if plateaus else None,
+        "events": {kind: sum(event["kind"] == kind for event in events) for kind in {e["kind"] for e in events}},
+    }
+
+
+def run_pipeline(
+    name: str, image: Path, work: Path, epochs: int | None, threads: int | None, train_args: Sequence[str]
+) -> tuple[Path, dict[str, float], dict[str, Any]]:
+    """``wnet-zoo train``, ``export --onnx`` and ``predict`` on one image: the instances file, seconds, training."""
+    run, export, prediction = work / f"{name}_run", work / f"{name}_export", work / f"{name}_predictions"
+    cli = list(CLI)
+    train = [*cli, "train", str(image), "--out", str(run), *(["--epochs", str(epochs)] if epochs else []), *train_args]
+    predict = [*cli, "predict", str(export / "wnet3d.onnx"), str(image), "--out", str(prediction)]
+    predict += ["--threads", str(threads)] if threads else []
+    seconds = {
+        "train": run_command(train, threads),
+        "export": run_command([*cli, "export", str(run), "--out", str(export), "--onnx"], threads),
+        "predict": run_command(predict, threads),
+    }
+    return prediction / f"{image.stem}_instances.tif", seconds, training_summary(run)
+
+
+def half_max_instances(mask_file: Path, image: np.ndarray, voxel_size: Sequence[float]) -> np.ndarray:
+    """Nuclei of the mask ``predict`` wrote, their boundaries at half maximum and speckles dropped."""
+    mask = tifffile.imread(mask_file) > 0
+    found = instances(
+        mask.astype(np.float32), image, mask=mask, voxel_size=voxel_size, boundary="half_max", relative_min_size=0.1
+    )
+    return found.labels
+
+
+def foreground_class(onnx_file: Path) -> int | None:
+    """The foreground class the exporter recorded in the ONNX metadata (what ``predict`` uses by default)."""
+    import onnx
+
+    model = onnx.load(str(onnx_file), load_external_data=False)
+    meta = {prop.key: prop.value for prop in model.metadata_props}
+    value = meta.get("wnet_zoo.foreground_class")
+    return None if value is None else int(value)
+
+
+def benchmark_setting(
+    name: str, work: Path, epochs: int | None, threads: int | None, train_args: Sequence[str]
+) -> dict[str, Any]:
+    """Scores and seconds of the pipeline (as is, and with half-maximum instances) and of every baseline."""
+    image_path, _ = write_phantom(name, work / "phantoms")
+    image, truth = make_phantom(name)
+    voxel_size = SETTINGS[name].voxel_size
+    try:
+        instances_file, stages, training = run_pipeline(name, image_path, work, epochs, threads, train_args)
+    except PipelineError as error:  # a refusal is a result too: scored as finding nothing
+        failed = {"fg_dice": 0.0, "f1_at_05": 0.0, "mean_f1": 0.0, "seconds": error.seconds, "error": str(error)}
+        methods = {PIPELINE: failed, HALF_MAX: dict(failed)}
+    else:
+        pipeline = scores(tifffile.imread(instances_file), truth, sum(stages.values()))
+        pipeline["stage_seconds"] = {stage: round(value, 2) for stage, value in stages.items()}
+        pipeline["foreground_class"] = foreground_class(work / f"{name}_export" / "wnet3d.onnx")
+        pipeline["training"] = training
+        start = time.perf_counter()
+        labels = half_max_instances(instances_file.with_name(f"{image_path.stem}_mask.tif"), image, voxel_size)
+        methods = {
+            PIPELINE: pipeline,
+            HALF_MAX: scores(labels, truth, time.perf_counter() - start + pipeline["seconds"]),
+        }
+    for method, baseline in BASELINES.items():
+        start = time.perf_counter()
+        labels = baseline(image, voxel_size)
+        methods[method] = scores(labels, truth, time.perf_counter() - start)
+    best = max(BASELINES, key=lambda method: methods[method]["mean_f1"])
+    return {
+        "shape": list(image.shape),
+        "voxel_size": list(voxel_size),
+        "held_out": name == HELD_OUT,
+        "methods": methods,
+        "best_baseline": best,
+    }
+
+
+def machine(threads: int | None) -> dict[str, Any]:
+    """The CPU, the cores visible, the thread limit and the library versions the numbers come from."""
+    import onnxruntime
+    import torch
+
+    cpu = platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+        cpu = names[0] if names else cpu
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def render_table(results: dict[str, Any]) -> str:
+    """The README's quality table (markdown): per setting, fg Dice / F1@0.5 / mean F1 of the pipeline as it runs,
+    of the same run's mask split with half-maximum boundaries, and of the best baseline; then their means."""
+    columns = (PIPELINE, HALF_MAX, "best")
+    keys = ("fg_dice", "f1_at_05", "mean_f1")
+    lines = [
+        "| setting | wnet-zoo | wnet-zoo, half-max instances | best baseline | which | wnet-zoo s |",
+        "|---|---|---|---|---|---:|",
+    ]
+    sums = dict.fromkeys(((column, key) for column in columns for key in keys), 0.0)
+    notes = []
+    for name, setting in results["settings"].items():
+        found = {column: setting["methods"].get(column, {}) for column in (PIPELINE, HALF_MAX)}
+        found["best"] = setting["methods"][setting["best_baseline"]]
+        cells = []
+        for column in columns:
+            values = found[column]
+            cells.append(" / ".join(f"{values.get(key, 0.0):.3f}" for key in keys))
+            if "error" in values:
+                cells[-1] = "failed"
+            for key in keys:
+                sums[column, key] += values.get(key, 0.0)
+        if "error" in found[PIPELINE]:
+            notes.append(f"{name}: {found[PIPELINE]['error']}")
+        label = f"{name} (held out)" if setting["held_out"] else name
+        seconds = found[PIPELINE]["seconds"]
+        lines.append(f"| {label} | {' | '.join(cells)} | {setting['best_baseline']} | {seconds:.0f} |")
+    count = max(len(results["settings"]), 1)
+    means = [" / ".join(f"{sums[column, key] / count:.3f}" for key in keys) for column in columns]
+    lines.append(f"| **mean** | {' | '.join(means)} | | |")
+    run = results["run"]
+    options = [*([f"--epochs {run['epochs']}"] if run["epochs"] else []), *run["train_args"]]
+    training = f"`train {' '.join(options)}`" if options else "`train` with its defaults"
+    machine_info = results["machine"]
+    lines += [
+        "",
+        "Each cell: foreground Dice / F1 at IoU 0.5 / mean F1 over IoU 0.1..0.9. wnet-zoo: "
+        f"{training}, `export --onnx`, `predict` with its default outputs; seconds for the three commands. "
+        'Half-max instances: the same run\'s mask, split by `instances(..., boundary="half_max", '
+        "relative_min_size=0.1)`. Failed runs score 0 in the means.",
+        f"{machine_info['cpu']}, {machine_info['threads'] or 'all'} thread(s), {results['date'][:10]}; "
+        "`python benchmarks/quality.py`, results in `benchmarks/results/quality.json`.",
+        *(f"Failed: {note}" for note in notes),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: train's own default)")
+    parser.add_argument("--threads", type=int, default=None, help="thread limit of every step (default: none)")
+    parser.add_argument(
+        "--train-arg",
+        action="append",
+        default=[],
+        help="extra option for 'wnet-zoo train', repeatable; write it as --train-arg=--lr=1e-3",
+    )
+    parser.add_argument("--work", type=Path, default=None, help="keep the images, runs and predictions here")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"results JSON (default {RESULTS})")
+    parser.add_argument("--table", action="store_true", help="print the README table from --out and exit")
+    args = parser.parse_args(argv)
+    if args.table:
+        print(render_table(json.loads(args.out.read_text())))
+        return 0
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    work = args.work or Path(tempfile.mkdtemp(prefix="wnet-zoo-quality-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "what": "default user pipeline (train, export --onnx, predict) vs classical baselines on the phantoms",
+        "run": {"epochs": args.epochs, "threads": args.threads, "train_args": args.train_arg},
+        "machine": machine(args.threads),
+        "held_out": HELD_OUT,
+        "settings": {},
+    }
+    try:
+        for name in args.settings:
+            start = time.perf_counter()
+            results["settings"][name] = benchmark_setting(name, work, args.epochs, args.threads, args.train_arg)
+            ours = results["settings"][name]["methods"][PIPELINE]
+            print(
+                f"{name}: fg Dice {ours['fg_dice']:.3f}, F1@0.5 {ours['f1_at_05']:.3f}, mean F1 {ours['mean_f1']:.3f} "
+                f"({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(render_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
