@@ -8,13 +8,13 @@ smoothing are in physical units (the voxel size), so anisotropic stacks split li
 
 Two refinements take the image into account (both off by default):
 
-- ``boundary="half_max"``: the model's mask covers the blurred rim of each nucleus (SoftNCut at intensity
-  sigma 1 separates the flat background from everything brighter, about two voxels beyond the true edge).
-  The edge of a blurred object lies where its intensity is halfway between the object and its surroundings,
-  so each nucleus of the mask keeps the voxels whose smoothed intensity reaches halfway from its local
-  background (the median just outside the mask around it) to its own peak (90th percentile), and the result
-  is split again. The level is each nucleus's own, so dim nuclei beside bright ones, uneven illumination and
-  clipped nuclei keep their true size, where one global threshold fails.
+- ``boundary="half_max"``: the model's mask tends to cover the blurred rim of each nucleus (its nuclei class
+  takes almost everything above the flat background: on the phantoms one to two voxels beyond the true edge,
+  more after short training). The edge of a blurred object lies where its intensity is halfway between the
+  object and its surroundings, so each nucleus of the mask keeps the voxels whose smoothed intensity reaches
+  halfway from its local background (the median just outside the mask around it) to its own peak (90th
+  percentile), and the result is split again. The level is each nucleus's own, so dim nuclei beside bright
+  ones, uneven illumination and clipped nuclei keep their true size, where one global threshold fails.
 - ``relative_min_size``: also drop objects smaller than this fraction of the typical nucleus (the volume of
   the nucleus that holds the median foreground voxel), such as isolated hot pixels blurred into small blobs,
   whatever the nuclei's size in voxels.
