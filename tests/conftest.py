@@ -31,3 +31,15 @@ def small_tiff(tmp_path: Path, example: np.ndarray) -> Path:
     path = tmp_path / "crop.tif"
     tifffile.imwrite(path, example[40:72, 20:68, 30:70].astype(np.uint16))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> Path:
+    """A tiny WNet3D (channels 4, 8, 16, 32) with fixed random weights (seed 0), exported to ONNX."""
+    from wnet_zoo.model import WNet3D
+    from wnet_zoo.onnx_model import ModelMetadata, export_onnx
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    export_onnx(WNet3D(channels=tuple(TINY_CHANNELS)).eval(), path, ModelMetadata(num_classes=2, name="tiny"))
+    return path

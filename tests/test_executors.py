@@ -10,27 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import zarr
 from distributed import Client, LocalCluster
 
 from wnet_zoo.executors import kept_environment
-from wnet_zoo.model import WNet3D
-from wnet_zoo.onnx_model import ModelMetadata, export_onnx
 from wnet_zoo.outputs import predict_files
 from wnet_zoo.streaming import StreamOptions, work_folder
 
 SMALL = StreamOptions(block=32, label_block=32, chunk=16, instance_halo=16)
 OUTPUTS = ("probabilities", "instances")
 SETTINGS = {"device": "cpu", "tile": 16, "outputs": OUTPUTS, "fmt": "zarr", "stream_options": SMALL}
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
-    export_onnx(WNet3D(channels=(4, 8, 16, 32)).eval(), path, ModelMetadata(num_classes=2, name="tiny"))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +30,9 @@ def image(example, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def one_process(model, image, tmp_path_factory) -> dict[str, np.ndarray]:
+def one_process(tiny_onnx, image, tmp_path_factory) -> dict[str, np.ndarray]:
     out = tmp_path_factory.mktemp("local")
-    predict_files(model, [image], out, threads=2, report=lambda line: None, **SETTINGS)
+    predict_files(tiny_onnx, [image], out, threads=2, report=lambda line: None, **SETTINGS)
     return _read(out)
 
 
@@ -57,16 +46,16 @@ def _assert_same(ours: dict[str, np.ndarray], reference: dict[str, np.ndarray]) 
     assert reference["instances"].max() > 20
 
 
-def test_local_cluster_option_equals_one_process(model, image, one_process, tmp_path):
+def test_local_cluster_option_equals_one_process(tiny_onnx, image, one_process, tmp_path):
     lines: list[str] = []
     environment = dict(os.environ)
-    predict_files(model, [image], tmp_path, scheduler="local:2", report=lines.append, **SETTINGS)
+    predict_files(tiny_onnx, [image], tmp_path, scheduler="local:2", report=lines.append, **SETTINGS)
     assert dict(os.environ) == environment  # Dask's OMP_NUM_THREADS=1 and the like do not leak into the caller
     assert "streaming blocks on Dask scheduler tcp://127.0.0.1:" in lines[1] and "(2 workers)" in lines[1]
     _assert_same(_read(tmp_path), one_process)
 
 
-def test_a_killed_worker_costs_only_its_tasks(model, image, one_process, tmp_path):
+def test_a_killed_worker_costs_only_its_tasks(tiny_onnx, image, one_process, tmp_path):
     with (
         kept_environment(),
         LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster,
@@ -89,7 +78,7 @@ def test_a_killed_worker_costs_only_its_tasks(model, image, one_process, tmp_pat
         killer = threading.Thread(target=kill_when_under_way)
         killer.start()
         predict_files(
-            model, [image], tmp_path, scheduler=cluster.scheduler_address, report=lambda line: None, **SETTINGS
+            tiny_onnx, [image], tmp_path, scheduler=cluster.scheduler_address, report=lambda line: None, **SETTINGS
         )
         killer.join()
     assert killed and killed[0] < 12  # the worker died while probability blocks were still running

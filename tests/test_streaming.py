@@ -9,15 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-import torch
 import zarr
 
 from wnet_zoo import blocks
 from wnet_zoo.cli import main
 from wnet_zoo.data import read_voxel_size
 from wnet_zoo.errors import UserError
-from wnet_zoo.model import WNet3D
-from wnet_zoo.onnx_model import ModelMetadata, export_onnx
 from wnet_zoo.outputs import predict_files
 from wnet_zoo.streaming import StreamOptions, work_folder
 
@@ -27,27 +24,21 @@ SETTINGS = {"device": "cpu", "threads": 2, "tile": 16}
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
-    export_onnx(WNet3D(channels=(4, 8, 16, 32)).eval(), path, ModelMetadata(num_classes=2, name="tiny"))
-    return path
-
-
-@pytest.fixture(scope="module")
 def volume(example) -> np.ndarray:
     """A (40, 72, 60) uint16 crop: 2 x 3 x 2 blocks of 32, the last ones partial."""
     return np.ascontiguousarray(example[30:70, 8:80, 20:80]).astype(np.uint16)
 
 
 @pytest.fixture(scope="module")
-def in_memory(model, volume, tmp_path_factory) -> dict[str, object]:
+def in_memory(tiny_onnx, volume, tmp_path_factory) -> dict[str, object]:
     """The in-memory results of the crop, the reference for every streamed run."""
     folder = tmp_path_factory.mktemp("memory")
     tifffile.imwrite(
         folder / "crop.tif", volume, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 1.0, "unit": "micron"}
     )
-    predict_files(model, [folder / "crop.tif"], folder / "out", outputs=ALL, stream=False, report=_quiet, **SETTINGS)
+    predict_files(
+        tiny_onnx, [folder / "crop.tif"], folder / "out", outputs=ALL, stream=False, report=_quiet, **SETTINGS
+    )
     return _read(folder / "out", "crop", "tif")
 
 
@@ -79,12 +70,12 @@ def _assert_same(streamed: dict[str, object], reference: dict[str, object]) -> N
     np.testing.assert_allclose(*ordered, rtol=1e-5)
 
 
-def test_streamed_tiff_equals_in_memory(model, volume, in_memory, tmp_path):
+def test_streamed_tiff_equals_in_memory(tiny_onnx, volume, in_memory, tmp_path):
     tifffile.imwrite(
         tmp_path / "crop.tif", volume, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 1.0, "unit": "micron"}
     )
     predict_files(
-        model,
+        tiny_onnx,
         [tmp_path / "crop.tif"],
         tmp_path / "out",
         outputs=ALL,
@@ -104,11 +95,11 @@ def test_streamed_tiff_equals_in_memory(model, volume, in_memory, tmp_path):
     ]
 
 
-def test_zarr_in_zarr_out_and_compressed_tiff(model, volume, in_memory, tmp_path):
+def test_zarr_in_zarr_out_and_compressed_tiff(tiny_onnx, volume, in_memory, tmp_path):
     zarr.create_array(str(tmp_path / "crop.zarr"), data=volume, chunks=(16, 20, 24))
     tifffile.imwrite(tmp_path / "packed.tif", volume, compression="zlib", rowsperstrip=8)
     results = predict_files(
-        model,
+        tiny_onnx,
         [tmp_path / "crop.zarr", tmp_path / "packed.tif"],
         tmp_path / "out",
         outputs=ALL,
@@ -126,7 +117,7 @@ def test_zarr_in_zarr_out_and_compressed_tiff(model, volume, in_memory, tmp_path
     assert scale == [1.0, 1.0, 0.5, 0.5]
 
 
-def test_ome_zarr_level_and_version_carried_over(model, volume, tmp_path):
+def test_ome_zarr_level_and_version_carried_over(tiny_onnx, volume, tmp_path):
     group = zarr.open_group(str(tmp_path / "image.ome.zarr"), mode="w", zarr_format=3)
     group.create_array("0", data=volume, chunks=(16, 32, 32))
     group.create_array("1", data=volume[:, ::2, ::2], chunks=(16, 32, 32))
@@ -140,7 +131,7 @@ def test_ome_zarr_level_and_version_carried_over(model, volume, tmp_path):
     axes = [{"name": name, "type": "space", "unit": "micrometer"} for name in "zyx"]
     group.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": datasets}]}
     (result,) = predict_files(
-        model,
+        tiny_onnx,
         [tmp_path / "image.ome.zarr"],
         tmp_path / "out",
         outputs=["mask"],
@@ -156,7 +147,7 @@ def test_ome_zarr_level_and_version_carried_over(model, volume, tmp_path):
     assert ome["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [2.0, 0.8, 0.8]
 
 
-def test_resume_skips_finished_blocks_and_gives_the_same_result(model, volume, in_memory, tmp_path, monkeypatch):
+def test_resume_skips_finished_blocks_and_gives_the_same_result(tiny_onnx, volume, in_memory, tmp_path, monkeypatch):
     tifffile.imwrite(
         tmp_path / "crop.tif", volume, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 1.0, "unit": "micron"}
     )
@@ -177,31 +168,31 @@ def test_resume_skips_finished_blocks_and_gives_the_same_result(model, volume, i
     for phase in real:
         monkeypatch.setitem(blocks._PHASE_FUNCTIONS, phase, counted(phase, 3 if phase == "label" else None))
     with pytest.raises(KeyboardInterrupt):
-        predict_files(model, *args, **options)
+        predict_files(tiny_onnx, *args, **options)
     work = work_folder(tmp_path / "out", "crop")
     assert calls == {"statistics": 12, "probabilities": 12, "label": 3}
     assert len(list((work / "done" / "label").iterdir())) == 2 and not (tmp_path / "out" / "crop_mask.zarr").exists()
 
     with pytest.raises(UserError, match="--resume"):
-        predict_files(model, *args, **options)
+        predict_files(tiny_onnx, *args, **options)
     with pytest.raises(UserError, match="other settings"):
-        predict_files(model, *args, resume=True, **{**options, "min_size": 3})
+        predict_files(tiny_onnx, *args, resume=True, **{**options, "min_size": 3})
 
     calls.clear()
     for phase in real:
         monkeypatch.setitem(blocks._PHASE_FUNCTIONS, phase, counted(phase, None))
-    predict_files(model, *args, resume=True, **options)
+    predict_files(tiny_onnx, *args, resume=True, **options)
     assert calls == {"label": 10, "pairs": 12, "relabel": 12}  # 2 of 12 label blocks were done, and all before
     assert not work.exists()
     _assert_same(_read(tmp_path / "out", "crop", "zarr"), in_memory)
 
     lines: list[str] = []
-    assert predict_files(model, *args, resume=True, **{**options, "report": lines.append}) == []
+    assert predict_files(tiny_onnx, *args, resume=True, **{**options, "report": lines.append}) == []
     assert lines == ["crop.tif: results complete, nothing to resume"]
 
 
 @pytest.mark.parametrize("where", ["relabel", "publish"])
-def test_resume_after_relabelling_or_publishing_began(model, volume, in_memory, tmp_path, monkeypatch, where):
+def test_resume_after_relabelling_or_publishing_began(tiny_onnx, volume, in_memory, tmp_path, monkeypatch, where):
     tifffile.imwrite(
         tmp_path / "crop.tif", volume, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 1.0, "unit": "micron"}
     )
@@ -232,9 +223,9 @@ def test_resume_after_relabelling_or_publishing_began(model, volume, in_memory, 
 
             patch.setattr(os, "replace", replace)
         with pytest.raises(KeyboardInterrupt):
-            predict_files(model, *args, **options)
+            predict_files(tiny_onnx, *args, **options)
     assert work_folder(tmp_path / "out", "crop").exists()
-    predict_files(model, *args, resume=True, **options)
+    predict_files(tiny_onnx, *args, resume=True, **options)
     _assert_same(_read(tmp_path / "out", "crop", "zarr"), in_memory)
 
 
@@ -243,7 +234,7 @@ def _cli(args: list, capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def test_bad_streaming_input_exits_2_and_writes_nothing(model, volume, tmp_path, capsys):
+def test_bad_streaming_input_exits_2_and_writes_nothing(tiny_onnx, volume, tmp_path, capsys):
     group = zarr.open_group(str(tmp_path / "group.zarr"), mode="w")
     group.create_array("raw", data=volume, chunks=(16, 32, 32))
     zarr.create_array(str(tmp_path / "plain.zarr"), data=volume, chunks=(16, 32, 32))
@@ -265,16 +256,28 @@ def test_bad_streaming_input_exits_2_and_writes_nothing(model, volume, tmp_path,
     }
     for case, (args, message) in cases.items():
         out = tmp_path / "out"
-        code, err = _cli(["predict", model, *args, "--out", out, "--device", "cpu", "--tile", "16"], capsys)
+        code, err = _cli(["predict", tiny_onnx, *args, "--out", out, "--device", "cpu", "--tile", "16"], capsys)
         lines = err.strip().splitlines()
         assert code == 2 and lines[0].startswith("Error:") and message in err and len(lines) <= 3, (case, err)
         assert not out.exists(), case
 
 
-def test_existing_store_needs_overwrite_or_resume(model, volume, tmp_path, capsys):
+def test_existing_store_needs_overwrite_or_resume(tiny_onnx, volume, tmp_path, capsys):
     zarr.create_array(str(tmp_path / "plain.zarr"), data=volume, chunks=(16, 32, 32))
     out = tmp_path / "out"
-    args = ["predict", model, tmp_path / "plain.zarr", "--out", out, "--device", "cpu", "--tile", "16", "--block", "64"]
+    args = [
+        "predict",
+        tiny_onnx,
+        tmp_path / "plain.zarr",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--tile",
+        "16",
+        "--block",
+        "64",
+    ]
     assert _cli([*args, "--output", "mask"], capsys)[0] == 0
     before = zarr.open(str(out / "plain_mask.zarr"), mode="r")[...]
     code, err = _cli([*args, "--output", "mask"], capsys)

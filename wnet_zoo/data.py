@@ -141,6 +141,14 @@ class VoxelSize(NamedTuple):
     unit: str = "µm"
 
 
+def override_voxel_size(found: VoxelSize | None, override: Sequence[float] | None) -> VoxelSize | None:
+    """``override`` (z, y, x) in the unit of the voxel size ``found`` in the file (µm when none), else ``found``."""
+    if override is None:
+        return found
+    z, y, x = (float(v) for v in override)
+    return VoxelSize(z, y, x, unit=found.unit if found else "µm")
+
+
 _MICRON_NAMES = {"micron", "microns", "um", "µm", "\\u00b5m", "micrometer", "micrometre"}
 
 

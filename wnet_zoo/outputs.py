@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tifffile
 
-from .data import VoxelSize, parse_floats, read_volume, read_voxel_size
+from .data import VoxelSize, override_voxel_size, parse_floats, read_volume, read_voxel_size
 from .errors import UserError
 from .instances import DEFAULT_MIN_SIZE, instances
 from .predict import Predictor, choose_foreground
@@ -228,9 +228,7 @@ def predict_files(
                     )
                 else:
                     volume = ready.pop(spec) if spec in ready else read_volume(spec.path, channel)
-                    size = read_voxel_size(spec.path)
-                    if override is not None:
-                        size = VoxelSize(*override, unit=size.unit if size else "µm")
+                    size = override_voxel_size(read_voxel_size(spec.path), override)
                     probabilities = predictor.probabilities(volume, progress=progress, label=spec.path.name)
                     foreground, reason = choose_foreground(probabilities, volume, predictor.metadata, foreground_class)
                     result = ImageResult(spec.path, planned[spec], foreground, reason, None)
@@ -321,11 +319,6 @@ def _stream_one(
     work = work_folder(out, spec.stem)
     if overwrite and work.exists():
         shutil.rmtree(work)
-    size = None
-    if override is not None:
-        with spec.open() as source:
-            unit = source.voxel_size.unit if source.voxel_size else "µm"
-        size = VoxelSize(*override, unit=unit)
     try:
         found = predict_stream(
             predictor,
@@ -338,7 +331,7 @@ def _stream_one(
             resume=resume,
             foreground_class=foreground_class,
             min_size=min_size,
-            voxel_size=size,
+            voxel_size=override,
             options=options,
             progress=progress,
         )

@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 
 from . import blocks
-from .data import VoxelSize
+from .data import VoxelSize, override_voxel_size
 from .errors import UserError
 from .executors import DaskExecutor, LocalExecutor
 from .label_merge import merge_labels
-from .predict import Predictor, choose_foreground
+from .predict import Predictor, foreground_from_totals
 from .sources import SourceSpec, VolumeSource
 from .stores import create_zarr, open_zarr, write_tiff_blocks
 
@@ -124,7 +124,7 @@ def predict_stream(
     resume: bool = False,
     foreground_class: int | None = None,
     min_size: int = 10,
-    voxel_size: VoxelSize | None = None,
+    voxel_size: Sequence[float] | None = None,
     options: StreamOptions | None = None,
     spot_sigma: float = 1.0,
     min_distance: float = 3.0,
@@ -142,7 +142,7 @@ def predict_stream(
         resume: continue the work folder an interrupted run left; without it such a folder is an error.
         foreground_class: the nuclei class (default: metadata, else the brightest class).
         min_size: nuclei with fewer voxels are removed.
-        voxel_size: overrides the input's voxel size.
+        voxel_size: (z, y, x) overriding the input's voxel size (in its unit).
         options: block sizes and halos.
     """
     options = options or StreamOptions()
@@ -152,7 +152,7 @@ def predict_stream(
     out = next(iter(paths.values())).parent
     work = work_folder(out, spec.stem)
     with spec.open() as source:
-        size = voxel_size or source.voxel_size
+        size = override_voxel_size(source.voxel_size, voxel_size)
         job = _job(predictor, model, spec, source, work, outputs, options, size, executor)
         job = replace(job, min_size=min_size, spot_sigma=spot_sigma, min_distance=min_distance)
         fingerprint = _fingerprint(job, fmt, min_size, foreground_class, spot_sigma, min_distance)
@@ -305,12 +305,12 @@ def _compute(
             f"{job.source.path}: every voxel has the value {low:g}; a constant image holds nothing to segment"
         )
     job = replace(job, low=low, high=high)
-    classes = _make_stores(job, size, source)
+    _make_stores(job, size, source)
     summaries = executor.map("probabilities", job, everything, label=label("tiles"))
     executor.release_tiles()
     voxels = np.sum([s["voxels"] for s in summaries], axis=0)
     sums = np.sum([s["sums"] for s in summaries], axis=0)
-    foreground, reason = _foreground(classes, voxels, sums, job, foreground_class)
+    foreground, reason = foreground_from_totals(voxels, sums, blocks.predictor_for(job).metadata, foreground_class)
     job = replace(job, foreground=foreground)
     nuclei = None
     if "mask" in job.outputs or "instances" in job.outputs:
@@ -329,8 +329,8 @@ def _chunks(job: blocks.Job) -> tuple[int, int, int]:
     return tuple(min(job.chunk, s) for s in job.shape)  # type: ignore[return-value]
 
 
-def _make_stores(job: blocks.Job, size: VoxelSize | None, source: VolumeSource) -> int:
-    """Create the work stores (unless a resumed run made them); the number of classes."""
+def _make_stores(job: blocks.Job, size: VoxelSize | None, source: VolumeSource) -> None:
+    """Create the work stores (unless a resumed run made them)."""
     chunks = _chunks(job)
     count = blocks.predictor_for(job).classes
     wanted: dict[str, tuple[tuple[int, ...], Any, VoxelSize | None]] = {"classes": (job.shape, np.uint8, None)}
@@ -346,18 +346,6 @@ def _make_stores(job: blocks.Job, size: VoxelSize | None, source: VolumeSource) 
             block_chunks = (shape[0], *chunks) if len(shape) == 4 else chunks
             ome = source.ome if voxel_size is not None else None
             create_zarr(store, shape, dtype, block_chunks, voxel_size, ome)
-    return count
-
-
-def _foreground(
-    classes: int, voxels: np.ndarray, sums: np.ndarray, job: blocks.Job, override: int | None
-) -> tuple[int, str]:
-    """The foreground class by :func:`~wnet_zoo.predict.choose_foreground`'s rule, from per-class totals."""
-    metadata = blocks.predictor_for(job).metadata
-    if override is not None or metadata.foreground_class is not None:
-        return choose_foreground(np.zeros((classes, 1, 1, 1)), np.zeros((1, 1, 1)), metadata, override)
-    means = np.where(voxels > 0, sums / np.maximum(voxels, 1), -np.inf)
-    return int(np.argmax(means)), "intensity"
 
 
 def _publish(job: blocks.Job, paths: dict[str, Path], fmt: str, size: VoxelSize | None, grid: blocks.BlockGrid) -> None:
