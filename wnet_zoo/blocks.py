@@ -322,7 +322,7 @@ def relabel(job: Job, index: int, extra: dict[str, Any]) -> dict[str, np.ndarray
     ``extra``: ``first`` (the block's first final label, less one), ``edge`` and ``edge_final`` (final labels
     of its edge labels, 0 when dropped) and ``rows`` (table rows of merged nuclei numbered in this block).
     """
-    from .instances import COLUMNS
+    from .instances import table_rows
 
     region = job.label_grid.region(index)
     with np.load(job.done("label", index)) as record:
@@ -338,17 +338,8 @@ def relabel(job: Job, index: int, extra: dict[str, Any]) -> dict[str, np.ndarray
     numbers = np.asarray(open_zarr(job.store("raw_labels"), "r")[region])
     result = open_zarr(job.store("instances"))
     result[region] = lookup.astype(result.dtype)[numbers]
-    rows = {"label": lookup[kept], "voxels": voxels[kept - 1]}
-    for name in "zyx":
-        rows[f"centroid_{name}"] = measured[f"sum_{name}"][kept - 1] / voxels[kept - 1]
-    for name in "zyx":
-        rows[f"bbox_{name}_start"] = measured[f"start_{name}"][kept - 1]
-    for name in "zyx":
-        rows[f"bbox_{name}_stop"] = measured[f"stop_{name}"][kept - 1]
-    rows["mean_intensity"] = measured["intensity"][kept - 1] / voxels[kept - 1]
-    table = np.concatenate(
-        [np.stack([rows[c] for c in COLUMNS], axis=1), np.asarray(extra["rows"]).reshape(-1, len(COLUMNS))]
-    )
+    own = table_rows(lookup[kept], {name: values[kept - 1] for name, values in measured.items()})
+    table = np.concatenate([own, np.asarray(extra["rows"]).reshape(-1, own.shape[1])])
     part = job.work / "table" / f"{index:08d}.npy"
     staged = part.with_name(f".{part.stem}.{os.getpid()}.{threading.get_ident()}.npy")
     np.save(staged, table[np.argsort(table[:, 0], kind="stable")])

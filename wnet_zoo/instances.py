@@ -185,6 +185,19 @@ def typical_volume(labels: np.ndarray) -> float:
     return float(sizes[np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
+def table_rows(labels: np.ndarray, totals: dict[str, np.ndarray]) -> np.ndarray:
+    """Table rows (float, :data:`COLUMNS` order) from per-nucleus totals, one entry per label: ``voxels``,
+    coordinate sums ``sum_z/y/x``, box ``start_z/y/x`` and ``stop_z/y/x``, and summed ``intensity``."""
+    voxels = totals["voxels"]
+    safe = np.maximum(voxels, 1)
+    columns = {"label": labels, "voxels": voxels, "mean_intensity": totals["intensity"] / safe}
+    for name in "zyx":
+        columns[f"centroid_{name}"] = totals[f"sum_{name}"] / safe
+        columns[f"bbox_{name}_start"] = totals[f"start_{name}"]
+        columns[f"bbox_{name}_stop"] = totals[f"stop_{name}"]
+    return np.stack([np.asarray(columns[c], dtype=np.float64) for c in COLUMNS], axis=1)
+
+
 def measure(labels: np.ndarray, intensity: np.ndarray) -> pd.DataFrame:
     """The table of :class:`Instances` for a label image with labels 1..N and an intensity image."""
     import pandas as pd

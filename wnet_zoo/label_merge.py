@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .blocks import FACE_AXES, BlockGrid
-from .instances import COLUMNS
+from .instances import table_rows
 
 Summary = dict[str, np.ndarray]
 
@@ -102,19 +102,12 @@ def merge_labels(
 
 def _table(component: np.ndarray, groups: int, voxels: np.ndarray, edge_values: Any) -> np.ndarray:
     """One row per merged nucleus in :data:`~wnet_zoo.instances.COLUMNS` order (the label column left 0)."""
-    columns: dict[str, np.ndarray] = {"label": np.zeros(groups), "voxels": voxels}
-    safe = np.maximum(voxels, 1)
+    totals = {"voxels": voxels}
+    for name in ("sum_z", "sum_y", "sum_x", "intensity"):
+        totals[name] = np.bincount(component, weights=edge_values(name), minlength=groups)
     for name in "zyx":
-        columns[f"centroid_{name}"] = (
-            np.bincount(component, weights=edge_values(f"sum_{name}"), minlength=groups) / safe
-        )
-    for name in "zyx":
-        starts = np.full(groups, np.inf)
-        np.minimum.at(starts, component, edge_values(f"start_{name}"))
-        columns[f"bbox_{name}_start"] = starts
-    for name in "zyx":
-        stops = np.zeros(groups)
-        np.maximum.at(stops, component, edge_values(f"stop_{name}"))
-        columns[f"bbox_{name}_stop"] = stops
-    columns["mean_intensity"] = np.bincount(component, weights=edge_values("intensity"), minlength=groups) / safe
-    return np.stack([columns[c] for c in COLUMNS], axis=1) if groups else np.zeros((0, len(COLUMNS)))
+        totals[f"start_{name}"] = np.full(groups, np.inf)
+        np.minimum.at(totals[f"start_{name}"], component, edge_values(f"start_{name}"))
+        totals[f"stop_{name}"] = np.zeros(groups)
+        np.maximum.at(totals[f"stop_{name}"], component, edge_values(f"stop_{name}"))
+    return table_rows(np.zeros(groups), totals)
