@@ -17,6 +17,7 @@ from wnet_zoo.checks import (
     check_usable,
     screen_volume,
     segmentation_stats,
+    smoothed,
     suggested_rec_weight,
     usable_corners,
 )
@@ -25,7 +26,8 @@ from wnet_zoo.data import PatchSampler, remap
 from wnet_zoo.errors import UserError
 from wnet_zoo.events import read_events
 
-TINY = ["--channels", "4,8,16,32", "--patch", "16,24,24", "--samples-per-epoch", "2", "--batch", "2"]
+# float32: bf16 autocast (the default where the CPU has it) is not bit-reproducible (oneDNN's bf16 backward)
+TINY = ["--channels", "4,8,16,32", "--patch", "16,24,24", "--samples-per-epoch", "2", "--batch", "2", "--no-bf16"]
 OFF = ["--no-screen", "--no-explosion-guard", "--no-balance-check", "--plateau-window", "0"]
 BALANCE = ["--lr", "1e-2", "--plateau-window", "2", "--plateau-tolerance", "0.05"]
 
@@ -66,7 +68,15 @@ def test_screening_numbers_of_healthy_and_faulty_volumes(crop: np.ndarray):
     screen = screen_volume(noise, "noise")
     assert screen.flags == ["almost empty"] and screen.foreground < 1e-4
     with pytest.raises(UserError, match="noise: unusable for training: no 16x24x24 patch holds foreground"):
-        check_usable(screen, usable_corners(remap(noise), screen.threshold, (16, 24, 24), 1e-3), (16, 24, 24))
+        check_usable(screen, usable_corners(smoothed(remap(noise)), screen.threshold, (16, 24, 24), 1e-3), (16, 24, 24))
+
+    # dim nuclei (+40) in that noise (sigma 30): each voxel is within the noise, the smoothed volume is not
+    z, y, x = np.ogrid[: crop.shape[0], : crop.shape[1], : crop.shape[2]]
+    nuclei = sum(((z - c) ** 2 + (y - 2 * c) ** 2 + (x - c) ** 2) <= 25 for c in (8, 16, 22))
+    dim = (noise + 40 * nuclei).astype(np.uint16)
+    assert np.mean(dim > 400 + 5 * 30) < 1e-3  # counted voxel by voxel, almost nothing stands out
+    screen = screen_volume(dim, "dim")
+    assert screen.flags == [] and 0.5 * nuclei.mean() < screen.foreground < 1.5 * nuclei.mean()
 
 
 def test_usable_corners_count_foreground_exactly():
@@ -88,7 +98,7 @@ def test_sampler_replaces_almost_empty_patches_and_keeps_the_others(crop: np.nda
     raw = np.concatenate([crop, flat], axis=2)  # the right half holds noise only
     volume = remap(raw)
     screen = screen_volume(raw, "half")
-    usable = usable_corners(volume, screen.threshold, (16, 24, 24), 1e-3)
+    usable = usable_corners(smoothed(volume), screen.threshold, (16, 24, 24), 1e-3)
     check_usable(screen, usable, (16, 24, 24))
     assert 0.25 < screen.empty_positions < 0.75 and "large empty regions" in screen.flags
     plain = PatchSampler([volume], (16, 24, 24), 40, 4, seed=3)
@@ -101,9 +111,13 @@ def test_sampler_replaces_almost_empty_patches_and_keeps_the_others(crop: np.nda
     assert skipping.counts["almost_empty"] == skipping.counts["skipped"] == len(changed) > 3
     assert counting.counts == {"patches": 40, "almost_empty": len(changed), "skipped": 0}
     assert np.array_equal(kept, before)
-    needed = 1e-3 * 16 * 24 * 24
-    assert all((after[i] > screen.threshold).sum() >= needed for i in range(40))
-    assert all((before[i] > screen.threshold).sum() < needed for i in changed)
+    needed = 1e-3 * 16 * 24 * 24  # foreground is counted on the smoothed volume: the same draws from it
+    soft_before = np.concatenate(list(PatchSampler([smoothed(volume)], (16, 24, 24), 40, 4, seed=3).epoch(5)))
+    soft_after = np.concatenate(
+        list(PatchSampler([smoothed(volume)], (16, 24, 24), 40, 4, seed=3, usable=[usable]).epoch(5))
+    )
+    assert all((soft_after[i] > screen.threshold).sum() >= needed for i in range(40))
+    assert all((soft_before[i] > screen.threshold).sum() < needed for i in changed)
     assert np.array_equal(np.concatenate(list(skipping.epoch(5))), after)  # seeded: the same again
 
 
@@ -141,7 +155,9 @@ def test_plateau_detector_on_loss_curves():
         return None
 
     falling = [0.99, 0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.43, 0.42, 0.42, 0.42, 0.42, 0.42, 0.42]
-    assert first_fire(falling) == 13  # means 0.4200 vs 0.4233 (epochs 8-10): 0.8%, the first change under 1%
+    assert first_fire(falling) == 13  # means 0.4200 vs 0.4233 (epochs 8-10): the first fall under 0.01
+    halving = [0.9 * 0.5**epoch for epoch in range(20)]  # heads for 0: each window 87% below the one before
+    assert first_fire(halving) == 12  # means 0.0010 vs 0.0082: a relative tolerance would never fire
     assert first_fire([0.999] * 20) is None  # stuck at K - 1: the encoder has not split the volume yet
     assert first_fire([0.4] * 6) == 6  # flat from the start (pretrained weights)
     assert first_fire([0.4, math.nan, 0.4, 0.4, 0.4, 0.4, 0.4]) == 7  # rolled-back epochs do not count
@@ -154,7 +170,7 @@ def test_plateau_detector_on_loss_curves():
 
 def test_stop_at_plateau(tmp_path: Path, small_tiff: Path):
     run = tmp_path / "run"
-    args = [*TINY, *BALANCE, "--epochs", "30", "--no-balance-check", "--stop-at-plateau"]
+    args = [*TINY, *BALANCE, "--epochs", "30", "--no-balance-check"]  # stopping at the plateau is the default
     assert main(["train", str(small_tiff), "--out", str(run), *args]) == 0
     rows = _metrics(run)
     events = [e for e in read_events(run / "events.csv") if e.kind == "plateau"]
@@ -162,7 +178,7 @@ def test_stop_at_plateau(tmp_path: Path, small_tiff: Path):
     assert events[0].action.startswith("stopped training") and "2-epoch mean" in events[0].detail
     ncut = [float(r["ncut"]) for r in rows]
     recent, before = np.mean(ncut[-2:]), np.mean(ncut[-4:-2])
-    assert recent < 0.98 and (before - recent) / before < 0.05
+    assert recent < 0.98 and before - recent < 0.05
     best = min(rows, key=lambda r: float(r["total"]))
     assert load_weights(run / "best.pt").epoch == int(best["epoch"])
 
@@ -205,7 +221,7 @@ def test_explosion_guard_fires_at_lr_10_and_keeps_exploded_losses_out_of_metrics
     tifffile.imwrite(image, example)
     run = tmp_path / "run"
     args = ["--samples-per-epoch", "8", "--lr", "10", "--epochs", "3"]
-    assert main(["train", str(image), "--out", str(run), *TINY[:4], *args]) == 0
+    assert main(["train", str(image), "--out", str(run), *TINY[:4], "--no-bf16", *args]) == 0
     explosions = [e for e in read_events(run / "events.csv") if e.kind == "explosion"]
     assert [e.action.rsplit(", ", 1)[1] for e in explosions] == ["lr 10 -> 5", "lr 5 -> 2.5"]
     assert all("reconstruction loss jumped to" in e.detail for e in explosions)
@@ -222,7 +238,7 @@ def test_explosion_guard_stops_after_explosions_in_a_row(tmp_path: Path, example
     tifffile.imwrite(image, example)
     run = tmp_path / "run"
     args = ["--samples-per-epoch", "8", "--lr", "10", "--epochs", "3", "--max-explosions", "2"]
-    assert main(["train", str(image), "--out", str(run), *TINY[:4], *args]) == 1
+    assert main(["train", str(image), "--out", str(run), *TINY[:4], "--no-bf16", *args]) == 1
     lines = capfd.readouterr().err.strip().splitlines()
     assert lines[-1] == (
         "Error: the loss exploded 2 times in a row; lower the learning rate by 10x (--lr 1) and train again "
@@ -316,7 +332,7 @@ def test_checks_stay_quiet_and_change_nothing_on_a_healthy_run(tmp_path: Path, s
 @pytest.mark.parametrize(
     ("case", "args", "epochs", "split"),
     [
-        ("explosions", [*TINY[:4], "--samples-per-epoch", "8", "--lr", "10"], 3, 1),
+        ("explosions", [*TINY[:4], "--no-bf16", "--samples-per-epoch", "8", "--lr", "10"], 3, 1),
         ("auto-balance", [*TINY, *BALANCE, "--rec-weight", "0", "--auto-balance"], 8, 7),
     ],
 )

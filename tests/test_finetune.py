@@ -48,9 +48,9 @@ def test_finetune_from_each_source(tmp_path: Path, small_tiff: Path, pretrained:
     assert main(["finetune", str(small_tiff), "--from", str(pretrained[kind]), "--out", str(out), *QUICK]) == 0
     config, rows = _finetuned(out)
     assert config["channels"] == [4, 8, 16, 32] and config["num-classes"] == 3
-    assert config["lr"] == pytest.approx(2e-6) and config["base-lr"] == 2e-5 and config["lr-factor"] == 0.1
+    assert config["lr"] == pytest.approx(1e-4) and config["base-lr"] == 1e-3 and config["lr-factor"] == 0.1
     assert config["from-weights"] == str(pretrained[kind])
-    assert float(rows[0]["lr"]) == pytest.approx(2e-6) and float(rows[0]["base_lr"]) == 2e-5
+    assert float(rows[0]["lr"]) == pytest.approx(1e-4) and float(rows[0]["base_lr"]) == 1e-3
     source = torch.load(pretrained["bare state dict"], weights_only=True)
     tuned = torch.load(out / "last.pt", weights_only=True)["model"]
     drift = max((tuned[k].float() - v.float()).abs().max().item() for k, v in source.items())
@@ -65,7 +65,7 @@ def test_finetune_cellseg3d_pth_and_explicit_lr(tmp_path: Path, small_tiff: Path
     assert main(["finetune", str(small_tiff), "--from", str(pth), "--out", str(out), *QUICK, "--lr", "1e-4"]) == 0
     config, rows = _finetuned(out)
     assert config["channels"] == [64, 128, 256, 512] and config["num-classes"] == 2
-    assert config["lr"] == pytest.approx(1e-4) and config["base-lr"] == 2e-5
+    assert config["lr"] == pytest.approx(1e-4) and config["base-lr"] == 1e-3
     assert float(rows[0]["lr"]) == pytest.approx(1e-4)
 
 

@@ -49,7 +49,7 @@ def test_table_measures_each_nucleus_and_small_ones_are_removed():
     probability[10:13, 20:23, 20:23] = 0.8  # 27 voxels
     probability[16, 1, 1] = 0.99  # a single voxel: removed at min_size 2
     intensity = np.arange(probability.size, dtype=np.float32).reshape(probability.shape)
-    result = instances(probability, intensity, min_size=2)
+    result = instances(probability, intensity, min_size=2, boundary="mask")  # the ramp is no image of nuclei
     assert list(result.table.columns) == list(COLUMNS)
     assert result.labels.dtype == np.uint16
     assert result.table["label"].tolist() == [1, 2]
@@ -61,8 +61,9 @@ def test_table_measures_each_nucleus_and_small_ones_are_removed():
     assert box == [2, 3, 4, 6, 7, 8]
     assert first["mean_intensity"] == pytest.approx(intensity[2:6, 3:7, 4:8].mean())
     assert second["mean_intensity"] == pytest.approx(intensity[10:13, 20:23, 20:23].mean())
-    assert instances(probability, min_size=1).labels.max() == 3
-    assert instances(probability, threshold=0.85, min_size=1).labels.max() == 2
+    assert instances(probability, min_size=1, relative_min_size=0).labels.max() == 3
+    assert instances(probability, min_size=1).labels.max() == 2  # by default under a tenth of 64 voxels goes too
+    assert instances(probability, threshold=0.85, min_size=1, relative_min_size=0).labels.max() == 2
 
 
 def test_mask_decides_the_foreground_and_empty_input_gives_an_empty_table():
@@ -105,9 +106,9 @@ def dice_of_nucleus(labels: np.ndarray, nucleus: np.ndarray) -> float:
 def test_half_max_boundary_gives_blurred_nuclei_their_true_size_and_relative_min_size_drops_speckles():
     image, truth, mask = blurred_nuclei()
     probability = mask.astype(np.float32)
-    as_mask = instances(probability, image, mask=mask)
-    half_max = instances(probability, image, mask=mask, boundary="half_max")
-    found = instances(probability, image, mask=mask, boundary="half_max", relative_min_size=0.1)
+    as_mask = instances(probability, image, mask=mask, boundary="mask", relative_min_size=0)
+    half_max = instances(probability, image, mask=mask, boundary="half_max", relative_min_size=0)
+    found = instances(probability, image, mask=mask)  # the defaults: half-max, relative_min_size 0.1
     assert as_mask.labels.max() == half_max.labels.max() == 3  # two nuclei and the speckle's blob (>= 10 voxels)
     assert found.labels.max() == 2  # the blob is under a tenth of a typical nucleus
     for nucleus in (truth == 1, truth == 2):

@@ -44,7 +44,11 @@ def test_report_of_a_run_with_events(tmp_path: Path):
         ),
         Event(3, 6, "balance", "the reconstruction stays poor: loss 50", "raise --rec-weight (e.g. 0.01), or ..."),
         Event(
-            3, 6, "plateau", "the SoftNCut loss stopped improving at epoch 3", "stopped training (--stop-at-plateau)"
+            3,
+            6,
+            "plateau",
+            "the SoftNCut loss stopped improving at epoch 3",
+            "stopped training; best.pt holds the lowest total loss",
         ),
     ]
     checks = {
@@ -53,7 +57,7 @@ def test_report_of_a_run_with_events(tmp_path: Path):
     }
     text = run_report(_run_dir(tmp_path / "run", rows, events, checks=checks))
     lines = text.splitlines()
-    assert lines[1] == "status: stopped at the plateau, epoch 3 of 4 (--stop-at-plateau)"
+    assert lines[1] == "status: stopped at the SoftNCut plateau, epoch 3 of 4"
     assert (
         lines[2] == "final losses (epoch 3): SoftNCut 0.9000, reconstruction 50, total 0.7 (lr 0.0005, base lr 0.001)"
     )

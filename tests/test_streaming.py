@@ -15,6 +15,7 @@ from wnet_zoo import blocks
 from wnet_zoo.cli import main
 from wnet_zoo.data import read_voxel_size
 from wnet_zoo.errors import UserError
+from wnet_zoo.instances import NucleiOptions
 from wnet_zoo.outputs import predict_files
 from wnet_zoo.streaming import StreamOptions, work_folder
 
@@ -176,7 +177,7 @@ def test_resume_skips_finished_blocks_and_gives_the_same_result(tiny_onnx, volum
     with pytest.raises(UserError, match="--resume"):
         predict_files(tiny_onnx, *args, **options)
     with pytest.raises(UserError, match="other settings"):
-        predict_files(tiny_onnx, *args, resume=True, **{**options, "min_size": 3})
+        predict_files(tiny_onnx, *args, resume=True, **{**options, "nuclei": NucleiOptions(min_size=3)})
 
     calls.clear()
     for phase in real:

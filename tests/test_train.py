@@ -4,11 +4,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import torch
 import yaml
 
 from wnet_zoo.checkpoints import load_weights
 from wnet_zoo.cli import main
 from wnet_zoo.config import TrainConfig
+from wnet_zoo.train import TrainingStep, bf16_supported
 
 TINY = [
     "--channels",
@@ -21,6 +23,7 @@ TINY = [
     "2",
     "--lr",
     "1e-3",
+    "--no-bf16",  # bf16 autocast (the default where the CPU has it) is not bit-reproducible
 ]
 
 
@@ -185,3 +188,31 @@ def test_overwrite_never_deletes_inputs_or_foreign_folders(tmp_path: Path, small
 def test_bare_command_prints_help(capsys):
     assert main([]) == 0
     assert "Usage: wnet-zoo" in capsys.readouterr().out
+
+
+def test_defaults_train_fast_and_a_bf16_step_with_nan_gradients_is_redone_in_float32():
+    config = TrainConfig()
+    assert (config.lr, config.epochs, config.stop_at_plateau, config.bf16) == (1e-3, 12, True, None)
+    cpu = torch.device("cpu")
+    assert TrainingStep.from_config(config, cpu).bf16 == bf16_supported(cpu)  # bf16 where the CPU computes it
+
+    tiny = TrainConfig(channels=[4, 8, 16, 32], lr=1e-2, bf16=False)
+    batch = torch.rand(2, 1, 16, 24, 24) * 100
+
+    def first_step(bf16: bool) -> TrainingStep:
+        torch.manual_seed(0)
+        step = TrainingStep.from_config(tiny, cpu)
+        if bf16:
+            step.bf16 = True  # autocast runs (emulated where not native) on any CPU
+            calls = []  # a NaN gradient in the first backward only, as oneDNN's bf16 backward gives now and then
+            hook = lambda grad: grad * np.nan if len(calls) == 1 else grad  # noqa: E731
+            step.model.decoder.bot.module[0].weight.register_hook(lambda grad: calls.append(1) or hook(grad))
+        torch.manual_seed(1)
+        assert step(batch)["applied"]
+        return step
+
+    redone, reference = first_step(bf16=True), first_step(bf16=False)
+    assert redone.float32_redone == 1 and reference.float32_redone == 0
+    # redone in float32 with the same dropout: the very update of a float32 step, and no NaN weights
+    for a, b in zip(redone.model.state_dict().values(), reference.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

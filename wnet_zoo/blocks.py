@@ -9,9 +9,10 @@ input and the work stores, writes its block, and returns a small summary that is
 2. :func:`probabilities`: the covering tiles plus their halo, blended exactly as the in-memory path does;
    writes the probabilities (when asked for) and the arg-max class; returns voxels and summed intensity
    per class (for choosing the foreground class).
-3. :func:`label`: the mask of the foreground class and, for instances, the nuclei split inside the block
-   plus an instance halo; keeps the block's own labels (numbered 1..n) and records, at each face shared with
-   the next block, which of its labels continue across (see :mod:`wnet_zoo.label_merge`).
+3. :func:`label`: the mask of the foreground class and, for instances, the nuclei found inside the block
+   plus an instance halo (:func:`wnet_zoo.instances.nuclei_labels`); keeps the block's own labels (numbered
+   1..n) and records, at each face shared with the next block, which of its labels continue across (see
+   :mod:`wnet_zoo.label_merge`).
 4. :func:`relabel`: the block's labels mapped to the final, merged and renumbered labels.
 """
 
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .data import remap
-from .instances import split_nuclei
+from .instances import NucleiOptions, nuclei_labels, size_counts, table_rows
 from .sources import SourceSpec, VolumeSource
 from .stores import open_zarr
 from .tiling import TilePlan
@@ -96,9 +97,7 @@ class Job:
     foreground: int = 0
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     instance_halo: int = 24
-    min_size: int = 10
-    spot_sigma: float = 1.0
-    min_distance: float = 3.0
+    nuclei: NucleiOptions = NucleiOptions()
     cache_bytes: int = 128 * 2**20
 
     @property
@@ -249,7 +248,8 @@ def label(job: Job, index: int) -> dict[str, np.ndarray]:
     """Phase 3: the block's mask and (for instances) its nuclei.
 
     Writes the block's own labels 1..n. Returns the labels touching a face shared with another block
-    (``edge``, with their measurements) and how many of the others are kept; keeps on disk (``_``-keys) every
+    (``edge``, with their measurements) and the sizes of the others (``inner_sizes`` and ``inner_counts``, a
+    histogram); keeps on disk (``_``-keys) every
     label's measurements and, for each face shared with the next block, the block's labels on that
     block's first plane where they continue across the face (0 elsewhere).
     """
@@ -265,14 +265,14 @@ def label(job: Job, index: int) -> dict[str, np.ndarray]:
         open_zarr(job.store("mask"))[region] = foreground[core].astype(np.uint8)
     if "instances" not in job.outputs:
         return {}
-    labels = split_nuclei(foreground, job.spacing, job.spot_sigma, job.min_distance)
+    with job.source.open() as source:
+        intensity = source.read(extended)
+    labels = nuclei_labels(foreground, intensity, job.spacing, job.nuclei)
     own, compact = np.unique(labels[core], return_inverse=True)
     first = 0 if own.size and own[0] == 0 else 1
     numbers = compact.reshape(labels[core].shape).astype(np.uint32) + first
     open_zarr(job.store("raw_labels"))[region] = numbers
-    with job.source.open() as source:
-        intensity = source.read(region)
-    measured = _measure(numbers, intensity, region)
+    measured = _measure(numbers, intensity[core], region)
     count = int(measured["voxels"].size)
     summary: dict[str, np.ndarray] = {f"_{name}": values for name, values in measured.items()}
     on_edge = np.zeros(count + 1, dtype=bool)
@@ -291,8 +291,9 @@ def label(job: Job, index: int) -> dict[str, np.ndarray]:
             summary[f"_face{axis}"] = face
     on_edge[0] = False
     edge = np.flatnonzero(on_edge)
-    kept_inside = (~on_edge[1:]) & (measured["voxels"] >= max(job.min_size, 1))
-    summary |= {"count": np.int64(count), "kept_inside": np.int64(kept_inside.sum()), "edge": edge.astype(np.int64)}
+    inner_sizes, inner_counts = size_counts(measured["voxels"][~on_edge[1:]])
+    summary |= {"count": np.int64(count), "edge": edge.astype(np.int64)}
+    summary |= {"inner_sizes": inner_sizes, "inner_counts": inner_counts}
     summary |= {f"edge_{name}": values[edge - 1] for name, values in measured.items()}
     return summary
 
@@ -320,10 +321,9 @@ def relabel(job: Job, index: int, extra: dict[str, Any]) -> dict[str, np.ndarray
     """Phase 4: the block's labels renumbered and written, and its rows of the labels table.
 
     ``extra``: ``first`` (the block's first final label, less one), ``edge`` and ``edge_final`` (final labels
-    of its edge labels, 0 when dropped) and ``rows`` (table rows of merged nuclei numbered in this block).
+    of its edge labels, 0 when dropped), ``rows`` (table rows of merged nuclei numbered in this block) and
+    ``min_size`` (the smallest nucleus kept, in voxels).
     """
-    from .instances import table_rows
-
     region = job.label_grid.region(index)
     with np.load(job.done("label", index)) as record:
         voxels = record["_voxels"]
@@ -332,7 +332,7 @@ def relabel(job: Job, index: int, extra: dict[str, Any]) -> dict[str, np.ndarray
     inside = np.ones(voxels.size + 1, dtype=bool)
     inside[0] = False
     inside[extra["edge"]] = False
-    kept = np.flatnonzero(inside[1:] & (voxels >= max(job.min_size, 1))) + 1
+    kept = np.flatnonzero(inside[1:] & (voxels >= max(int(extra["min_size"]), 1))) + 1
     lookup[kept] = extra["first"] + np.arange(1, kept.size + 1)
     lookup[extra["edge"]] = extra["edge_final"]
     numbers = np.asarray(open_zarr(job.store("raw_labels"), "r")[region])

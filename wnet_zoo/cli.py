@@ -130,8 +130,7 @@ def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--bf16/--no-bf16",
             default=d.bf16,
-            show_default=True,
-            help="bfloat16 autocast, on CPUs and GPUs with native support.",
+            help="bfloat16 autocast. Default: where the CPU (AVX512-BF16, AMX) or GPU computes it natively.",
         ),
         click.option(
             "--screen/--no-screen",
@@ -164,9 +163,14 @@ def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
             type=float,
             default=d.plateau_tolerance,
             show_default=True,
-            help="Relative change of that mean below which the loss has plateaued.",
+            help="Fall of that mean between two windows below which the loss has plateaued.",
         ),
-        click.option("--stop-at-plateau", is_flag=True, help="End training when the SoftNCut loss plateaus."),
+        click.option(
+            "--stop-at-plateau/--no-stop-at-plateau",
+            default=d.stop_at_plateau,
+            show_default=True,
+            help="End training when the SoftNCut loss plateaus (best.pt: the lowest total loss).",
+        ),
         click.option(
             "--explosion-guard/--no-explosion-guard",
             default=d.explosion_guard,
@@ -382,6 +386,20 @@ def demo(out: str, overwrite: bool) -> None:
 @click.option("--batch", type=int, default=None, help="Windows per engine run. Default: 4 on GPUs, 1 on CPUs.")
 @click.option("--foreground-class", type=int, default=None, help="Nuclei class. Default: metadata, else brightest.")
 @click.option("--min-size", type=int, default=10, show_default=True, help="Smallest nucleus kept, in voxels.")
+@click.option(
+    "--relative-min-size",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Also drop nuclei under this fraction of the typical nucleus volume (0: off).",
+)
+@click.option(
+    "--boundary",
+    type=click.Choice(["half-max", "mask"]),
+    default="half-max",
+    show_default=True,
+    help="Nucleus edges where the smoothed image is halfway up from the surroundings, or the model's mask as is.",
+)
 @click.option("--voxel-size", default=None, help="z,y,x voxel size. Default: the TIFF's metadata, else isotropic.")
 @click.option("--level", type=int, default=None, help="Resolution level of OME-Zarr images. Default: 0 (full).")
 @click.option(
@@ -403,7 +421,17 @@ def demo(out: str, overwrite: bool) -> None:
     "--instance-halo", type=int, default=24, show_default=True, help="Voxels around a block when splitting nuclei."
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing results.")
-def predict(model: str, images: tuple[str, ...], out: str, block: int, instance_halo: int, **options: Any) -> None:
+def predict(
+    model: str,
+    images: tuple[str, ...],
+    out: str,
+    block: int,
+    instance_halo: int,
+    min_size: int,
+    relative_min_size: float,
+    boundary: str,
+    **options: Any,
+) -> None:
     """Segment IMAGES (3-D TIFF files, zarr / OME-Zarr volumes, or folders) with MODEL (.onnx or bioimage.io).
 
     \b
@@ -411,11 +439,13 @@ def predict(model: str, images: tuple[str, ...], out: str, block: int, instance_
       wnet-zoo predict model.onnx stacks/ --out results --output probabilities --output instances
       wnet-zoo predict model.onnx brain.ome.zarr --out results --scheduler local:4
     """
+    from .instances import NucleiOptions
     from .outputs import predict_files
     from .streaming import StreamOptions
 
-    stream_options = StreamOptions(block=block, instance_halo=instance_halo)
-    predict_files(model, images, out, progress=True, report=click.echo, stream_options=stream_options, **options)
+    options["stream_options"] = StreamOptions(block=block, instance_halo=instance_halo)
+    options["nuclei"] = NucleiOptions(min_size, relative_min_size, boundary.replace("-", "_"))
+    predict_files(model, images, out, progress=True, report=click.echo, **options)
 
 
 @cli.command()

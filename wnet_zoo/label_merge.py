@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .blocks import FACE_AXES, BlockGrid
-from .instances import table_rows
+from .instances import NucleiOptions, table_rows, typical_volume_of
 
 Summary = dict[str, np.ndarray]
 
@@ -31,6 +31,7 @@ class MergedLabels:
 
     extras: list[dict[str, Any]]
     count: int
+    min_size: int
 
     @property
     def dtype(self) -> np.dtype:
@@ -39,15 +40,18 @@ class MergedLabels:
 
 
 def merge_labels(
-    grid: BlockGrid, labelled: Sequence[Summary], paired: Sequence[Summary], min_size: int
+    grid: BlockGrid, labelled: Sequence[Summary], paired: Sequence[Summary], nuclei: NucleiOptions
 ) -> MergedLabels:
-    """Join edge labels that continue across block faces; number all nuclei of at least ``min_size`` voxels.
+    """Join edge labels that continue across block faces; number all nuclei that are not too small.
+
+    The smallest nucleus kept follows ``nuclei`` (its ``min_size``, and its ``relative_min_size`` of the typical
+    nucleus volume over the whole volume: the blocks' inner nuclei and the merged ones).
 
     Args:
         grid: the labelling blocks.
         labelled: per block, what :func:`wnet_zoo.blocks.label` returned.
         paired: per block, what :func:`wnet_zoo.blocks.pairs` returned.
-        min_size: smallest nucleus kept, in voxels.
+        nuclei: the splitting settings.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -78,7 +82,10 @@ def merge_labels(
     first_node = np.full(groups, nodes.size)
     np.minimum.at(first_node, component, np.arange(nodes.size))
     starts_in = home[first_node] if groups else np.zeros(0, np.int64)
-    kept = voxels >= max(min_size, 1)
+    sizes = np.concatenate([voxels.astype(np.int64), *(s["inner_sizes"] for s in labelled)])
+    counts = np.concatenate([np.ones(groups, np.int64), *(s["inner_counts"] for s in labelled)])
+    min_size = max(nuclei.min_size_for(typical_volume_of(sizes, counts)), 1)
+    kept = voxels >= min_size
 
     table = _table(component, groups, voxels, edge_values)
     final = np.zeros(groups, dtype=np.int64)
@@ -87,17 +94,17 @@ def merge_labels(
     for index, summary in enumerate(labelled):
         mine = np.flatnonzero(kept & (starts_in == index))
         mine = mine[np.argsort(first_node[mine], kind="stable")]
-        inside = int(summary["kept_inside"])
+        inside = int(summary["inner_counts"][summary["inner_sizes"] >= min_size].sum())
         final[mine] = numbered + inside + np.arange(1, mine.size + 1)
         rows = table[mine].copy()
         rows[:, 0] = final[mine]
-        extras.append({"first": numbered, "rows": rows})
+        extras.append({"first": numbered, "rows": rows, "min_size": min_size})
         numbered += inside + mine.size
     edge_final = np.where(kept[component], final[component], 0) if groups else np.zeros(0, np.int64)
     for index, extra in enumerate(extras):
         extra["edge"] = edges[index]
         extra["edge_final"] = edge_final[home == index]
-    return MergedLabels(extras, numbered)
+    return MergedLabels(extras, numbered, min_size)
 
 
 def _table(component: np.ndarray, groups: int, voxels: np.ndarray, edge_values: Any) -> np.ndarray:

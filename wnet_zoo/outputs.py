@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ import tifffile
 
 from .data import VoxelSize, override_voxel_size, parse_floats, read_volume, read_voxel_size
 from .errors import UserError
-from .instances import DEFAULT_MIN_SIZE, instances
+from .instances import NucleiOptions, instances
 from .predict import Predictor, choose_foreground
 from .sources import SourceSpec, collect_sources
 from .streaming import FORMATS, StreamOptions, predict_stream, result_paths, work_folder
@@ -137,7 +137,7 @@ def predict_files(
     channel: int | None = None,
     level: int | None = None,
     foreground_class: int | None = None,
-    min_size: int = DEFAULT_MIN_SIZE,
+    nuclei: NucleiOptions | None = None,
     voxel_size: str | Sequence[float] | None = None,
     fmt: str | None = None,
     stream: bool | None = None,
@@ -160,7 +160,8 @@ def predict_files(
         channel: channel of 4-D volumes.
         level: resolution level of OME-Zarr images (default 0, the full resolution).
         foreground_class: the nuclei class, overriding the model's metadata and the intensity rule.
-        min_size: nuclei with fewer voxels are removed.
+        nuclei: how the foreground becomes nuclei (default :class:`~wnet_zoo.instances.NucleiOptions`: half-max
+            boundaries, nuclei under 10 voxels or a tenth of the typical nucleus removed).
         voxel_size: (z, y, x) voxel size overriding the files' metadata (``"2,0.5,0.5"`` or a sequence).
         fmt: ``zarr`` or ``tiff`` results (default: zarr for zarr inputs, TIFF otherwise).
         stream: predict block by block with bounded memory (default: for zarr inputs, zarr results, Dask,
@@ -176,6 +177,8 @@ def predict_files(
     from .predict import onnx_file
 
     chosen = names(outputs)
+    nuclei = nuclei or NucleiOptions()
+    nuclei.validate()
     if fmt is not None and fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose zarr or tiff")
     specs = collect_sources(images, channel, level)
@@ -221,7 +224,7 @@ def predict_files(
                         overwrite,
                         resume,
                         foreground_class,
-                        min_size,
+                        nuclei,
                         override,
                         stream_options,
                         progress,
@@ -232,7 +235,7 @@ def predict_files(
                     probabilities = predictor.probabilities(volume, progress=progress, label=spec.path.name)
                     foreground, reason = choose_foreground(probabilities, volume, predictor.metadata, foreground_class)
                     result = ImageResult(spec.path, planned[spec], foreground, reason, None)
-                    _write(result, probabilities, volume, size, min_size)
+                    _write(result, probabilities, volume, size, nuclei)
                 report(result.summary())
                 results.append(result)
     return results
@@ -308,7 +311,7 @@ def _stream_one(
     overwrite: bool,
     resume: bool,
     foreground_class: int | None,
-    min_size: int,
+    nuclei: NucleiOptions,
     override: tuple[float, float, float] | None,
     options: StreamOptions | None,
     progress: bool,
@@ -330,7 +333,7 @@ def _stream_one(
             executor=executor,
             resume=resume,
             foreground_class=foreground_class,
-            min_size=min_size,
+            nuclei=nuclei,
             voxel_size=override,
             options=options,
             progress=progress,
@@ -343,7 +346,7 @@ def _stream_one(
 
 
 def _write(
-    result: ImageResult, probabilities: np.ndarray, volume: np.ndarray, size: VoxelSize | None, min_size: int
+    result: ImageResult, probabilities: np.ndarray, volume: np.ndarray, size: VoxelSize | None, nuclei: NucleiOptions
 ) -> None:
     paths = result.paths
     mask = probabilities.argmax(axis=0) == result.foreground_class
@@ -355,7 +358,7 @@ def _write(
         if "instances" in paths:
             spacing = None if size is None else size[:3]
             found = instances(
-                probabilities[result.foreground_class], volume, mask=mask, min_size=min_size, voxel_size=spacing
+                probabilities[result.foreground_class], volume, mask=mask, voxel_size=spacing, **asdict(nuclei)
             )
             staged.tiff(paths["instances"], found.labels, "ZYX", size)
             staged.csv(paths["labels"], found.table)

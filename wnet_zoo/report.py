@@ -105,7 +105,7 @@ def _status(rows: list[dict[str, float]], epochs: int, events: list[Event]) -> s
         return f"stopped by the explosion guard in epoch {events[-1].epoch} of {epochs}"
     stop = next((e for e in events if e.kind == "plateau" and e.action.startswith("stopped")), None)
     if stop is not None:
-        return f"stopped at the plateau, epoch {stop.epoch} of {epochs} (--stop-at-plateau)"
+        return f"stopped at the SoftNCut plateau, epoch {stop.epoch} of {epochs}"
     if len(rows) >= epochs:
         return f"finished, {len(rows)} of {epochs} epochs"
     return f"interrupted or still running: {len(rows)} of {epochs} epochs"
@@ -145,7 +145,7 @@ def _advice(
     if "screening" in kinds:
         advice.append(ADVICE["screening"])
     if "explosion" in kinds:
-        advice.append(ADVICE["explosion"].format(lr10=f"{float(config.get('lr', 2e-5)) / 10:.3g}"))
+        advice.append(ADVICE["explosion"].format(lr10=f"{float(config.get('lr', 1e-3)) / 10:.3g}"))
     for event in (e for e in events if e.kind == "balance"):
         text = ADVICE["poor reconstruction"]
         if event.detail.startswith("NCut takes over"):

@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from . import blocks
 from .data import VoxelSize, override_voxel_size
 from .errors import UserError
 from .executors import DaskExecutor, LocalExecutor
+from .instances import NucleiOptions
 from .label_merge import merge_labels
 from .predict import Predictor, foreground_from_totals
 from .sources import SourceSpec, VolumeSource
@@ -123,11 +124,9 @@ def predict_stream(
     executor: LocalExecutor | DaskExecutor,
     resume: bool = False,
     foreground_class: int | None = None,
-    min_size: int = 10,
+    nuclei: NucleiOptions | None = None,
     voxel_size: Sequence[float] | None = None,
     options: StreamOptions | None = None,
-    spot_sigma: float = 1.0,
-    min_distance: float = 3.0,
     progress: bool = False,
 ) -> StreamResult:
     """Predict one volume block by block and write ``paths`` (see :func:`result_paths`).
@@ -141,11 +140,12 @@ def predict_stream(
         executor: where blocks run (see :mod:`wnet_zoo.executors`).
         resume: continue the work folder an interrupted run left; without it such a folder is an error.
         foreground_class: the nuclei class (default: metadata, else the brightest class).
-        min_size: nuclei with fewer voxels are removed.
+        nuclei: how the foreground becomes nuclei (default :class:`~wnet_zoo.instances.NucleiOptions`).
         voxel_size: (z, y, x) overriding the input's voxel size (in its unit).
         options: block sizes and halos.
     """
     options = options or StreamOptions()
+    nuclei = nuclei or NucleiOptions()
     spec = replace(spec, path=spec.path.resolve())  # workers may run in other folders
     model = model.resolve()
     paths = {name: path.resolve() for name, path in paths.items()}
@@ -154,11 +154,11 @@ def predict_stream(
     with spec.open() as source:
         size = override_voxel_size(source.voxel_size, voxel_size)
         job = _job(predictor, model, spec, source, work, outputs, options, size, executor)
-        job = replace(job, min_size=min_size, spot_sigma=spot_sigma, min_distance=min_distance)
-        fingerprint = _fingerprint(job, fmt, min_size, foreground_class, spot_sigma, min_distance)
+        job = replace(job, nuclei=nuclei)
+        fingerprint = _fingerprint(job, fmt, foreground_class)
         created = _prepare(work, fingerprint, resume)
         try:
-            result = _run(job, source, executor, paths, fmt, foreground_class, min_size, size, progress)
+            result = _run(job, source, executor, paths, fmt, foreground_class, size, progress)
         except UserError:
             if created:
                 shutil.rmtree(work, ignore_errors=True)
@@ -207,7 +207,7 @@ def _job(
     return job
 
 
-def _fingerprint(job: blocks.Job, fmt: str, min_size: int, foreground: int | None, *split: float) -> str:
+def _fingerprint(job: blocks.Job, fmt: str, foreground: int | None) -> str:
     model = job.model.stat()
     path = job.source.path
     marker = next((path / m for m in ("zarr.json", ".zarray", ".zattrs") if (path / m).is_file()), path)
@@ -223,13 +223,12 @@ def _fingerprint(job: blocks.Job, fmt: str, min_size: int, foreground: int | Non
             {k: v for k, v in job.predictor.items() if k != "threads"},
             list(job.outputs),
             fmt,
-            min_size,
             foreground,
             list(job.spacing),
             job.block,
             job.label_block,
             job.instance_halo,
-            list(split),
+            asdict(job.nuclei),
         ],
         default=str,
     )
@@ -263,14 +262,13 @@ def _run(
     paths: dict[str, Path],
     fmt: str,
     foreground_class: int | None,
-    min_size: int,
     size: VoxelSize | None,
     progress: bool,
 ) -> StreamResult:
     """Every phase (unless a resumed run finished them all), then publish the results."""
     complete = job.work / "complete.json"
     if not complete.is_file():
-        outcome = _compute(job, source, executor, paths, foreground_class, min_size, size, progress)
+        outcome = _compute(job, source, executor, paths, foreground_class, size, progress)
         complete.write_text(json.dumps(outcome) + "\n")
     outcome = json.loads(complete.read_text())
     _publish(job, paths, fmt, size, job.label_grid)
@@ -283,7 +281,6 @@ def _compute(
     executor: LocalExecutor | DaskExecutor,
     paths: dict[str, Path],
     foreground_class: int | None,
-    min_size: int,
     size: VoxelSize | None,
     progress: bool,
 ) -> dict[str, Any]:
@@ -317,7 +314,7 @@ def _compute(
         labelled = executor.map("label", job, range(len(label_grid)), label=label("nuclei"))
         if "instances" in job.outputs:
             paired = executor.map("pairs", job, range(len(label_grid)), label=label("borders"))
-            merged = merge_labels(label_grid, labelled, paired, job.min_size)
+            merged = merge_labels(label_grid, labelled, paired, job.nuclei)
             if not job.store("instances").exists():  # a resumed relabelling keeps the blocks it wrote
                 create_zarr(job.store("instances"), job.shape, merged.dtype, _chunks(job), size, source.ome)
             executor.map("relabel", job, range(len(label_grid)), merged.extras, label=label("labels"))

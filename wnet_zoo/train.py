@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoints import LoadedWeights, load_weights, save_checkpoint
-from .checks import TrainingChecks, VolumeScreen, check_usable, screen_volume, usable_corners
+from .checks import TrainingChecks, VolumeScreen, check_usable, screen_volume, smoothed, usable_corners
 from .config import TrainConfig, read_config_file, write_config_file
 from .data import PatchSampler, check_volume, collect_images, parse_triple, read_stack, remap, resolve_patch
 from .errors import UserError
@@ -99,7 +99,7 @@ def prepare_data(config: TrainConfig) -> TrainingData:
     if config.screen:
         usable = []
         for volume, screen in zip(volumes, screens, strict=True):
-            usable.append(usable_corners(volume, screen.threshold, patch, config.min_foreground))
+            usable.append(usable_corners(smoothed(volume), screen.threshold, patch, config.min_foreground))
             check_usable(screen, usable[-1], patch)
     return TrainingData(paths, volumes, patch, screens, usable)
 
@@ -134,7 +134,7 @@ def finetune(
 
     The architecture (classes, channels) comes from the weights and replaces the config's. Training runs
     at ``lr = base_lr * lr_factor``, ``base_lr`` being ``config.base_lr`` or else ``config.lr`` (the
-    training default 2e-5 unless changed): 2e-6 by default, as CellSeg3D's page advises for retraining.
+    training default 1e-3 unless changed): 1e-4 by default, as CellSeg3D's page advises for retraining.
     """
     initial = weights if weights is not None else load_weights(source)
     config.channels = list(initial.architecture["channels"])
@@ -212,6 +212,7 @@ class TrainingStep:
     def __init__(self, model: WNet3D, optimizer: torch.optim.Optimizer, loss: WNetLoss, bf16: bool = False) -> None:
         self.model, self.optimizer, self.loss, self.bf16 = model, optimizer, loss, bf16
         self.device = next(model.parameters()).device
+        self.float32_redone = 0
 
     @classmethod
     def from_config(cls, config: TrainConfig, device: torch.device) -> TrainingStep:
@@ -228,7 +229,7 @@ class TrainingStep:
             rec_weight=config.rec_weight,
             rec_loss=config.rec_loss,
         )
-        bf16 = config.bf16 and bf16_supported(device)
+        bf16 = bf16_supported(device) if config.bf16 is None else config.bf16 and bf16_supported(device)
         if config.bf16 and not bf16:
             LOG.warning("--bf16: this %s has no native bf16 support; training in float32", device.type.upper())
         return cls(model, optimizer, loss, bf16)
@@ -252,6 +253,7 @@ class TrainingStep:
         probability (``class_weight``) and probability-weighted intensity (``class_intensity``).
         """
         image = image.to(self.device, memory_format=torch.channels_last_3d)
+        rng = _rng_state() if self.bf16 else None
         with self._autocast():
             probabilities, reconstruction = self.model(image)
         probabilities = probabilities.float()
@@ -261,6 +263,8 @@ class TrainingStep:
         probed = self.gradient_norms(terms) if probe else {}
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
+        if rng is not None and not self._finite_gradients():
+            probabilities, terms = self._redo_in_float32(image, rng)
         self.optimizer.step()
         with torch.no_grad():
             detached = probabilities.detach()
@@ -273,6 +277,24 @@ class TrainingStep:
             "class_intensity": class_intensity,
             **probed,
         }
+
+    def _finite_gradients(self) -> bool:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
+
+    def _redo_in_float32(self, image: torch.Tensor, rng: dict[str, Any]) -> tuple[torch.Tensor, LossTerms]:
+        """The step's forward and backward again in float32, with the same dropout: oneDNN's bf16 backward of
+        3-D convolutions now and then returns NaN weight gradients on small feature maps (a depth of 2), where
+        float32 gives finite ones; without this, the explosion guard would take it for a diverging run."""
+        if not self.float32_redone:
+            LOG.info("bf16 autocast gave non-finite gradients; such steps are redone in float32")
+        self.float32_redone += 1
+        _set_rng_state(rng)
+        self.optimizer.zero_grad(set_to_none=True)
+        probabilities, reconstruction = self.model(image)
+        terms = self.loss(probabilities, reconstruction, image)
+        terms.total.backward()
+        return probabilities, terms
 
     def gradient_norms(self, terms: LossTerms) -> dict[str, float]:
         """Norms of the gradients of ``ncut_weight * ncut`` and ``rec_weight * rec`` w.r.t. the weights of the
