@@ -87,7 +87,7 @@ def table(model: str, image: str, reference_mask: str, threads: int) -> None:
     import tifffile
 
     from wnet_zoo.data import read_volume
-    from wnet_zoo.predict import Predictor, choose_foreground
+    from wnet_zoo.predictor import Predictor, choose_foreground
 
     volume = read_volume(image)
     expected = tifffile.imread(reference_mask).astype(bool)

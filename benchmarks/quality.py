@@ -53,7 +53,7 @@ from baselines import BASELINES  # noqa: E402
 from phantoms import HELD_OUT, SETTINGS, make_phantom, write_phantom  # noqa: E402
 
 from wnet_zoo.evaluate import evaluate  # noqa: E402
-from wnet_zoo.instances import instances  # noqa: E402
+from wnet_zoo.nuclei import instances  # noqa: E402
 
 RESULTS = HERE / "results" / "quality.json"
 PIPELINE = "wnet_zoo"

@@ -30,7 +30,7 @@ from wnet_zoo.demo import example_volume
 from wnet_zoo.export import ExportResult, export_model
 from wnet_zoo.model_card import REQUIRED, default_card_path, read_card
 from wnet_zoo.onnx_model import read_metadata
-from wnet_zoo.train import train
+from wnet_zoo.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "wnet3d-nuclei.bioimageio.zip"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from wnet_zoo.blocks import BlockGrid
-from wnet_zoo.instances import COLUMNS, NucleiOptions
 from wnet_zoo.label_merge import merge_labels
+from wnet_zoo.nuclei import COLUMNS, NucleiOptions
 
 
 def _labelled(count, inner, edge, voxels, xs):

@@ -15,7 +15,7 @@ from wnet_zoo import blocks
 from wnet_zoo.cli import main
 from wnet_zoo.data import read_voxel_size
 from wnet_zoo.errors import UserError
-from wnet_zoo.instances import NucleiOptions
+from wnet_zoo.nuclei import NucleiOptions
 from wnet_zoo.outputs import predict_files
 from wnet_zoo.streaming import StreamOptions, work_folder
 

@@ -1,30 +1,52 @@
-"""wnet-zoo: CellSeg3D's WNet3D, from self-supervised training to the BioImage Model Zoo and ONNX inference."""
+"""wnet-zoo: CellSeg3D's WNet3D, from self-supervised training to the BioImage Model Zoo and ONNX inference.
 
+The public names below load their module on first use, so that ``wnet-zoo predict`` (ONNX Runtime) starts
+without importing torch.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("wnet-zoo")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from .checkpoints import LoadedWeights, load_weights, save_checkpoint
-from .config import TrainConfig
-from .data import read_volume, remap
-from .errors import UserError
-from .instances import Instances, instances
-from .losses import SoftNCutLoss, WNetLoss, reconstruction_loss
-from .model import WNet3D
-from .predict import Predictor, predict
-from .tiling import TilePlan
-from .train import TrainResult, finetune, resume, train
+_MODULES = {
+    "LoadedWeights": "checkpoints",
+    "load_weights": "checkpoints",
+    "save_checkpoint": "checkpoints",
+    "TrainConfig": "config",
+    "read_volume": "data",
+    "remap": "data",
+    "UserError": "errors",
+    "SoftNCutLoss": "losses",
+    "WNetLoss": "losses",
+    "reconstruction_loss": "losses",
+    "WNet3D": "model",
+    "Instances": "nuclei",
+    "NucleiOptions": "nuclei",
+    "instances": "nuclei",
+    "Predictor": "predictor",
+    "predict": "predictor",
+    "TilePlan": "tiling",
+    "TrainResult": "training",
+    "finetune": "training",
+    "resume": "training",
+    "train": "training",
+}
 
 __all__ = [
     "Instances",
     "LoadedWeights",
+    "NucleiOptions",
     "Predictor",
     "SoftNCutLoss",
-    "TrainConfig",
     "TilePlan",
+    "TrainConfig",
     "TrainResult",
     "UserError",
     "WNet3D",
@@ -41,3 +63,29 @@ __all__ = [
     "save_checkpoint",
     "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wnet_zoo' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULES})
+
+
+if TYPE_CHECKING:
+    from .checkpoints import LoadedWeights, load_weights, save_checkpoint
+    from .config import TrainConfig
+    from .data import read_volume, remap
+    from .errors import UserError
+    from .losses import SoftNCutLoss, WNetLoss, reconstruction_loss
+    from .model import WNet3D
+    from .nuclei import Instances, NucleiOptions, instances
+    from .predictor import Predictor, predict
+    from .tiling import TilePlan
+    from .training import TrainResult, finetune, resume, train

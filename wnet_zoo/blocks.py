@@ -10,7 +10,7 @@ input and the work stores, writes its block, and returns a small summary that is
    writes the probabilities (when asked for) and the arg-max class; returns voxels and summed intensity
    per class (for choosing the foreground class).
 3. :func:`label`: the mask of the foreground class and, for instances, the nuclei found inside the block
-   plus an instance halo (:func:`wnet_zoo.instances.nuclei_labels`); keeps the block's own labels (numbered
+   plus an instance halo (:func:`wnet_zoo.nuclei.nuclei_labels`); keeps the block's own labels (numbered
    1..n) and records, at each face shared with the next block, which of its labels continue across (see
    :mod:`wnet_zoo.label_merge`).
 4. :func:`relabel`: the block's labels mapped to the final, merged and renumbered labels.
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .data import remap
-from .instances import NucleiOptions, nuclei_labels, size_counts, table_rows
+from .nuclei import NucleiOptions, nuclei_labels, size_counts, table_rows
 from .sources import SourceSpec, VolumeSource
 from .stores import open_zarr
 from .tiling import TilePlan
@@ -129,8 +129,8 @@ _CACHES: dict[str, OrderedDict[int, np.ndarray]] = {}
 
 
 def predictor_for(job: Job) -> Any:
-    """One :class:`~wnet_zoo.predict.Predictor` per model and settings per process (one per Dask worker)."""
-    from .predict import Predictor
+    """One :class:`~wnet_zoo.predictor.Predictor` per model and settings per process (one per Dask worker)."""
+    from .predictor import Predictor
 
     key = _predictor_key(job)
     with _LOCK:

@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import TrainingDiverged, UserError
 from .events import Event, write_events
 from .losses import reconstruction_loss
 
 if TYPE_CHECKING:
     from .config import TrainConfig
-    from .train import TrainingStep
+    from .training import TrainingStep
 
 LOG = logging.getLogger("wnet_zoo")
 
@@ -97,10 +97,6 @@ REC_IMPROVEMENT = 0.9
 (less than 10% better: with the page's small weight, a decoder that learns still ends worse than a constant)."""
 EVALUATED_VOLUMES = 3
 """Volumes whose centre patch the balance check segments."""
-
-
-class TrainingDiverged(Exception):
-    """The explosion guard gave up: the message is one line of advice. The CLI exits with code 1."""
 
 
 # ---------------------------------------------------------------------------------------------- screening
@@ -529,7 +525,7 @@ class TrainingChecks:
 
     Args:
         config: the run's configuration (which checks, their settings).
-        step: the run's :class:`~wnet_zoo.train.TrainingStep` (model, optimizer, loss, evaluation).
+        step: the run's :class:`~wnet_zoo.training.TrainingStep` (model, optimizer, loss, evaluation).
         volumes: the remapped training volumes (their centre patches are segmented at a plateau).
         out: the run directory (``events.csv`` is rewritten at every event).
     """
@@ -572,7 +568,7 @@ class TrainingChecks:
             self.guard.snapshot()
 
     def accept(self, step: int) -> Callable[[dict[str, float]], bool] | None:
-        """The guard's test of step number ``step``, for :class:`~wnet_zoo.train.TrainingStep`; None when off."""
+        """The guard's test of step number ``step``, for :class:`~wnet_zoo.training.TrainingStep`; None when off."""
         if self.guard is None:
             return None
         self.guard.step = step

@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .checks import TrainingDiverged
 from .config import TrainConfig, read_config_file
-from .errors import UserError
+from .errors import TrainingDiverged, UserError
 
 if TYPE_CHECKING:
-    from .train import TrainResult
+    from .training import TrainResult
 
 LOG = logging.getLogger("wnet_zoo")
 _DEFAULTS = TrainConfig()
@@ -246,8 +245,8 @@ def train(
       wnet-zoo train stacks/ --out runs/nuclei --epochs 30 --patch 64
       wnet-zoo train --resume runs/nuclei --epochs 60
     """
-    from .train import resume
-    from .train import train as run_training
+    from .training import resume
+    from .training import train as run_training
 
     if resume_dir is not None:
         typed = [name for name in options if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
@@ -299,7 +298,7 @@ def finetune(
     """
     from .checkpoints import load_weights
     from .download import resolve_source
-    from .train import finetune as run_finetune
+    from .training import finetune as run_finetune
 
     source = resolve_source(source)
     weights = load_weights(source)
@@ -439,7 +438,7 @@ def predict(
       wnet-zoo predict model.onnx stacks/ --out results --output probabilities --output instances
       wnet-zoo predict model.onnx brain.ome.zarr --out results --scheduler local:4
     """
-    from .instances import NucleiOptions
+    from .nuclei import NucleiOptions
     from .outputs import predict_files
     from .streaming import StreamOptions
 

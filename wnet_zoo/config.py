@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
+from .architecture import DEFAULT_CHANNELS
 from .errors import UserError
-from .model import DEFAULT_CHANNELS
 
 
 @dataclass

@@ -11,8 +11,8 @@ from typing import NamedTuple
 import numpy as np
 import tifffile
 
+from .architecture import SPATIAL_MULTIPLE
 from .errors import UserError
-from .model import SPATIAL_MULTIPLE
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 DEFAULT_PATCH = 64

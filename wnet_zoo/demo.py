@@ -16,7 +16,7 @@ import tifffile
 from .config import TrainConfig
 from .errors import UserError
 from .plotting import plot_preview
-from .train import TrainResult, train
+from .training import TrainResult, train
 
 if TYPE_CHECKING:
     from .export import ExportResult

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .blocks import FACE_AXES, BlockGrid
-from .instances import NucleiOptions, table_rows, typical_volume_of
+from .nuclei import NucleiOptions, table_rows, typical_volume_of
 
 Summary = dict[str, np.ndarray]
 
@@ -108,7 +108,7 @@ def merge_labels(
 
 
 def _table(component: np.ndarray, groups: int, voxels: np.ndarray, edge_values: Any) -> np.ndarray:
-    """One row per merged nucleus in :data:`~wnet_zoo.instances.COLUMNS` order (the label column left 0)."""
+    """One row per merged nucleus in :data:`~wnet_zoo.nuclei.COLUMNS` order (the label column left 0)."""
     totals = {"voxels": voxels}
     for name in ("sum_z", "sum_y", "sum_x", "intensity"):
         totals[name] = np.bincount(component, weights=edge_values(name), minlength=groups)

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .architecture import DEFAULT_CHANNELS, SPATIAL_MULTIPLE
+
 NUM_GROUPS = 4
-DEFAULT_CHANNELS = (64, 128, 256, 512)
-SPATIAL_MULTIPLE = 8
 
 
 class _Dropout(nn.Dropout):

@@ -14,14 +14,16 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
-import torch
 
 from . import __version__
+from .architecture import SPATIAL_MULTIPLE
 from .errors import UserError
-from .inference_encoder import inference_encoder
-from .model import SPATIAL_MULTIPLE, WNet3D
+
+if TYPE_CHECKING:
+    from .model import WNet3D
 
 INPUT_NAME = "raw"
 OUTPUT_NAME = "probabilities"
@@ -89,6 +91,10 @@ def export_onnx(model: WNet3D, path: str | Path, metadata: ModelMetadata, exampl
     Uses the TorchScript-based exporter (``dynamo=False``): it needs no extra packages and gives a plain
     static graph with dynamic batch and spatial axes. ``model`` itself is not changed.
     """
+    import torch  # here: reading metadata (what prediction does) needs no torch
+
+    from .inference_encoder import inference_encoder
+
     path = Path(path)
     encoder = inference_encoder(model)
     parameter = next(encoder.parameters())

@@ -20,8 +20,8 @@ import tifffile
 
 from .data import VoxelSize, override_voxel_size, parse_floats, read_volume, read_voxel_size
 from .errors import UserError
-from .instances import NucleiOptions, instances
-from .predict import Predictor, choose_foreground
+from .nuclei import NucleiOptions, instances
+from .predictor import Predictor, choose_foreground
 from .sources import SourceSpec, collect_sources
 from .streaming import FORMATS, StreamOptions, predict_stream, result_paths, work_folder
 
@@ -160,7 +160,7 @@ def predict_files(
         channel: channel of 4-D volumes.
         level: resolution level of OME-Zarr images (default 0, the full resolution).
         foreground_class: the nuclei class, overriding the model's metadata and the intensity rule.
-        nuclei: how the foreground becomes nuclei (default :class:`~wnet_zoo.instances.NucleiOptions`: half-max
+        nuclei: how the foreground becomes nuclei (default :class:`~wnet_zoo.nuclei.NucleiOptions`: half-max
             boundaries, nuclei under 10 voxels or a tenth of the typical nucleus removed).
         voxel_size: (z, y, x) voxel size overriding the files' metadata (``"2,0.5,0.5"`` or a sequence).
         fmt: ``zarr`` or ``tiff`` results (default: zarr for zarr inputs, TIFF otherwise).
@@ -171,10 +171,10 @@ def predict_files(
         stream_options: block sizes and halos of streaming prediction.
         progress: show progress bars.
         report: called with one line per event (settings used, each image written).
-        **settings: :class:`~wnet_zoo.predict.Predictor` options (device, threads, tile, overlap, blend, norm, batch).
+        **settings: :class:`~wnet_zoo.predictor.Predictor` options (device, threads, tile, overlap, blend, norm, batch).
     """
     from .executors import open_executor
-    from .predict import onnx_file
+    from .predictor import onnx_file
 
     chosen = names(outputs)
     nuclei = nuclei or NucleiOptions()

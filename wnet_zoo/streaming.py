@@ -28,9 +28,9 @@ from . import blocks
 from .data import VoxelSize, override_voxel_size
 from .errors import UserError
 from .executors import DaskExecutor, LocalExecutor
-from .instances import NucleiOptions
 from .label_merge import merge_labels
-from .predict import Predictor, foreground_from_totals
+from .nuclei import NucleiOptions
+from .predictor import Predictor, foreground_from_totals
 from .sources import SourceSpec, VolumeSource
 from .stores import create_zarr, open_zarr, write_tiff_blocks
 
@@ -140,7 +140,7 @@ def predict_stream(
         executor: where blocks run (see :mod:`wnet_zoo.executors`).
         resume: continue the work folder an interrupted run left; without it such a folder is an error.
         foreground_class: the nuclei class (default: metadata, else the brightest class).
-        nuclei: how the foreground becomes nuclei (default :class:`~wnet_zoo.instances.NucleiOptions`).
+        nuclei: how the foreground becomes nuclei (default :class:`~wnet_zoo.nuclei.NucleiOptions`).
         voxel_size: (z, y, x) overriding the input's voxel size (in its unit).
         options: block sizes and halos.
     """
@@ -370,11 +370,11 @@ def _publish(job: blocks.Job, paths: dict[str, Path], fmt: str, size: VoxelSize 
 
 
 def write_table(parts: Sequence[Path], path: Path) -> None:
-    """Concatenate the blocks' table parts (float rows in :data:`~wnet_zoo.instances.COLUMNS` order) into a CSV
+    """Concatenate the blocks' table parts (float rows in :data:`~wnet_zoo.nuclei.COLUMNS` order) into a CSV
     file, one part at a time."""
     import pandas as pd
 
-    from .instances import COLUMNS
+    from .nuclei import COLUMNS
 
     integers = [c for c in COLUMNS if c != "mean_intensity" and not c.startswith("centroid")]
     with open(path, "w", newline="") as handle:

@@ -10,7 +10,7 @@ import yaml
 from wnet_zoo.checkpoints import load_weights
 from wnet_zoo.cli import main
 from wnet_zoo.config import TrainConfig
-from wnet_zoo.train import TrainingStep, bf16_supported
+from wnet_zoo.training import TrainingStep, bf16_supported
 
 TINY = [
     "--channels",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -21,7 +22,7 @@ from wnet_zoo.data import VoxelSize, read_voxel_size, remap
 from wnet_zoo.errors import UserError
 from wnet_zoo.model import WNet3D
 from wnet_zoo.onnx_model import ModelMetadata, export_onnx
-from wnet_zoo.predict import Predictor, choose_foreground, predict
+from wnet_zoo.predictor import Predictor, choose_foreground, predict
 from wnet_zoo.tiling import TilePlan
 
 TINY_CHANNELS = (4, 8, 16, 32)
@@ -312,3 +313,16 @@ def test_missing_runtime_and_missing_gpu_say_what_to_install(tiny, tmp_path, sma
     code, _, err = _run(["predict", tiny[0], small_tiff, "--out", tmp_path / "other"], capsys)
     assert code == 2 and 'pip install "wnet-zoo[cpu]"' in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "other").exists()
+
+
+def test_the_predict_command_runs_without_torch(tiny_onnx: Path, small_tiff: Path, tmp_path: Path):
+    """``wnet-zoo predict`` needs ONNX Runtime only: torch (1.5 s to import) stays out of its process."""
+    script = (
+        "import sys; from wnet_zoo.cli import main; "
+        f"code = main(['predict', {str(tiny_onnx)!r}, {str(small_tiff)!r}, '--out', {str(tmp_path / 'out')!r}, "
+        "'--device', 'cpu', '--threads', '2']); "
+        "print(code, sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "0 []"
+    assert (tmp_path / "out" / f"{small_tiff.stem}_instances.tif").is_file()

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from wnet_zoo.errors import UserError
-from wnet_zoo.instances import COLUMNS, instances
+from wnet_zoo.nuclei import COLUMNS, instances
 
 
 def spheres(shape, centres, radius, voxel_size=(1.0, 1.0, 1.0)) -> np.ndarray:
