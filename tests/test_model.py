@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from wnet_zoo import architecture, model
 from wnet_zoo.model import WNet3D
 from wnet_zoo.reference import cellseg3d_wnet_class
 
@@ -19,6 +20,13 @@ def test_cellseg3d_state_dict_loads_strictly_and_matches_outputs():
     assert (probs - ref_probs).abs().max() <= 1e-5
     assert (rec - ref_rec).abs().max() <= 1e-5
     assert torch.equal(enc_only, probs)
+
+
+def test_the_torch_free_constants_equal_the_model_files():
+    assert (architecture.DEFAULT_CHANNELS, architecture.SPATIAL_MULTIPLE) == (
+        model.DEFAULT_CHANNELS,
+        model.SPATIAL_MULTIPLE,
+    )
 
 
 def test_default_architecture_is_cellseg3d_size():

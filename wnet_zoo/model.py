@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .architecture import DEFAULT_CHANNELS, SPATIAL_MULTIPLE
-
 NUM_GROUPS = 4
+DEFAULT_CHANNELS = (64, 128, 256, 512)  # this file goes into bioimage.io packages alone: no imports of wnet_zoo;
+SPATIAL_MULTIPLE = 8  # the torch-free modules read the same values from wnet_zoo.architecture (tested equal)
 
 
 class _Dropout(nn.Dropout):
