@@ -16,7 +16,7 @@ to its files on disk; both write the probabilities (K, Z, Y, X) and the mask of 
 Same thread count for all. Reported: seconds (median over ``--repeats``), voxels per second, speed-up over
 the reference, peak RSS of the process (``wait4``), mask Dice and probability differences against the
 reference, the provider printed by the command, CPU model and bf16 support, and the seconds the imports
-alone take in each kind of process (``wnet_zoo`` still imports torch through its ``__init__``). A second
+alone take in each kind of process (``wnet-zoo predict`` imports no torch). A second
 table runs ``Predictor.probabilities`` in one process (fastest engine available) over tile x overlap:
 voxels/s and mask Dice against the reference. Results go to ``benchmarks/results/predict.json``.
 """
