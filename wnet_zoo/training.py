@@ -264,7 +264,7 @@ class TrainingStep:
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         if rng is not None and not self._finite_gradients():
-            probabilities, terms = self._redo_in_float32(image, rng)
+            probabilities, terms, probed = self._redo_in_float32(image, rng, probe)
         self.optimizer.step()
         with torch.no_grad():
             detached = probabilities.detach()
@@ -279,13 +279,15 @@ class TrainingStep:
         }
 
     def _finite_gradients(self) -> bool:
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
+        return all(bool(torch.isfinite(p.grad).all()) for p in self.model.parameters() if p.grad is not None)
 
-    def _redo_in_float32(self, image: torch.Tensor, rng: dict[str, Any]) -> tuple[torch.Tensor, LossTerms]:
-        """The step's forward and backward again in float32, with the same dropout: oneDNN's bf16 backward of
-        3-D convolutions now and then returns NaN weight gradients on small feature maps (a depth of 2), where
-        float32 gives finite ones; without this, the explosion guard would take it for a diverging run."""
+    def _redo_in_float32(
+        self, image: torch.Tensor, rng: dict[str, Any], probe: bool
+    ) -> tuple[torch.Tensor, LossTerms, dict[str, float]]:
+        """The step's forward and backward again in float32, from the random state the step started with (the
+        dropout a float32 step draws): oneDNN's bf16 backward of 3-D convolutions now and then returns NaN weight
+        gradients on small feature maps (a depth of 2), where float32 gives finite ones; without this, the
+        explosion guard would take it for a diverging run."""
         if not self.float32_redone:
             LOG.info("bf16 autocast gave non-finite gradients; such steps are redone in float32")
         self.float32_redone += 1
@@ -293,8 +295,10 @@ class TrainingStep:
         self.optimizer.zero_grad(set_to_none=True)
         probabilities, reconstruction = self.model(image)
         terms = self.loss(probabilities, reconstruction, image)
+        probed = self.gradient_norms(terms) if probe else {}
+        self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
-        return probabilities, terms
+        return probabilities, terms, probed
 
     def gradient_norms(self, terms: LossTerms) -> dict[str, float]:
         """Norms of the gradients of ``ncut_weight * ncut`` and ``rec_weight * rec`` w.r.t. the weights of the
