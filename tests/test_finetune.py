@@ -9,6 +9,7 @@ import yaml
 from wnet_zoo.cli import main
 from wnet_zoo.model import WNet3D
 from wnet_zoo.reference import cellseg3d_wnet_class
+from wnet_zoo.training import bf16_supported
 
 QUICK = ["--patch", "16,24,24", "--samples-per-epoch", "1", "--batch", "1", "--epochs", "1"]
 
@@ -50,6 +51,7 @@ def test_finetune_from_each_source(tmp_path: Path, small_tiff: Path, pretrained:
     assert config["channels"] == [4, 8, 16, 32] and config["num-classes"] == 3
     assert config["lr"] == pytest.approx(1e-4) and config["base-lr"] == 1e-3 and config["lr-factor"] == 0.1
     assert config["from-weights"] == str(pretrained[kind])
+    assert config["bf16"] is bf16_supported(torch.device("cpu"))  # the precision used, not "auto"
     assert float(rows[0]["lr"]) == pytest.approx(1e-4) and float(rows[0]["base_lr"]) == 1e-3
     source = torch.load(pretrained["bare state dict"], weights_only=True)
     tuned = torch.load(out / "last.pt", weights_only=True)["model"]

@@ -184,6 +184,8 @@ def _start(
     config.patch = list(data.patch)
     if config.base_lr is None:
         config.base_lr = config.lr
+    if config.bf16 is None:  # config.yaml records the precision used
+        config.bf16 = bf16_supported(device)
     if out.exists():
         _check_replaceable(out, data.paths)
         shutil.rmtree(out)
