@@ -142,8 +142,6 @@ def instances(
     probability = np.asarray(probability)
     if probability.ndim != 3:
         raise UserError(f"instances need a 3-D (z, y, x) probability, got shape {probability.shape}")
-    if boundary == "auto":
-        boundary = "mask" if intensity is None else "half_max"
     options = NucleiOptions(min_size, relative_min_size, boundary, spot_sigma, min_distance)
     options.validate()
     if boundary == "half_max" and intensity is None:
@@ -162,8 +160,8 @@ def nuclei_labels(
     spacing: tuple[float, float, float],
     options: NucleiOptions,
 ) -> np.ndarray:
-    """Nuclei of ``foreground`` (int32 labels, small ones kept): split, and with the half-max boundary trimmed
-    by ``intensity`` and split again."""
+    """Nuclei of ``foreground`` (int32 labels, small ones kept): split, and with the half-max boundary (or
+    ``"auto"`` with an ``intensity``) trimmed by ``intensity`` and split again."""
     labels = split_nuclei(foreground, spacing, options.spot_sigma, options.min_distance)
     if options.boundary == "half_max" or (options.boundary == "auto" and intensity is not None):
         foreground = half_max_foreground(labels, np.asarray(intensity), spacing)
