@@ -9,7 +9,8 @@ uncompressed TIFF stack and as a zarr array (64^3 chunks): 64 x 512 x 512 (32 Mi
 --out DIR --device cpu --stream`` with the default outputs (mask and instances, plus the labels table), as a
 fresh process; its own peak RSS comes from ``wait4``. Reported per run: seconds, voxels per second, peak RSS,
 nuclei found; and whether the largest run's peak is within 15 % of the smallest's and at most 1 GiB.
-Results are written to ``benchmarks/results/memory.json`` after every run (a long run leaves what it measured).
+Results are written to ``benchmarks/results/memory.json`` after every run (a long run leaves what it measured);
+runs of sizes and formats not measured this time are kept from the file, each run carrying its own date.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def main() -> None:
         },
         "model": "WNet3D channels (4, 8, 16, 32), random weights (seed 0)",
         "command": "wnet-zoo predict MODEL VOLUME --out DIR --device cpu --stream --threads N",
-        "runs": [],
+        "runs": _earlier_runs(args.sizes, args.formats),
     }
     runs: list[dict[str, object]] = report["runs"]  # type: ignore[assignment]
     try:
@@ -135,6 +136,7 @@ def main() -> None:
                     {
                         "size": size,
                         "input": fmt,
+                        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                         "shape": list(shape),
                         "input_mib": voxels * 2 // 2**20,
                         **result,
@@ -149,6 +151,15 @@ def main() -> None:
                 RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _earlier_runs(sizes: list[str], formats: list[str]) -> list[dict[str, object]]:
+    """The runs in the results file that this invocation does not measure again (dated by their file)."""
+    if not RESULTS.exists():
+        return []
+    earlier = json.loads(RESULTS.read_text())
+    kept = [run for run in earlier["runs"] if not (run["size"] in sizes and run["input"] in formats)]
+    return [{**run, "date": run.get("date", earlier["date"])} for run in kept]
 
 
 def _verdict(report: dict[str, object]) -> None:
