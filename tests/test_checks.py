@@ -68,7 +68,7 @@ def test_screening_numbers_of_healthy_and_faulty_volumes(crop: np.ndarray):
     screen = screen_volume(noise, "noise")
     assert screen.flags == ["almost empty"] and screen.foreground < 1e-4
     with pytest.raises(UserError, match="noise: unusable for training: no 16x24x24 patch holds foreground"):
-        check_usable(screen, usable_corners(smoothed(remap(noise)), screen.threshold, (16, 24, 24), 1e-3), (16, 24, 24))
+        check_usable(screen, usable_corners(smoothed(noise) > screen.cut, (16, 24, 24), 1e-3), (16, 24, 24))
 
     # dim nuclei (+40) in that noise (sigma 30): each voxel is within the noise, the smoothed volume is not
     z, y, x = np.ogrid[: crop.shape[0], : crop.shape[1], : crop.shape[2]]
@@ -81,14 +81,11 @@ def test_screening_numbers_of_healthy_and_faulty_volumes(crop: np.ndarray):
 
 def test_usable_corners_count_foreground_exactly():
     rng = np.random.default_rng(1)
-    volume = (rng.random((9, 10, 11)) < 0.1) * 100.0
-    usable = usable_corners(volume, 50.0, (3, 4, 5), 4 / 60)
+    volume = rng.random((9, 10, 11)) < 0.1
+    usable = usable_corners(volume, (3, 4, 5), 4 / 60)
     assert usable.shape == (7, 7, 7)
     brute = np.array(
-        [
-            [[(volume[z : z + 3, y : y + 4, x : x + 5] > 50).sum() >= 4 for x in range(7)] for y in range(7)]
-            for z in range(7)
-        ]
+        [[[volume[z : z + 3, y : y + 4, x : x + 5].sum() >= 4 for x in range(7)] for y in range(7)] for z in range(7)]
     )
     assert np.array_equal(usable, brute) and 0 < usable.mean() < 1
 
@@ -98,7 +95,8 @@ def test_sampler_replaces_almost_empty_patches_and_keeps_the_others(crop: np.nda
     raw = np.concatenate([crop, flat], axis=2)  # the right half holds noise only
     volume = remap(raw)
     screen = screen_volume(raw, "half")
-    usable = usable_corners(smoothed(volume), screen.threshold, (16, 24, 24), 1e-3)
+    foreground = smoothed(raw) > screen.cut
+    usable = usable_corners(foreground, (16, 24, 24), 1e-3)
     check_usable(screen, usable, (16, 24, 24))
     assert 0.25 < screen.empty_positions < 0.75 and "large empty regions" in screen.flags
     plain = PatchSampler([volume], (16, 24, 24), 40, 4, seed=3)
@@ -111,13 +109,12 @@ def test_sampler_replaces_almost_empty_patches_and_keeps_the_others(crop: np.nda
     assert skipping.counts["almost_empty"] == skipping.counts["skipped"] == len(changed) > 3
     assert counting.counts == {"patches": 40, "almost_empty": len(changed), "skipped": 0}
     assert np.array_equal(kept, before)
-    needed = 1e-3 * 16 * 24 * 24  # foreground is counted on the smoothed volume: the same draws from it
-    soft_before = np.concatenate(list(PatchSampler([smoothed(volume)], (16, 24, 24), 40, 4, seed=3).epoch(5)))
-    soft_after = np.concatenate(
-        list(PatchSampler([smoothed(volume)], (16, 24, 24), 40, 4, seed=3, usable=[usable]).epoch(5))
-    )
-    assert all((soft_after[i] > screen.threshold).sum() >= needed for i in range(40))
-    assert all((soft_before[i] > screen.threshold).sum() < needed for i in changed)
+    needed = 1e-3 * 16 * 24 * 24  # the same draws from the foreground voxels count them
+    marks = foreground.astype(np.float32)
+    marks_before = np.concatenate(list(PatchSampler([marks], (16, 24, 24), 40, 4, seed=3).epoch(5)))
+    marks_after = np.concatenate(list(PatchSampler([marks], (16, 24, 24), 40, 4, seed=3, usable=[usable]).epoch(5)))
+    assert all(marks_after[i].sum() >= needed for i in range(40))
+    assert all(marks_before[i].sum() < needed for i in changed)
     assert np.array_equal(np.concatenate(list(skipping.epoch(5))), after)  # seeded: the same again
 
 

@@ -111,7 +111,7 @@ class VolumeScreen:
     top: float
     foreground: float
     spread: float
-    threshold: float
+    cut: float
     empty_positions: float = 0.0
 
     @property
@@ -153,12 +153,12 @@ def smoothed(volume: np.ndarray) -> np.ndarray:
     return ndimage.gaussian_filter(np.asarray(volume, dtype=np.float32), FOREGROUND_SMOOTHING)
 
 
-def screen_volume(raw: np.ndarray, name: str) -> VolumeScreen:
+def screen_volume(raw: np.ndarray, name: str, smooth: np.ndarray | None = None) -> VolumeScreen:
     """Screen one volume in its stored dtype (before the 0..100 remap) for over-exposure, foreground and contrast.
 
-    Foreground is counted on the :func:`smoothed` volume, above its median plus :data:`FOREGROUND_SIGMAS`
-    robust standard deviations (1.4826 x the median absolute deviation); that threshold is returned on the
-    0..100 scale of the remapped volume, for the smoothed remapped volume.
+    Foreground is counted on the :func:`smoothed` volume (``smooth``, computed when not given), above its
+    median plus :data:`FOREGROUND_SIGMAS` robust standard deviations (1.4826 x the median absolute deviation):
+    that level is :attr:`VolumeScreen.cut`, in the units of ``raw``.
     """
     low, high = float(raw.min()), float(raw.max())
     top = float(np.count_nonzero(raw == raw.max())) / raw.size
@@ -166,7 +166,7 @@ def screen_volume(raw: np.ndarray, name: str) -> VolumeScreen:
     if np.issubdtype(raw.dtype, np.integer):
         saturated = float(np.count_nonzero(raw == np.iinfo(raw.dtype).max)) / raw.size
     stride = max(1, math.ceil(raw.size / STATS_VOXELS))
-    values = smoothed(raw).reshape(-1)[::stride].astype(np.float64)
+    values = (smoothed(raw) if smooth is None else smooth).reshape(-1)[::stride].astype(np.float64)
     median = float(np.median(values))
     deviation = np.abs(values - median)
     sigma = 1.4826 * float(np.median(deviation)) or 1.2533 * float(deviation.mean())
@@ -179,18 +179,18 @@ def screen_volume(raw: np.ndarray, name: str) -> VolumeScreen:
         top=top,
         foreground=float(np.mean(values > cut)),
         spread=float((p_high - p_low) / span * 100.0) if span > 0 else 0.0,
-        threshold=float((cut - low) / span * 100.0) if span > 0 else 100.0,
+        cut=cut,
     )
 
 
-def usable_corners(volume: np.ndarray, threshold: float, patch: Sequence[int], min_share: float) -> np.ndarray:
+def usable_corners(foreground: np.ndarray, patch: Sequence[int], min_share: float) -> np.ndarray:
     """Boolean array over patch corners: True where the patch holds at least ``min_share`` foreground voxels.
 
-    ``volume`` is the :func:`smoothed` volume on the 0..100 scale and ``threshold`` is
-    :attr:`VolumeScreen.threshold`. The foreground count
-    of every patch position comes from running sums along each axis (two int32 arrays of the volume's size).
+    ``foreground`` marks the voxels that stand out (the :func:`smoothed` volume above :attr:`VolumeScreen.cut`).
+    The foreground count of every patch position comes from running sums along each axis (two int32 arrays of
+    the volume's size).
     """
-    counts: np.ndarray = volume > threshold
+    counts: np.ndarray = np.asarray(foreground, dtype=bool)
     for axis, size in enumerate(patch):
         running = np.cumsum(counts, axis=axis, dtype=np.int32)
         length = running.shape[axis]

@@ -87,19 +87,22 @@ def prepare_data(config: TrainConfig) -> TrainingData:
     """Read, screen and remap the training volumes and resolve the patch size; every check before anything
     is written (a volume without a usable patch is a ``UserError`` when ``config.screen``)."""
     paths = collect_images(config.images)
-    volumes, screens = [], []
+    volumes, screens, foregrounds = [], [], []
     for path in paths:
         raw = read_stack(path, config.channel)
         volume = check_volume(raw.astype(np.float32, copy=False), str(path))
         if config.screen:
-            screens.append(screen_volume(raw, str(path)))
+            smooth = smoothed(raw)
+            screens.append(screen_volume(raw, str(path), smooth))
+            foregrounds.append(smooth > screens[-1].cut)
+            del smooth
         volumes.append(remap(volume))
     patch = resolve_patch(parse_triple(config.patch, "patch"), [v.shape for v in volumes])
     usable = None
     if config.screen:
         usable = []
-        for volume, screen in zip(volumes, screens, strict=True):
-            usable.append(usable_corners(smoothed(volume), screen.threshold, patch, config.min_foreground))
+        for foreground, screen in zip(foregrounds, screens, strict=True):
+            usable.append(usable_corners(foreground, patch, config.min_foreground))
             check_usable(screen, usable[-1], patch)
     return TrainingData(paths, volumes, patch, screens, usable)
 
