@@ -208,11 +208,14 @@ def test_defaults_train_fast_and_a_bf16_step_with_nan_gradients_is_redone_in_flo
             hook = lambda grad: grad * np.nan if len(calls) == 1 else grad  # noqa: E731
             step.model.decoder.bot.module[0].weight.register_hook(lambda grad: calls.append(1) or hook(grad))
         torch.manual_seed(1)
-        assert step(batch)["applied"]
+        result = step(batch, probe=True)
+        assert result["applied"]
+        step.probed = {key: result[key] for key in ("ncut_grad", "rec_grad")}
         return step
 
     redone, reference = first_step(bf16=True), first_step(bf16=False)
     assert redone.float32_redone == 1 and reference.float32_redone == 0
+    assert redone.probed == reference.probed  # the probed gradient norms are the float32 step's too
     # redone in float32 with the same dropout: the very update of a float32 step, and no NaN weights
     for a, b in zip(redone.model.state_dict().values(), reference.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)

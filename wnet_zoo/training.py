@@ -300,8 +300,7 @@ class TrainingStep:
         self.optimizer.zero_grad(set_to_none=True)
         probabilities, reconstruction = self.model(image)
         terms = self.loss(probabilities, reconstruction, image)
-        probed = self.gradient_norms(terms) if probe else {}
-        self.optimizer.zero_grad(set_to_none=True)
+        probed = self.gradient_norms(terms) if probe else {}  # autograd.grad: leaves .grad as it is
         terms.total.backward()
         return probabilities, terms, probed
 
