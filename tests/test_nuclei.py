@@ -120,3 +120,27 @@ def test_half_max_boundary_gives_blurred_nuclei_their_true_size_and_relative_min
         instances(probability, image, boundary="otsu")
     with pytest.raises(UserError, match="relative_min_size"):
         instances(probability, image, relative_min_size=1.5)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.5, 1.0, 1.3)])
+def test_euclidean_distance_is_scipys_bit_for_bit_at_less_than_half_its_memory(monkeypatch, spacing):
+    import tracemalloc
+
+    from wnet_zoo import nuclei
+
+    rng = np.random.default_rng(0)
+    mask = ndimage.gaussian_filter(rng.random((24, 40, 36)), 2) > 0.5
+    monkeypatch.setattr(nuclei, "_SLAB_VOXELS", 500)  # several slabs, one of them partial
+    ours, nearest = nuclei.euclidean_distance(mask, spacing, indices=True)
+    theirs, their_nearest = ndimage.distance_transform_edt(mask, sampling=spacing, return_indices=True)
+    assert ours.dtype == np.float64 and np.array_equal(ours, theirs)
+    assert nearest.dtype == np.int32 and np.array_equal(nearest, their_nearest)
+    assert nuclei.euclidean_distance(mask, spacing)[1] is None
+
+    peaks = []
+    for distance in (lambda: nuclei.euclidean_distance(mask, spacing), lambda: ndimage.distance_transform_edt(mask)):
+        tracemalloc.start()
+        distance()
+        peaks.append(tracemalloc.get_traced_memory()[1] / mask.size)
+        tracemalloc.stop()
+    assert peaks[0] < 24 and peaks[1] > 45, peaks  # bytes per voxel
