@@ -22,8 +22,9 @@ For each phantom setting of ``benchmarks/phantoms.py`` (all by default):
 ``--threads`` limits every process to that many threads (``OMP_NUM_THREADS`` and friends for training and
 export, ``--threads`` for predict; the baselines run under the same limit). Results, with the configuration and
 the machine, go to ``benchmarks/results/quality.json`` (``--out``, rewritten after each setting), and a table is
-printed. ``--table`` prints the
-README's quality table (markdown) rendered from that file, without running anything.
+printed. Settings the file holds from a run with the same options and that are not run again are kept, each with
+its date, so that one setting can be re-measured alone after a change that leaves the others' pipeline as it was.
+``--table`` prints the README's quality table (markdown) rendered from that file, without running anything.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import tifffile
+import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # the source tree this script belongs to, and the benchmarks beside it
@@ -100,7 +102,9 @@ def scores(labels: Any, truth: Any, seconds: float) -> dict[str, Any]:
 
 
 def training_summary(run: Path) -> dict[str, Any]:
-    """What the training run did: epochs, final SoftNCut, the epoch its plateau was reported (if any), events."""
+    """What the training run did: epochs, final SoftNCut, the epoch its plateau was reported (if any), events,
+    and the input smoothing it chose."""
+    config = yaml.safe_load((run / "config.yaml").read_text())
     with (run / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     with (run / "events.csv").open() as handle:
@@ -112,6 +116,7 @@ def training_summary(run: Path) -> dict[str, Any]:
         "final_rec": round(float(rows[-1]["rec"]), 3),
         "epoch_seconds": round(sum(float(row["seconds"]) for row in rows) / len(rows), 2),
         "plateau_epoch": plateaus[0] if plateaus else None,
+        "input_smoothing": config.get("input-smoothing"),
         "events": {kind: sum(event["kind"] == kind for event in events) for kind in {e["kind"] for e in events}},
     }
 
@@ -182,6 +187,7 @@ def benchmark_setting(
     best = max(BASELINES, key=lambda method: methods[method]["mean_f1"])
     ours = methods[PIPELINE]
     return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "shape": list(image.shape),
         "voxel_size": list(voxel_size),
         "held_out": name == HELD_OUT,
@@ -192,6 +198,21 @@ def benchmark_setting(
             and ours["fg_dice"] >= GOALS["fg_dice"]
             and ours["f1_at_05"] >= GOALS["f1_at_05"]
         ),
+    }
+
+
+def earlier_settings(path: Path, run: dict[str, Any], rerun: Sequence[str]) -> dict[str, Any]:
+    """The settings of the results file at ``path`` that this invocation does not run again, when that file was
+    made with the same options (``run``); each dated (by the file where it has no date of its own)."""
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+    if earlier.get("run") != run:
+        return {}
+    return {
+        name: {"date": earlier["date"], **result}
+        for name, result in earlier["settings"].items()
+        if name not in rerun and name in SETTINGS
     }
 
 
@@ -309,19 +330,21 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     work = args.work or Path(tempfile.mkdtemp(prefix="wnet-zoo-quality-"))
     work.mkdir(parents=True, exist_ok=True)
+    run = {"epochs": args.epochs, "threads": args.threads, "train_args": args.train_arg}
     results: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "what": "default user pipeline (train, export --onnx, predict) vs classical baselines on the phantoms",
-        "run": {"epochs": args.epochs, "threads": args.threads, "train_args": args.train_arg},
+        "run": run,
         "machine": machine(args.threads),
         "held_out": HELD_OUT,
-        "settings": {},
+        "settings": earlier_settings(args.out, run, args.settings),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
         for name in args.settings:
             start = time.perf_counter()
             results["settings"][name] = benchmark_setting(name, work, args.epochs, args.threads, args.train_arg)
+            results["settings"] = {n: results["settings"][n] for n in SETTINGS if n in results["settings"]}
             results["goals"] = goals(results)
             args.out.write_text(json.dumps(results, indent=2) + "\n")
             ours = results["settings"][name]["methods"][PIPELINE]

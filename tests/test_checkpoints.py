@@ -15,7 +15,13 @@ def tiny() -> WNet3D:
     return WNet3D(in_channels=1, out_channels=1, num_classes=3, channels=(4, 8, 16, 32))
 
 
-TINY_ARCH = {"in_channels": 1, "out_channels": 1, "num_classes": 3, "channels": [4, 8, 16, 32]}
+TINY_ARCH = {
+    "in_channels": 1,
+    "out_channels": 1,
+    "num_classes": 3,
+    "channels": [4, 8, 16, 32],
+    "input_sigma": [0.0] * 3,
+}
 
 
 def _same(model: WNet3D, other: WNet3D) -> bool:
@@ -58,6 +64,7 @@ def test_cellseg3d_pth_default_architecture(tmp_path: Path):
         "out_channels": 1,
         "num_classes": 2,
         "channels": [64, 128, 256, 512],
+        "input_sigma": [0.0, 0.0, 0.0],  # CellSeg3D's model does not smooth its input
     }
     model = loaded.build_model()
     assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.state_dict().items())

@@ -85,3 +85,17 @@ def test_sampler_is_seeded_and_augments(example: np.ndarray):
     # non-cubic yx patches keep their shape under rotation
     rect = PatchSampler(volumes, (16, 32, 48), 8, 8, seed=0)
     assert next(rect.epoch(0)).shape == (8, 1, 16, 32, 48)
+
+
+def test_noise_level_reads_the_noise_not_the_content(example: np.ndarray):
+    from wnet_zoo.data import NOISY, auto_input_smoothing, noise_level
+
+    rng = np.random.default_rng(0)
+    assert noise_level(rng.normal(0, 3.0, (20, 40, 50))) == pytest.approx(3.0, rel=0.05)
+    content = remap(example)  # real nuclei: edges are a small share of neighbour pairs
+    assert noise_level(content) < 1.5
+    assert noise_level(content + rng.normal(0, 6.0, content.shape)) == pytest.approx(6.0, rel=0.15)
+    assert noise_level(rng.normal(0, 3.0, (40, 40, 50)), samples=5000) == pytest.approx(3.0, rel=0.15)  # planes
+    assert noise_level(np.zeros((4, 4, 1))) == 0.0
+    assert auto_input_smoothing([NOISY + 1, 0.5, NOISY + 2]) == 1.0
+    assert auto_input_smoothing([NOISY - 1, 9.0, 0.5]) == 0.0 and auto_input_smoothing([]) == 0.0

@@ -39,7 +39,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:Deprecati
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny model trained for one epoch (run folder) and the same weights as a bare state dict."""
+    """A tiny model trained for one epoch (run folder) and the same weights as a bare state dict. It smooths its
+    input (as training chooses for noisy stacks), so every export form must carry the smoothing."""
     torch.set_num_threads(2)
     folder = tmp_path_factory.mktemp("weights")
     volume = tifffile.imread(example_volume())
@@ -53,6 +54,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         batch=2,
         lr=1e-2,
         device="cpu",
+        input_smoothing=1.0,
     )
     train(config, folder / "run", progress=False)
     torch.save(torch.load(folder / "run" / "best.pt", weights_only=True)["model"], folder / "bare.pth")
@@ -146,6 +148,7 @@ def test_package_contents(exported: ExportResult, weights: dict[str, Path]):
     assert outputs["axes"][1]["channel_names"][foreground] == "foreground"
     weights_rdf = rdf["weights"]
     assert weights_rdf["pytorch_state_dict"]["architecture"]["callable"] == "UNet3D"
+    assert weights_rdf["pytorch_state_dict"]["architecture"]["kwargs"]["input_sigma"] == [1.0, 1.0, 1.0]
     assert weights_rdf["onnx"]["parent"] == weights_rdf["torchscript"]["parent"] == "pytorch_state_dict"
     assert "## Validation" in archive.read("README.md").decode()
     cover = Image.open(io.BytesIO(archive.read("cover.png")))

@@ -1,5 +1,7 @@
+import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from wnet_zoo import architecture, model
 from wnet_zoo.model import WNet3D
@@ -71,3 +73,31 @@ def test_bad_input_shapes_are_clear_value_errors(shape):
 def test_bad_channels():
     with pytest.raises(ValueError, match="channels"):
         WNet3D(channels=(4, 8, 16))
+
+
+def test_input_smoothing_is_a_gaussian_with_replicated_edges_and_travels_with_the_weights():
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 16, 16, 24) * 100
+    sigma = (0.5, 1.0, 2.0)
+    smoothed = model.InputSmoothing(sigma)(x)
+    for image, ours in zip(x, smoothed, strict=True):
+        expected = ndimage.gaussian_filter(image[0].double().numpy(), sigma, mode="nearest")
+        assert np.abs(ours[0].numpy() - expected).max() < 1e-4
+    assert torch.equal(model.InputSmoothing()(x), x)
+
+    smoothing = WNet3D(channels=(4, 8, 16, 32), input_sigma=sigma).eval()
+    plain = WNet3D(channels=(4, 8, 16, 32)).eval()
+    assert "encoder.smooth.input_sigma" not in plain.state_dict()  # CellSeg3D's keys exactly
+    state = smoothing.state_dict()
+    assert state["encoder.smooth.input_sigma"].tolist() == list(sigma)
+    assert smoothing.architecture()["input_sigma"] == list(sigma)
+    plain.load_state_dict({k: v for k, v in state.items() if "smooth" not in k})
+    with torch.no_grad():  # the encoder sees the smoothed image; the decoder reconstructs from its classes
+        assert torch.allclose(smoothing.encoder(x), plain.encoder(smoothed), atol=1e-6)
+        assert not torch.allclose(smoothing.encoder(x), plain.encoder(x), atol=1e-3)
+    with pytest.raises(ValueError, match=r"trained with input smoothing sigma \(0.5, 1.0, 2.0\)"):
+        WNet3D(channels=(4, 8, 16, 32), input_sigma=(1, 1, 1)).load_state_dict(state)
+    with pytest.raises(ValueError, match="input smoothing sigma"):
+        WNet3D(channels=(4, 8, 16, 32), input_sigma=(1, 1, 1)).load_state_dict(plain.state_dict())
+    with pytest.raises(ValueError, match="input_sigma must be"):
+        WNet3D(input_sigma=(1, -1, 1))

@@ -219,3 +219,41 @@ def test_defaults_train_fast_and_a_bf16_step_with_nan_gradients_is_redone_in_flo
     # redone in float32 with the same dropout: the very update of a float32 step, and no NaN weights
     for a, b in zip(redone.model.state_dict().values(), reference.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_noisy_stacks_train_a_model_that_smooths_its_input_per_voxel_size(tmp_path: Path, small_tiff: Path):
+    clean = tifffile.imread(small_tiff).astype(np.float32)
+    noisy = clean + np.random.default_rng(0).normal(0, 0.12 * np.ptp(clean), clean.shape)
+    path = tmp_path / "noisy.tif"
+    tifffile.imwrite(
+        path, noisy.astype(np.float32), imagej=True, resolution=(1.0, 1.0), metadata={"spacing": 2.0, "unit": "um"}
+    )
+    for image, run, expected in (
+        (path, tmp_path / "noisy", [0.5, 1.0, 1.0]),
+        (small_tiff, tmp_path / "clean", [0.0] * 3),
+    ):
+        assert main(["train", str(image), "--out", str(run), "--epochs", "1", *TINY]) == 0
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        assert config["input-smoothing"] == max(expected)  # recorded, so --resume rebuilds the same model
+        assert load_weights(run / "best.pt").architecture["input_sigma"] == expected  # z voxels are twice as long
+        assert ("smooths its input" in (run / "train.log").read_text()) == bool(max(expected))
+    assert (
+        main(["train", str(path), "--out", str(tmp_path / "off"), "--epochs", "1", "--input-smoothing", "0", *TINY])
+        == 0
+    )
+    assert load_weights(tmp_path / "off" / "best.pt").architecture["input_sigma"] == [0.0] * 3
+
+
+def test_losses_compare_with_the_image_the_encoder_sees():
+    torch.manual_seed(0)
+    step = TrainingStep.from_config(TrainConfig(channels=[4, 8, 16, 32], bf16=False), torch.device("cpu"), (1, 1, 1))
+    batch = torch.rand(2, 1, 16, 24, 24) * 100
+    result = step.evaluate(batch)
+    smoothed = step.model.encoder.smooth(batch)
+    assert not torch.allclose(smoothed, batch)
+    expected = step.loss(result["probabilities"], result["reconstruction"], smoothed)
+    assert result["ncut"] == pytest.approx(expected.ncut.item(), rel=1e-6)
+    assert result["rec"] == pytest.approx(expected.rec.item(), rel=1e-6)
+    assert result["rec"] != pytest.approx(
+        step.loss(result["probabilities"], result["reconstruction"], batch).rec.item()
+    )

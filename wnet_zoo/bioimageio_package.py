@@ -189,6 +189,7 @@ def _values(source: PackageSource, raw: np.ndarray, probabilities: np.ndarray) -
             "channels": list(model.channels),
             "softmax": True,
             "dropout": model.dropout,
+            "input_sigma": list(model.input_sigma),
         },
         "pytorch_version": torch.__version__.split("+")[0],
         "opset_version": OPSET,

@@ -64,9 +64,11 @@ def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def infer_architecture(state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Read in/out channels, classes and level widths of a WNet3D from its weight shapes."""
+    """Read in/out channels, classes and level widths of a WNet3D from its weight shapes, and its input
+    smoothing from the ``encoder.smooth.input_sigma`` buffer (none without it, as in CellSeg3D's weights)."""
     try:
         first = state["encoder.in_b.module.0.weight"]
+        sigma = state.get("encoder.smooth.input_sigma")
         return {
             "in_channels": int(first.shape[1]),
             "out_channels": int(state["decoder.out_b.module.8.weight"].shape[0]),
@@ -77,8 +79,9 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> dict[str, Any]:
                 int(state["encoder.conv2.module.1.weight"].shape[0]),
                 int(state["encoder.bot.module.1.weight"].shape[0]),
             ],
+            "input_sigma": [0.0, 0.0, 0.0] if sigma is None else [float(v) for v in sigma.tolist()],
         }
-    except (KeyError, AttributeError, IndexError):
+    except (KeyError, AttributeError, IndexError, TypeError, ValueError):
         raise UserError(f"not a WNet3D state dict: {_EXPECTED}") from None
 
 

@@ -26,6 +26,8 @@ class TrainConfig:
     ``lr`` is the rate training starts at; ``base_lr`` the rate it derives from (``lr = base_lr * lr_factor``
     when fine-tuning, ``base_lr = lr`` otherwise); ``from_weights`` names the pretrained source of a fine-tuning run.
     The fields from ``screen`` on configure the training checks (see :mod:`wnet_zoo.checks`).
+    ``input_smoothing`` is the Gaussian sigma (voxels along the finest axis) the model smooths its input with;
+    None: chosen from the images at the start (see :func:`wnet_zoo.data.auto_input_smoothing`), and recorded.
     """
 
     images: list[str] = field(default_factory=list)
@@ -37,6 +39,7 @@ class TrainConfig:
     radius: int = 2
     ncut_weight: float = 0.5
     rec_weight: float = 5e-3
+    input_smoothing: float | None = None
     epochs: int = 12
     patch: list[int] | None = None
     samples_per_epoch: int = 8
@@ -92,6 +95,10 @@ class TrainConfig:
                 "--intensity-sigma and --spatial-sigma must be > 0",
             ),
             (int(self.radius) == self.radius and self.radius >= 1, "--radius must be a whole number >= 1"),
+            (
+                self.input_smoothing is None or 0 <= self.input_smoothing <= 8,
+                "--input-smoothing must be a sigma in [0, 8] voxels, e.g. 1 (0: off)",
+            ),
             (self.ncut_weight >= 0 and self.rec_weight >= 0, "--ncut-weight and --rec-weight must be >= 0"),
             (self.epochs >= 1, "--epochs must be at least 1"),
             (

@@ -16,6 +16,10 @@ Layout of one U-Net, with ``c = channels`` (CellSeg3D: 64, 128, 256, 512)::
 CellSeg3D hard-codes 64 as the width of its output block; here it follows ``channels[0]``, which is
 the same for the default architecture and keeps small models small.
 
+The encoder may smooth its input first (:class:`InputSmoothing`, a fixed Gaussian; off for CellSeg3D's weights
+and by default): trained on a smoothed image, a model must see the same smoothing wherever it runs, so it is
+part of the model, its graph and its weights (the ``smooth.input_sigma`` buffer, present only when on).
+
 Each ``[conv3 conv1]`` pair is linear with nothing in between, so when the 1x1 convolution does not
 widen the features the pair is evaluated as one 3x3x3 convolution with the composed weights (same
 parameters, same result up to float rounding, fewer operations: the decoder path halves its largest
@@ -94,8 +98,51 @@ class _Block(nn.Module):
         return x
 
 
+class InputSmoothing(nn.Module):
+    """A fixed Gaussian filter over (Z, Y, X) of each of ``channels`` channels, edges replicated; the identity
+    at sigma 0.
+
+    ``sigma`` (z, y, x) in voxels. Kernels reach ``int(4 * sigma + 0.5)`` voxels each way (scipy's
+    ``gaussian_filter``) and are normalised to sum 1. A non-zero ``sigma`` is kept in the state dict
+    (``input_sigma``), so weights tell the smoothing they were trained with; loading weights of another sigma
+    is an error rather than a silent mismatch.
+    """
+
+    def __init__(self, sigma: Sequence[float] = (0.0, 0.0, 0.0), channels: int = 1) -> None:
+        super().__init__()
+        self.channels = channels
+        self.sigma = _check_sigma(sigma)
+        self.radii = tuple(int(4 * s + 0.5) for s in self.sigma)
+        if any(self.sigma):
+            self.register_buffer("input_sigma", torch.tensor(self.sigma, dtype=torch.float64))
+        for axis, (s, r) in enumerate(zip(self.sigma, self.radii, strict=True)):
+            offsets = torch.arange(-r, r + 1, dtype=torch.float64)
+            kernel = torch.exp(-0.5 * (offsets / s) ** 2) if r else torch.ones(1, dtype=torch.float64)
+            shape = [1, 1, 1, 1, 1]
+            shape[2 + axis] = 2 * r + 1
+            kernel = (kernel / kernel.sum()).float().reshape(shape).repeat(channels, 1, 1, 1, 1)
+            self.register_buffer(f"kernel{axis}", kernel, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for axis, r in enumerate(self.radii):
+            if r:
+                pad = [0, 0, 0, 0, 0, 0]
+                pad[4 - 2 * axis] = pad[5 - 2 * axis] = r  # F.pad lists the last axis first
+                kernel = getattr(self, f"kernel{axis}").to(x.dtype)
+                x = F.conv3d(F.pad(x, pad, mode="replicate"), kernel, groups=self.channels)
+        return x
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        given = state_dict.get(prefix + "input_sigma")
+        found = tuple(float(v) for v in given.tolist()) if given is not None else (0.0, 0.0, 0.0)
+        if found != self.sigma:
+            raise ValueError(f"weights trained with input smoothing sigma {found}, model built with {self.sigma}")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 class UNet3D(nn.Module):
-    """One half of WNet3D: a 3-level 3-D U-Net, optionally ending in a softmax over channels."""
+    """One half of WNet3D: a 3-level 3-D U-Net, optionally ending in a softmax over channels, optionally
+    smoothing its input first (``input_sigma``, see :class:`InputSmoothing`)."""
 
     def __init__(
         self,
@@ -104,10 +151,12 @@ class UNet3D(nn.Module):
         channels: Sequence[int] = DEFAULT_CHANNELS,
         softmax: bool = True,
         dropout: float = 0.65,
+        input_sigma: Sequence[float] = (0.0, 0.0, 0.0),
     ) -> None:
         super().__init__()
         c0, c1, c2, c3 = _check_channels(channels)
         self.softmax = softmax
+        self.smooth = InputSmoothing(input_sigma, in_channels)
         self.max_pool = nn.MaxPool3d(2)
         self.in_b = _Block(in_channels, c0, dropout, separable=False)
         self.conv1 = _Block(c0, c1, dropout, separable=True)
@@ -123,7 +172,7 @@ class UNet3D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_tracing():
             check_input_shape(x.shape, self.in_b.module[0].in_channels)
-        x = self.logits(x)
+        x = self.logits(self.smooth(x))
         return torch.softmax(x, dim=1) if self.softmax else x
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,6 +195,8 @@ class WNet3D(nn.Module):
         num_classes: K, the number of classes the encoder segments into.
         channels: widths of the four U-Net levels; CellSeg3D's are ``(64, 128, 256, 512)``.
         dropout: dropout probability after every convolution stage (CellSeg3D: 0.65).
+        input_sigma: (z, y, x) Gaussian sigma in voxels the encoder smooths its input with (0: none, as in
+            CellSeg3D). Training compares the decoder's reconstruction with the smoothed image too.
 
     ``forward(x)`` returns ``(probabilities, reconstruction)``; ``model.encoder(x)`` alone returns the
     K class probabilities. Spatial sizes must be multiples of 8.
@@ -158,6 +209,7 @@ class WNet3D(nn.Module):
         num_classes: int = 2,
         channels: Sequence[int] = DEFAULT_CHANNELS,
         dropout: float = 0.65,
+        input_sigma: Sequence[float] = (0.0, 0.0, 0.0),
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -165,7 +217,9 @@ class WNet3D(nn.Module):
         self.num_classes = num_classes
         self.channels = tuple(_check_channels(channels))
         self.dropout = dropout
-        self.encoder = UNet3D(in_channels, num_classes, self.channels, softmax=True, dropout=dropout)
+        self.encoder = UNet3D(
+            in_channels, num_classes, self.channels, softmax=True, dropout=dropout, input_sigma=input_sigma
+        )
         self.decoder = UNet3D(num_classes, out_channels, self.channels, softmax=False, dropout=dropout)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,7 +234,13 @@ class WNet3D(nn.Module):
             "num_classes": self.num_classes,
             "channels": list(self.channels),
             "dropout": self.dropout,
+            "input_sigma": list(self.encoder.smooth.sigma),
         }
+
+    @property
+    def input_sigma(self) -> tuple[float, float, float]:
+        """The (z, y, x) sigma in voxels of the encoder's input smoothing (zeros: none)."""
+        return self.encoder.smooth.sigma
 
 
 def check_input_shape(shape: Sequence[int], in_channels: int) -> None:
@@ -193,6 +253,13 @@ def check_input_shape(shape: Sequence[int], in_channels: int) -> None:
             f"WNet3D needs spatial sizes that are multiples of {SPATIAL_MULTIPLE}, got {tuple(shape[2:])}: "
             "pad or crop the volume"
         )
+
+
+def _check_sigma(sigma: Sequence[float]) -> tuple[float, float, float]:
+    values = tuple(float(s) for s in sigma)
+    if len(values) != 3 or not all(0 <= s < 64 for s in values):
+        raise ValueError(f"input_sigma must be 3 values (z, y, x) in [0, 64) voxels, got {tuple(sigma)}")
+    return values  # type: ignore[return-value]
 
 
 def _check_channels(channels: Sequence[int]) -> tuple[int, int, int, int]:

@@ -29,7 +29,18 @@ from tqdm.auto import tqdm
 from .checkpoints import LoadedWeights, load_weights, save_checkpoint
 from .checks import TrainingChecks, VolumeScreen, check_usable, screen_volume, smoothed, usable_corners
 from .config import TrainConfig, read_config_file, write_config_file
-from .data import PatchSampler, check_volume, collect_images, parse_triple, read_stack, remap, resolve_patch
+from .data import (
+    PatchSampler,
+    auto_input_smoothing,
+    check_volume,
+    collect_images,
+    noise_level,
+    parse_triple,
+    read_stack,
+    read_voxel_size,
+    remap,
+    resolve_patch,
+)
 from .errors import UserError
 from .events import Event
 from .losses import LossTerms, WNetLoss
@@ -74,13 +85,17 @@ def bf16_supported(device: torch.device) -> bool:
 
 class TrainingData(NamedTuple):
     """The training volumes (remapped to 0..100), their files and patch size, and their screening (when on):
-    one :class:`~wnet_zoo.checks.VolumeScreen` and one array of usable patch positions per volume."""
+    one :class:`~wnet_zoo.checks.VolumeScreen` and one array of usable patch positions per volume; the noise
+    of each volume on the 0..100 scale (:func:`~wnet_zoo.data.noise_level`) and the voxel size relative to
+    its finest side (of the first volume that records one, else isotropic)."""
 
     paths: list[Path]
     volumes: list[np.ndarray]
     patch: tuple[int, int, int]
     screens: list[VolumeScreen]
     usable: list[np.ndarray] | None
+    noise: list[float]
+    spacing: tuple[float, float, float]
 
 
 def prepare_data(config: TrainConfig) -> TrainingData:
@@ -97,6 +112,12 @@ def prepare_data(config: TrainConfig) -> TrainingData:
             foregrounds.append(smooth > screens[-1].cut)
             del smooth
         volumes.append(remap(volume))
+    noise = [noise_level(v) for v in volumes]
+    sizes = [size for size in map(read_voxel_size, paths) if size is not None]
+    spacing = (1.0, 1.0, 1.0)
+    if sizes:
+        finest = min(sizes[0][:3])
+        spacing = (sizes[0].z / finest, sizes[0].y / finest, sizes[0].x / finest)
     patch = resolve_patch(parse_triple(config.patch, "patch"), [v.shape for v in volumes])
     usable = None
     if config.screen:
@@ -104,7 +125,14 @@ def prepare_data(config: TrainConfig) -> TrainingData:
         for foreground, screen in zip(foregrounds, screens, strict=True):
             usable.append(usable_corners(foreground, patch, config.min_foreground))
             check_usable(screen, usable[-1], patch)
-    return TrainingData(paths, volumes, patch, screens, usable)
+    return TrainingData(paths, volumes, patch, screens, usable, noise, spacing)
+
+
+def input_sigma_for(smoothing: float | None, spacing: tuple[float, float, float]) -> tuple[float, float, float]:
+    """The model's (z, y, x) input smoothing in voxels for a sigma of ``smoothing`` finest-axis voxels."""
+    return (
+        (0.0, 0.0, 0.0) if not smoothing else (smoothing / spacing[0], smoothing / spacing[1], smoothing / spacing[2])
+    )
 
 
 def train(config: TrainConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> TrainResult:
@@ -148,6 +176,13 @@ def finetune(
     config.lr = config.base_lr * lr_factor
     if initial.architecture["in_channels"] != 1 or initial.architecture["out_channels"] != 1:
         raise UserError(f"{source}: a WNet3D with {initial.architecture['in_channels']} input channels; 1 is needed")
+    trained_with = max(initial.architecture["input_sigma"])
+    if config.input_smoothing is not None and config.input_smoothing != trained_with:
+        raise UserError(
+            f"--input-smoothing {config.input_smoothing:g}: the weights were trained with {trained_with:g}; "
+            "drop --input-smoothing"
+        )
+    config.input_smoothing = trained_with
     return _start(config, Path(out), overwrite, progress, initial=initial)
 
 
@@ -161,7 +196,8 @@ def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True
     if not (run_dir / "config.yaml").is_file() or not last.is_file():
         raise UserError(f"{run_dir}: not a run directory with config.yaml and last.pt; nothing to resume")
     config = TrainConfig.from_dict(read_config_file(run_dir / "config.yaml"), source=str(run_dir / "config.yaml"))
-    checkpoint = load_weights(last).checkpoint
+    weights = load_weights(last)
+    checkpoint = weights.checkpoint
     done = int(checkpoint.get("epoch", 0))
     if epochs is not None:
         if epochs < done:
@@ -170,7 +206,7 @@ def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True
     data = prepare_data(config)
     device = resolve_device(config.device)
     write_config_file(config, run_dir / "config.yaml")
-    run = _Run(config, run_dir, data, device, progress)
+    run = _Run(config, run_dir, data, device, progress, tuple(weights.architecture["input_sigma"]))
     run.restore(checkpoint)
     return run.fit()
 
@@ -189,12 +225,25 @@ def _start(
         config.base_lr = config.lr
     if config.bf16 is None:  # config.yaml records the precision used
         config.bf16 = bf16_supported(device)
+    if config.input_smoothing is None:  # and the input smoothing chosen
+        config.input_smoothing = auto_input_smoothing(data.noise)
+        if config.input_smoothing:
+            LOG.info(
+                "noisy images (voxel-to-voxel noise %s on the 0..100 scale): the model smooths its input by sigma "
+                "%g voxel (--input-smoothing 0 turns this off)",
+                ", ".join(f"{n:.1f}" for n in data.noise),
+                config.input_smoothing,
+            )
+    if initial is not None:
+        input_sigma = tuple(initial.architecture["input_sigma"])
+    else:
+        input_sigma = input_sigma_for(config.input_smoothing, data.spacing)
     if out.exists():
         _check_replaceable(out, data.paths)
         shutil.rmtree(out)
     out.mkdir(parents=True)
     write_config_file(config, out / "config.yaml")
-    run = _Run(config, out, data, device, progress)
+    run = _Run(config, out, data, device, progress, input_sigma)
     if initial is not None:
         run.model.load_state_dict(initial.state_dict, strict=True)
     run.checks.start(data.screens)
@@ -220,9 +269,14 @@ class TrainingStep:
         self.float32_redone = 0
 
     @classmethod
-    def from_config(cls, config: TrainConfig, device: torch.device) -> TrainingStep:
-        """A freshly initialised model (channels-last on the device), Adam and the loss of ``config``."""
-        model = WNet3D(num_classes=config.num_classes, channels=config.channels, dropout=config.dropout)
+    def from_config(
+        cls, config: TrainConfig, device: torch.device, input_sigma: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    ) -> TrainingStep:
+        """A freshly initialised model (channels-last on the device) smoothing its input by ``input_sigma``
+        ((z, y, x) voxels), Adam and the loss of ``config``."""
+        model = WNet3D(
+            num_classes=config.num_classes, channels=config.channels, dropout=config.dropout, input_sigma=input_sigma
+        )
         # channels-last halves the time of the 3-D convolutions' backward pass on CPUs (oneDNN)
         model.to(device, memory_format=torch.channels_last_3d)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -262,19 +316,20 @@ class TrainingStep:
         with self._autocast():
             probabilities, reconstruction = self.model(image)
         probabilities = probabilities.float()
-        terms = self.loss(probabilities, reconstruction.float(), image)
+        target = self.target(image)
+        terms = self.loss(probabilities, reconstruction.float(), target)
         if accept is not None and not accept(_floats(terms)):
             return {**_floats(terms), "applied": False}
         probed = self.gradient_norms(terms) if probe else {}
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         if rng is not None and not self._finite_gradients():
-            probabilities, terms, probed = self._redo_in_float32(image, rng, probe)
+            probabilities, terms, probed = self._redo_in_float32(image, target, rng, probe)
         self.optimizer.step()
         with torch.no_grad():
             detached = probabilities.detach()
             class_weight = detached.sum(dim=(0, 2, 3, 4)).double().cpu()
-            class_intensity = (detached * image).sum(dim=(0, 2, 3, 4)).double().cpu()
+            class_intensity = (detached * target).sum(dim=(0, 2, 3, 4)).double().cpu()
         return {
             **_floats(terms),
             "applied": True,
@@ -283,11 +338,16 @@ class TrainingStep:
             **probed,
         }
 
+    @torch.no_grad()
+    def target(self, image: torch.Tensor) -> torch.Tensor:
+        """What the losses compare with: the image as the encoder sees it (smoothed, when the model smooths)."""
+        return self.model.encoder.smooth(image)
+
     def _finite_gradients(self) -> bool:
         return all(bool(torch.isfinite(p.grad).all()) for p in self.model.parameters() if p.grad is not None)
 
     def _redo_in_float32(
-        self, image: torch.Tensor, rng: dict[str, Any], probe: bool
+        self, image: torch.Tensor, target: torch.Tensor, rng: dict[str, Any], probe: bool
     ) -> tuple[torch.Tensor, LossTerms, dict[str, float]]:
         """The step's forward and backward again in float32, from the random state the step started with (the
         dropout a float32 step draws): oneDNN's bf16 backward of 3-D convolutions now and then returns NaN weight
@@ -299,7 +359,7 @@ class TrainingStep:
         _set_rng_state(rng)
         self.optimizer.zero_grad(set_to_none=True)
         probabilities, reconstruction = self.model(image)
-        terms = self.loss(probabilities, reconstruction, image)
+        terms = self.loss(probabilities, reconstruction, target)
         probed = self.gradient_norms(terms) if probe else {}  # autograd.grad: leaves .grad as it is
         terms.total.backward()
         return probabilities, terms, probed
@@ -328,7 +388,7 @@ class TrainingStep:
             with self._autocast():
                 probabilities, reconstruction = self.model(image)
             probabilities, reconstruction = probabilities.float(), reconstruction.float()
-            terms = self.loss(probabilities, reconstruction, image)
+            terms = self.loss(probabilities, reconstruction, self.target(image))
         finally:
             self.model.train(training)
         return {**_floats(terms), "probabilities": probabilities.cpu(), "reconstruction": reconstruction.cpu()}
@@ -372,11 +432,17 @@ class _Run:
     """The state of one training run."""
 
     def __init__(
-        self, config: TrainConfig, out: Path, data: TrainingData, device: torch.device, progress: bool
+        self,
+        config: TrainConfig,
+        out: Path,
+        data: TrainingData,
+        device: torch.device,
+        progress: bool,
+        input_sigma: tuple[float, float, float],
     ) -> None:
         self.config, self.out, self.device, self.progress = config, out, device, progress
         _seed_everything(config.seed)
-        self.step = TrainingStep.from_config(config, device)
+        self.step = TrainingStep.from_config(config, device, input_sigma)
         self.model, self.optimizer = self.step.model, self.step.optimizer
         self.sampler = PatchSampler(
             data.volumes,
@@ -406,6 +472,11 @@ class _Run:
                 self.device,
                 " (bf16)" if self.step.bf16 else "",
             )
+            if any(self.model.input_sigma):
+                LOG.info(
+                    "the model smooths its input by sigma %s voxels (z, y, x), in training and in its exports",
+                    ", ".join(f"{s:g}" for s in self.model.input_sigma),
+                )
             for epoch in range(len(self.rows), self.config.epochs):
                 if self._epoch(epoch):
                     break
