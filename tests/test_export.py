@@ -151,6 +151,7 @@ def test_package_contents(exported: ExportResult, weights: dict[str, Path]):
     assert weights_rdf["pytorch_state_dict"]["architecture"]["kwargs"]["input_sigma"] == [1.0, 1.0, 1.0]
     assert weights_rdf["onnx"]["parent"] == weights_rdf["torchscript"]["parent"] == "pytorch_state_dict"
     assert "## Validation" in archive.read("README.md").decode()
+    assert "smooths its input with a Gaussian of sigma 1 x 1 x 1 voxels" in archive.read("README.md").decode()
     cover = Image.open(io.BytesIO(archive.read("cover.png")))
     assert cover.format == "PNG" and cover.width == 2 * cover.height
     raw, expected = _npy(archive, "test_input.npy"), _npy(archive, "test_output.npy")

@@ -257,3 +257,16 @@ def test_losses_compare_with_the_image_the_encoder_sees():
     assert result["rec"] != pytest.approx(
         step.loss(result["probabilities"], result["reconstruction"], batch).rec.item()
     )
+
+
+def test_bf16_asked_for_where_the_cpu_lacks_it_trains_and_is_recorded_as_float32(
+    tmp_path: Path, small_tiff: Path, monkeypatch, capfd
+):
+    from wnet_zoo import training
+
+    monkeypatch.setattr(training, "bf16_supported", lambda device: False)
+    tiny = [arg for arg in TINY if arg != "--no-bf16"]
+    assert main(["train", str(small_tiff), "--out", str(tmp_path / "run"), "--epochs", "1", "--bf16", *tiny]) == 0
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["bf16"] is False  # what ran
+    assert capfd.readouterr().err.count("--bf16: this CPU has no native bf16 support; training in float32") == 1
+    assert "(bf16)" not in (tmp_path / "run" / "train.log").read_text()

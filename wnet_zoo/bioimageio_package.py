@@ -245,6 +245,13 @@ def _training_text(source: PackageSource) -> str:
     if card.voxel_size is not None:
         size = " x ".join(f"{v:g}" for v in card.voxel_size)
         text += f" Training voxel size (z, y, x): {size} {card.voxel_unit}."
+    sigma = source.model.input_sigma
+    if any(sigma):
+        text += (
+            " The model smooths its input with a Gaussian of sigma "
+            f"{' x '.join(f'{s:g}' for s in sigma)} voxels (z, y, x) before segmenting it (chosen in training for "
+            "noisy stacks); every weight format here includes that step."
+        )
     if card.training_data.get("description"):
         text += f" Data: {str(card.training_data['description']).strip()}"
     return text

@@ -83,6 +83,15 @@ def bf16_supported(device: torch.device) -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
+def resolve_bf16(requested: bool | None, device: torch.device) -> bool:
+    """Whether training uses bf16 autocast: where ``device`` computes it natively, unless ``requested`` is False;
+    ``requested`` True on a device without it trains in float32, with a warning."""
+    supported = bf16_supported(device)
+    if requested and not supported:
+        LOG.warning("--bf16: this %s has no native bf16 support; training in float32", device.type.upper())
+    return supported and requested is not False
+
+
 class TrainingData(NamedTuple):
     """The training volumes (remapped to 0..100), their files and patch size, and their screening (when on):
     one :class:`~wnet_zoo.checks.VolumeScreen` and one array of usable patch positions per volume; the noise
@@ -163,7 +172,8 @@ def finetune(
 
     ``weights``, when given, are those already loaded from ``source`` (so a large archive is read once).
 
-    The architecture (classes, channels) comes from the weights and replaces the config's. Training runs
+    The architecture (classes, channels, input smoothing) comes from the weights and replaces the config's
+    (an explicit ``config.input_smoothing`` other than the weights' is a ``UserError``). Training runs
     at ``lr = base_lr * lr_factor``, ``base_lr`` being ``config.base_lr`` or else ``config.lr`` (the
     training default 1e-3 unless changed): 1e-4 by default, as CellSeg3D's page advises for retraining.
     """
@@ -223,8 +233,7 @@ def _start(
     config.patch = list(data.patch)
     if config.base_lr is None:
         config.base_lr = config.lr
-    if config.bf16 is None:  # config.yaml records the precision used
-        config.bf16 = bf16_supported(device)
+    config.bf16 = resolve_bf16(config.bf16, device)  # config.yaml records the precision used
     if config.input_smoothing is None:  # and the input smoothing chosen
         config.input_smoothing = auto_input_smoothing(data.noise)
         if config.input_smoothing:
@@ -288,10 +297,7 @@ class TrainingStep:
             rec_weight=config.rec_weight,
             rec_loss=config.rec_loss,
         )
-        bf16 = bf16_supported(device) if config.bf16 is None else config.bf16 and bf16_supported(device)
-        if config.bf16 and not bf16:
-            LOG.warning("--bf16: this %s has no native bf16 support; training in float32", device.type.upper())
-        return cls(model, optimizer, loss, bf16)
+        return cls(model, optimizer, loss, resolve_bf16(config.bf16, device))
 
     def __call__(
         self,
