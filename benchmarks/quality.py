@@ -292,7 +292,7 @@ def render_table(results: dict[str, Any]) -> str:
         f"{training}, `export --onnx`, `predict` with its default outputs; seconds for the three commands. "
         "Mask boundaries: the same run's mask split as `predict --boundary mask --relative-min-size 0` would "
         "(without the half-max boundaries and the relative minimum size). Failed runs score 0 in the means.",
-        f"{machine_info['cpu']}, {machine_info['threads'] or 'all'} thread(s), {results['date'][:10]}; "
+        f"{machine_info['cpu']}, {machine_info['threads'] or 'all'} thread(s), {_dates(results)}; "
         "`python benchmarks/quality.py`, results in `benchmarks/results/quality.json`.",
         *(f"Failed: {note}" for note in notes),
     ]
@@ -304,6 +304,17 @@ def render_table(results: dict[str, Any]) -> str:
             f"{found['mean_f1_margin']:+.3f} on average (goal +0.1)."
         )
     return "\n".join(lines)
+
+
+def _dates(results: dict[str, Any]) -> str:
+    """The day of the run, or of each setting where settings were measured on different days."""
+    days = {name: str(setting.get("date", results["date"]))[:10] for name, setting in results["settings"].items()}
+    if len(set(days.values())) <= 1:
+        return next(iter(days.values()), results["date"][:10])
+    by_day: dict[str, list[str]] = {}
+    for name, day in days.items():
+        by_day.setdefault(day, []).append(name)
+    return "; ".join(f"{', '.join(names)} on {day}" for day, names in sorted(by_day.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
