@@ -237,6 +237,9 @@ def test_noisy_stacks_train_a_model_that_smooths_its_input_per_voxel_size(tmp_pa
         assert config["input-smoothing"] == max(expected)  # recorded, so --resume rebuilds the same model
         assert load_weights(run / "best.pt").architecture["input_sigma"] == expected  # z voxels are twice as long
         assert ("smooths its input" in (run / "train.log").read_text()) == bool(max(expected))
+    assert main(["train", "--resume", str(tmp_path / "noisy"), "--epochs", "2"]) == 0
+    resumed = load_weights(tmp_path / "noisy" / "last.pt")
+    assert resumed.epoch == 2 and resumed.architecture["input_sigma"] == [0.5, 1.0, 1.0]
     assert (
         main(["train", str(path), "--out", str(tmp_path / "off"), "--epochs", "1", "--input-smoothing", "0", *TINY])
         == 0
