@@ -88,6 +88,12 @@ def test_export_writes_three_files_and_onnx_metadata(exported: ExportResult, wei
     assert props["wnet_zoo.train_patch"] == "16,24,24"
     assert props["wnet_zoo.version"] == importlib.metadata.version("wnet-zoo")
     assert read_metadata(exported.onnx).train_patch == (16, 24, 24)
+    assert props["wnet_zoo.input_sigma"] == "1.0,1.0,1.0" and read_metadata(exported.onnx).input_sigma == (1.0,) * 3
+    from wnet_zoo.predictor import Predictor
+
+    assert (
+        Predictor(exported.onnx, device="cpu").describe().endswith("the model smooths its input (sigma 1,1,1 voxels)")
+    )
     parity = exported.parity
     assert parity.shape == (1, 1, 40, 48, 56)
     assert parity.ort_vs_torch < 1e-4 and parity.ort_vs_float64 < 1e-4 and parity.torch_vs_float64 < 1e-4
@@ -149,6 +155,7 @@ def test_package_contents(exported: ExportResult, weights: dict[str, Path]):
     weights_rdf = rdf["weights"]
     assert weights_rdf["pytorch_state_dict"]["architecture"]["callable"] == "UNet3D"
     assert weights_rdf["pytorch_state_dict"]["architecture"]["kwargs"]["input_sigma"] == [1.0, 1.0, 1.0]
+    assert rdf["config"]["wnet_zoo"]["input_sigma"] == [1.0, 1.0, 1.0]
     assert weights_rdf["onnx"]["parent"] == weights_rdf["torchscript"]["parent"] == "pytorch_state_dict"
     assert "## Validation" in archive.read("README.md").decode()
     assert "smooths its input with a Gaussian of sigma 1 x 1 x 1 voxels" in archive.read("README.md").decode()

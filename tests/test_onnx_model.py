@@ -70,6 +70,8 @@ def test_fresh_model_exports_to_a_graph_onnxruntime_loads(tmp_path: Path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (probabilities,) = session.run(None, {"raw": np.random.default_rng(0).random((1, 1, 16, 16, 16), np.float32)})
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    claimed = ModelMetadata(num_classes=2, input_sigma=(1.0, 1.0, 1.0))  # the model's own smoothing is recorded
+    assert read_metadata(export_onnx(WNet3D(channels=TINY_CHANNELS), tmp_path / "b.onnx", claimed)).input_sigma is None
 
 
 def test_stable_group_norm_in_onnxruntime_on_large_groups(tmp_path: Path):

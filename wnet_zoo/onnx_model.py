@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +44,8 @@ class ModelMetadata:
         spatial_multiple: spatial sizes must be multiples of this.
         name: a model name.
         version: the wnet-zoo version that exported it.
+        input_sigma: the (z, y, x) Gaussian sigma in voxels the graph smooths its input with, when it does
+            (set by :func:`export_onnx` from the model; informative: the smoothing is in the graph).
     """
 
     num_classes: int
@@ -53,6 +55,7 @@ class ModelMetadata:
     spatial_multiple: int = SPATIAL_MULTIPLE
     name: str = "wnet3d"
     version: str = __version__
+    input_sigma: tuple[float, float, float] | None = None
 
     def to_props(self) -> dict[str, str]:
         """The metadata as ``metadata_props`` strings; unknown values are left out."""
@@ -67,6 +70,8 @@ class ModelMetadata:
             props["foreground_class"] = str(self.foreground_class)
         if self.train_patch is not None:
             props["train_patch"] = ",".join(map(str, self.train_patch))
+        if self.input_sigma is not None:
+            props["input_sigma"] = ",".join(map(repr, self.input_sigma))
         return {_PREFIX + key: value for key, value in props.items()}
 
     @classmethod
@@ -74,6 +79,7 @@ class ModelMetadata:
         """Parse ``metadata_props``; a graph without ours gets what can be read off its output."""
         ours = {key[len(_PREFIX) :]: value for key, value in props.items() if key.startswith(_PREFIX)}
         patch = ours.get("train_patch")
+        sigma = ours.get("input_sigma")
         return cls(
             num_classes=int(ours.get("num_classes", 0)),
             foreground_class=int(ours["foreground_class"]) if "foreground_class" in ours else None,
@@ -82,6 +88,7 @@ class ModelMetadata:
             spatial_multiple=int(ours.get("spatial_multiple", SPATIAL_MULTIPLE)),
             name=ours.get("name", "wnet3d"),
             version=ours.get("version", "unknown"),
+            input_sigma=tuple(float(v) for v in sigma.split(",")) if sigma else None,  # type: ignore[arg-type]
         )
 
 
@@ -96,6 +103,7 @@ def export_onnx(model: WNet3D, path: str | Path, metadata: ModelMetadata, exampl
     from .inference_encoder import inference_encoder
 
     path = Path(path)
+    metadata = replace(metadata, input_sigma=tuple(model.input_sigma) if any(model.input_sigma) else None)
     encoder = inference_encoder(model)
     parameter = next(encoder.parameters())
     example = torch.rand(1, model.in_channels, example_size, example_size, example_size, dtype=parameter.dtype) * 100

@@ -155,9 +155,12 @@ class Predictor:
         """One line: provider, threads, precision, tiling."""
         tile = ",".join(map(str, self.tile))
         threads = f"{self.engine.threads} thread{'s' * (self.engine.threads != 1)}"
+        sigma = self.metadata.input_sigma
+        smoothing = f"; the model smooths its input (sigma {','.join(f'{v:g}' for v in sigma)} voxels)" if sigma else ""
         return (
             f"provider {self.provider} ({threads}, {self.engine.precision}); "
             f"tile {tile}, overlap {self.overlap:g}, {self.blend} blend, {self.norm} norm, batch {self.batch}"
+            f"{smoothing}"
         )
 
     def probabilities(self, volume: np.ndarray, progress: bool = False, label: str | None = None) -> np.ndarray:
