@@ -148,7 +148,7 @@ def instances(
     if boundary == "half_max" and intensity is None:
         raise UserError("boundary 'half_max' reads the image: pass the intensity volume")
     foreground = probability > threshold if mask is None else np.asarray(mask, dtype=bool)
-    spacing = _relative_spacing(voxel_size)
+    spacing = relative_spacing(voxel_size)
     labels = nuclei_labels(foreground, intensity, spacing, options)
     labels = _remove_small(labels, options.min_size_for(typical_volume(labels)))
     values = probability if intensity is None else np.asarray(intensity)
@@ -335,7 +335,9 @@ def _percentile_per_label(values: np.ndarray, labels: np.ndarray, count: int, pe
     return result
 
 
-def _relative_spacing(voxel_size: Sequence[float] | None) -> tuple[float, float, float]:
+def relative_spacing(voxel_size: Sequence[float] | None) -> tuple[float, float, float]:
+    """A (z, y, x) voxel size in units of its finest side ((1, 1, 1) for None): what splitting and smoothing
+    scale by, since only the ratios matter."""
     if voxel_size is None:
         return (1.0, 1.0, 1.0)
     sizes = [float(v) for v in voxel_size]

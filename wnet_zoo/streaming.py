@@ -29,7 +29,7 @@ from .data import VoxelSize, override_voxel_size
 from .errors import UserError
 from .executors import DaskExecutor, LocalExecutor
 from .label_merge import merge_labels
-from .nuclei import NucleiOptions
+from .nuclei import NucleiOptions, relative_spacing
 from .predictor import Predictor, foreground_from_totals
 from .sources import SourceSpec, VolumeSource
 from .stores import create_zarr, open_zarr, write_tiff_blocks
@@ -184,10 +184,7 @@ def _job(
         settings["threads"] = executor.worker_threads or settings["threads"]
     else:
         settings["threads"] = predictor.engine.threads
-    spacing = (1.0, 1.0, 1.0)
-    if size is not None:
-        finest = min(size[:3])
-        spacing = (size.z / finest, size.y / finest, size.x / finest)
+    spacing = relative_spacing(None if size is None else size[:3])
     job = blocks.Job(
         source=spec,
         model=model,

@@ -45,6 +45,7 @@ from .errors import UserError
 from .events import Event
 from .losses import LossTerms, WNetLoss
 from .model import WNet3D
+from .nuclei import relative_spacing
 from .plotting import plot_losses
 
 LOG = logging.getLogger("wnet_zoo")
@@ -123,10 +124,7 @@ def prepare_data(config: TrainConfig) -> TrainingData:
         volumes.append(remap(volume))
     noise = [noise_level(v) for v in volumes]
     sizes = [size for size in map(read_voxel_size, paths) if size is not None]
-    spacing = (1.0, 1.0, 1.0)
-    if sizes:
-        finest = min(sizes[0][:3])
-        spacing = (sizes[0].z / finest, sizes[0].y / finest, sizes[0].x / finest)
+    spacing = relative_spacing(sizes[0][:3] if sizes else None)
     patch = resolve_patch(parse_triple(config.patch, "patch"), [v.shape for v in volumes])
     usable = None
     if config.screen:
