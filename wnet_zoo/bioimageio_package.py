@@ -267,8 +267,8 @@ def _wnet_zoo_config(source: PackageSource) -> dict[str, Any]:
         "num_classes": metadata.num_classes,
         "parity": source.parity.to_dict(),
     }
-    if metadata.input_sigma is not None:
-        config["input_sigma"] = list(metadata.input_sigma)
+    if any(source.model.input_sigma):
+        config["input_sigma"] = list(source.model.input_sigma)
     if metadata.foreground_class is not None:
         config["foreground_class"] = metadata.foreground_class
     if metadata.train_patch is not None:

@@ -59,13 +59,11 @@ def training_metadata(weights: LoadedWeights, name: str) -> ModelMetadata:
     """The ONNX metadata of these weights: what their training record tells, nothing where there is none."""
     foreground = weights.checkpoint.get("foreground_class")
     patch = weights.config.get("patch")
-    sigma = [float(v) for v in weights.architecture.get("input_sigma", (0.0, 0.0, 0.0))]
     return ModelMetadata(
         num_classes=int(weights.architecture["num_classes"]),
         foreground_class=None if foreground is None else int(foreground),
         train_patch=tuple(int(v) for v in patch) if patch else None,  # type: ignore[arg-type]
         name=name,
-        input_sigma=tuple(sigma) if any(sigma) else None,  # type: ignore[arg-type]
     )
 
 
