@@ -39,8 +39,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:Deprecati
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny model trained for one epoch (run folder) and the same weights as a bare state dict. It smooths its
-    input (as training chooses for noisy stacks), so every export form must carry the smoothing."""
+    """A tiny model trained for one epoch (run folder) and the same weights as a bare state dict. It compresses
+    and smooths its input (as training chooses for nuclei of widely varying brightness and for noisy stacks), so
+    every export form must carry both steps."""
     torch.set_num_threads(2)
     folder = tmp_path_factory.mktemp("weights")
     volume = tifffile.imread(example_volume())
@@ -55,6 +56,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         lr=1e-2,
         device="cpu",
         input_smoothing=1.0,
+        input_log=2.0,
     )
     train(config, folder / "run", progress=False)
     torch.save(torch.load(folder / "run" / "best.pt", weights_only=True)["model"], folder / "bare.pth")
@@ -89,10 +91,15 @@ def test_export_writes_three_files_and_onnx_metadata(exported: ExportResult, wei
     assert props["wnet_zoo.version"] == importlib.metadata.version("wnet-zoo")
     assert read_metadata(exported.onnx).train_patch == (16, 24, 24)
     assert props["wnet_zoo.input_sigma"] == "1.0,1.0,1.0" and read_metadata(exported.onnx).input_sigma == (1.0,) * 3
+    assert props["wnet_zoo.input_log"] == "2.0" and read_metadata(exported.onnx).input_log == 2.0
     from wnet_zoo.predictor import Predictor
 
     assert (
-        Predictor(exported.onnx, device="cpu").describe().endswith("the model smooths its input (sigma 1,1,1 voxels)")
+        Predictor(exported.onnx, device="cpu")
+        .describe()
+        .endswith(
+            "the model compresses its input's intensities (log, offset 2) and smooths the result (sigma 1,1,1 voxels)"
+        )
     )
     parity = exported.parity
     assert parity.shape == (1, 1, 40, 48, 56)
@@ -155,10 +162,13 @@ def test_package_contents(exported: ExportResult, weights: dict[str, Path]):
     weights_rdf = rdf["weights"]
     assert weights_rdf["pytorch_state_dict"]["architecture"]["callable"] == "UNet3D"
     assert weights_rdf["pytorch_state_dict"]["architecture"]["kwargs"]["input_sigma"] == [1.0, 1.0, 1.0]
-    assert rdf["config"]["wnet_zoo"]["input_sigma"] == [1.0, 1.0, 1.0]
+    assert weights_rdf["pytorch_state_dict"]["architecture"]["kwargs"]["input_log"] == 2.0
+    assert rdf["config"]["wnet_zoo"]["input_sigma"] == [1.0, 1.0, 1.0] and rdf["config"]["wnet_zoo"]["input_log"] == 2.0
     assert weights_rdf["onnx"]["parent"] == weights_rdf["torchscript"]["parent"] == "pytorch_state_dict"
     assert "## Validation" in archive.read("README.md").decode()
-    assert "smooths its input with a Gaussian of sigma 1 x 1 x 1 voxels" in archive.read("README.md").decode()
+    card = archive.read("README.md").decode()
+    assert "compresses its input's intensities" in card and "log(1 + x / 2)" in card
+    assert "smooths its compressed input with a Gaussian of sigma 1 x 1 x 1 voxels" in card
     cover = Image.open(io.BytesIO(archive.read("cover.png")))
     assert cover.format == "PNG" and cover.width == 2 * cover.height
     raw, expected = _npy(archive, "test_input.npy"), _npy(archive, "test_output.npy")

@@ -85,6 +85,7 @@ def test_finetune_bad_sources_and_mismatches(tmp_path: Path, small_tiff: Path, p
         ["--from", str(pretrained["bare state dict"]), "--channels", "8,16,32,64"],
         ["--from", str(pretrained["bare state dict"]), "--num-classes", "2"],
         ["--from", str(pretrained["bare state dict"]), "--input-smoothing", "1"],  # trained without
+        ["--from", str(pretrained["bare state dict"]), "--input-log", "2"],  # trained without
     ]
     for extra in cases:
         out = tmp_path / "out"

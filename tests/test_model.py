@@ -101,3 +101,31 @@ def test_input_smoothing_is_a_gaussian_with_replicated_edges_and_travels_with_th
         WNet3D(channels=(4, 8, 16, 32), input_sigma=(1, 1, 1)).load_state_dict(plain.state_dict())
     with pytest.raises(ValueError, match="input_sigma must be"):
         WNet3D(input_sigma=(1, -1, 1))
+
+
+def test_input_compression_is_the_numpy_logarithm_keeps_the_range_and_travels_with_the_weights():
+    from wnet_zoo.data import compress_intensities
+
+    x = torch.rand(2, 1, 8, 16, 16, dtype=torch.float64) * 100
+    x[0, 0, 0, 0, :2] = torch.tensor([0.0, -3.0])
+    compress = model.InputCompression(2.5)
+    ours = compress(x.float())
+    assert torch.allclose(ours.double(), torch.from_numpy(compress_intensities(x.numpy(), 2.5)).double(), atol=1e-4)
+    assert compress(torch.tensor([0.0, -1.0, 2.5, 100.0])).tolist() == pytest.approx(
+        [0.0, 0.0, 100 * np.log(2) / np.log1p(40), 100.0], rel=1e-6
+    )
+    assert model.InputCompression(0.0)(x) is x
+    plain = WNet3D(channels=(4, 8, 16, 32)).eval()
+    both = WNet3D(channels=(4, 8, 16, 32), input_log=2.5, input_sigma=(1, 1, 1)).eval()
+    assert "encoder.compress.input_log" not in plain.state_dict()
+    state = both.state_dict()
+    assert float(state["encoder.compress.input_log"]) == 2.5 and both.input_log == 2.5
+    assert both.architecture()["input_log"] == 2.5 and plain.architecture()["input_log"] == 0.0
+    plain.load_state_dict({k: v for k, v in state.items() if "compress" not in k and "smooth" not in k})
+    prepared = model.InputSmoothing((1, 1, 1))(compress(x.float()))
+    with torch.no_grad():  # compressed first, then smoothed
+        assert torch.allclose(both.encoder(x.float()), plain.encoder(prepared), atol=1e-6)
+    with pytest.raises(ValueError, match="trained with input log offset 2.5"):
+        WNet3D(channels=(4, 8, 16, 32), input_log=1.0, input_sigma=(1, 1, 1)).load_state_dict(state)
+    with pytest.raises(ValueError, match="input_log must be"):
+        WNet3D(input_log=-1)

@@ -86,3 +86,20 @@ def test_stable_group_norm_in_onnxruntime_on_large_groups(tmp_path: Path):
     with torch.no_grad():
         reference = nn.functional.group_norm(x.double(), 4).numpy()
     assert np.abs(actual - reference).max() < 1e-5
+
+
+def test_a_compressing_model_exports_its_logarithm_and_records_it(tmp_path: Path):
+    torch.manual_seed(0)
+    model = WNet3D(channels=TINY_CHANNELS, input_log=1.5).eval()
+    path = export_onnx(model, tmp_path / "log.onnx", ModelMetadata(num_classes=2))
+    assert read_metadata(path).input_log == 1.5
+    x = torch.rand(1, 1, 16, 24, 16) * 100
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(None, {"raw": x.numpy()})
+    with torch.no_grad():
+        expected = model.encoder(x).numpy()
+    assert np.abs(actual - expected).max() < 1e-4
+    assert (
+        read_metadata(export_onnx(WNet3D(channels=TINY_CHANNELS), tmp_path / "plain.onnx", ModelMetadata(2))).input_log
+        is None
+    )

@@ -20,6 +20,7 @@ from wnet_zoo.outputs import predict_files
 from wnet_zoo.streaming import StreamOptions, work_folder
 
 SMALL = StreamOptions(block=32, label_block=32, chunk=16, instance_halo=16)
+WIDE_HALO = StreamOptions(block=32, label_block=32, chunk=16, instance_halo=32)
 ALL = ("probabilities", "mask", "instances")
 SETTINGS = {"device": "cpu", "threads": 2, "tile": 16}
 
@@ -299,3 +300,35 @@ def test_blocks_of_thin_volumes_grow_to_the_same_memory():
         assert 0.6 * cube <= extended <= 1.4 * cube, (shape, block)
     assert fit_block((1024, 1024, 1024), 128, 64, 24) == (128, 128, 128)
     assert fit_block((40, 72, 60), 32, 16, 16) == (32, 32, 32)
+
+
+def test_a_compressing_model_has_its_half_max_boundaries_read_the_compressed_image(volume, tmp_path):
+    """In memory and streamed alike, the half-max boundaries read the image as the model saw it. (Random weights
+    give nuclei that reach past the usual instance halo, hence a wider one.)"""
+    import torch
+
+    from wnet_zoo.data import compress_intensities, remap
+    from wnet_zoo.model import WNet3D
+    from wnet_zoo.nuclei import instances
+    from wnet_zoo.onnx_model import ModelMetadata, export_onnx
+
+    torch.manual_seed(0)
+    model = tmp_path / "log.onnx"
+    export_onnx(WNet3D(channels=(4, 8, 16, 32), input_log=2.0).eval(), model, ModelMetadata(num_classes=2))
+    tifffile.imwrite(tmp_path / "crop.tif", volume)
+    results = {}
+    for stream in (False, True):
+        out = tmp_path / f"out{stream}"
+        options = {"stream_options": WIDE_HALO} if stream else {}
+        predict_files(
+            model, [tmp_path / "crop.tif"], out, outputs=ALL, stream=stream, report=_quiet, **options, **SETTINGS
+        )
+        results[stream] = _read(out, "crop", "tif")
+    _assert_same(results[True], results[False])
+    probabilities, mask = results[False]["probabilities"], results[False]["mask"] > 0
+    foreground = probabilities[:, mask].mean(axis=1).argmax()
+    seen = compress_intensities(remap(volume), 2.0)
+    found = instances(probabilities[foreground], volume, mask=mask, boundary_intensity=seen).labels
+    raw = instances(probabilities[foreground], volume, mask=mask).labels
+    np.testing.assert_array_equal(results[False]["instances"] > 0, found > 0)
+    assert not np.array_equal(found > 0, raw > 0)

@@ -237,6 +237,7 @@ def test_noisy_stacks_train_a_model_that_smooths_its_input_per_voxel_size(tmp_pa
         assert config["input-smoothing"] == max(expected)  # recorded, so --resume rebuilds the same model
         assert load_weights(run / "best.pt").architecture["input_sigma"] == expected  # z voxels are twice as long
         assert ("smooths its input" in (run / "train.log").read_text()) == bool(max(expected))
+        assert config["input-log"] == 0.0  # nuclei of alike brightness: no compression
     assert main(["train", "--resume", str(tmp_path / "noisy"), "--epochs", "2"]) == 0
     resumed = load_weights(tmp_path / "noisy" / "last.pt")
     assert resumed.epoch == 2 and resumed.architecture["input_sigma"] == [0.5, 1.0, 1.0]
@@ -247,12 +248,39 @@ def test_noisy_stacks_train_a_model_that_smooths_its_input_per_voxel_size(tmp_pa
     assert load_weights(tmp_path / "off" / "best.pt").architecture["input_sigma"] == [0.0] * 3
 
 
+def test_nuclei_of_widely_varying_brightness_train_a_model_that_compresses_its_input(tmp_path: Path):
+    from scipy import ndimage
+
+    from wnet_zoo.data import remap
+
+    volume = np.full((24, 48, 60), 100.0, np.float32)  # camera counts: 20 spheres, half of them 10x dimmer
+    z, y, x = np.ogrid[:24, :48, :60]
+    for i in range(20):
+        cy, cx = 6 + 12 * (i // 5), 6 + 12 * (i % 5)
+        volume[(z - 12) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= 16] += 1000 if i % 2 else 100
+    volume = ndimage.gaussian_filter(volume, 0.7) + np.random.default_rng(0).normal(0, 5.0, volume.shape)
+    path = tmp_path / "mixed.tif"
+    tifffile.imwrite(path, volume.astype(np.float32))
+    background = float(np.median(remap(volume)))
+    assert main(["train", str(path), "--out", str(tmp_path / "run"), "--epochs", "1", *TINY]) == 0
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert config["input-log"] == pytest.approx(background) and config["input-smoothing"] == 0.0
+    assert load_weights(tmp_path / "run" / "best.pt").architecture["input_log"] == config["input-log"]
+    assert "compresses its input with a logarithm" in (tmp_path / "run" / "train.log").read_text()
+    assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "2"]) == 0
+    assert load_weights(tmp_path / "run" / "last.pt").architecture["input_log"] == config["input-log"]
+    off = tmp_path / "off"
+    assert main(["train", str(path), "--out", str(off), "--epochs", "1", "--input-log", "0", *TINY]) == 0
+    assert load_weights(off / "best.pt").architecture["input_log"] == 0.0
+
+
 def test_losses_compare_with_the_image_the_encoder_sees():
     torch.manual_seed(0)
-    step = TrainingStep.from_config(TrainConfig(channels=[4, 8, 16, 32], bf16=False), torch.device("cpu"), (1, 1, 1))
+    config = TrainConfig(channels=[4, 8, 16, 32], bf16=False)
+    step = TrainingStep.from_config(config, torch.device("cpu"), (1, 1, 1), input_log=2.0)
     batch = torch.rand(2, 1, 16, 24, 24) * 100
     result = step.evaluate(batch)
-    smoothed = step.model.encoder.smooth(batch)
+    smoothed = step.model.encoder.smooth(step.model.encoder.compress(batch))
     assert not torch.allclose(smoothed, batch)
     expected = step.loss(result["probabilities"], result["reconstruction"], smoothed)
     assert result["ncut"] == pytest.approx(expected.ncut.item(), rel=1e-6)

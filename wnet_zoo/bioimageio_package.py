@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import shutil
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,7 @@ def _values(source: PackageSource, raw: np.ndarray, probabilities: np.ndarray) -
             "softmax": True,
             "dropout": model.dropout,
             "input_sigma": list(model.input_sigma),
+            "input_log": model.input_log,
         },
         "pytorch_version": torch.__version__.split("+")[0],
         "opset_version": OPSET,
@@ -245,15 +247,29 @@ def _training_text(source: PackageSource) -> str:
     if card.voxel_size is not None:
         size = " x ".join(f"{v:g}" for v in card.voxel_size)
         text += f" Training voxel size (z, y, x): {size} {card.voxel_unit}."
-    sigma = source.model.input_sigma
-    if any(sigma):
-        text += (
-            " The model smooths its input with a Gaussian of sigma "
-            f"{' x '.join(f'{s:g}' for s in sigma)} voxels (z, y, x) before segmenting it (chosen in training for "
-            "noisy stacks); every weight format here includes that step."
-        )
+    text += _input_text(source.model.input_log, source.model.input_sigma)
     if card.training_data.get("description"):
         text += f" Data: {str(card.training_data['description']).strip()}"
+    return text
+
+
+def _input_text(offset: float, sigma: Sequence[float]) -> str:
+    """The model card's sentences on what the model does to its input before segmenting it."""
+    text = ""
+    if offset:
+        text += (
+            " The model compresses its input's intensities (0..100 after the min-max scaling) with a logarithm, "
+            f"100 * log(1 + x / {offset:.3g}) / log(1 + 100 / {offset:.3g}), before segmenting it (chosen in "
+            "training for stacks whose nuclei differ widely in brightness)."
+        )
+    if any(sigma):
+        text += (
+            f" The model smooths its {'compressed ' if offset else ''}input with a Gaussian of sigma "
+            f"{' x '.join(f'{s:g}' for s in sigma)} voxels (z, y, x) before segmenting it (chosen in training for "
+            "noisy stacks)."
+        )
+    if text:
+        text += " Every weight format here includes these steps."
     return text
 
 
@@ -269,6 +285,8 @@ def _wnet_zoo_config(source: PackageSource) -> dict[str, Any]:
     }
     if any(source.model.input_sigma):
         config["input_sigma"] = list(source.model.input_sigma)
+    if source.model.input_log:
+        config["input_log"] = source.model.input_log
     if metadata.foreground_class is not None:
         config["foreground_class"] = metadata.foreground_class
     if metadata.train_patch is not None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import remap
+from .data import compressed_view, remap
 from .nuclei import NucleiOptions, nuclei_labels, size_counts, table_rows
 from .sources import SourceSpec, VolumeSource
 from .stores import open_zarr
@@ -80,7 +80,9 @@ class BlockGrid:
 class Job:
     """Everything a worker needs to do a phase of one image: plain data, sent once per task.
 
-    ``work`` is the work folder holding the stores (on storage every worker sees).
+    ``work`` is the work folder holding the stores (on storage every worker sees); ``input_log`` the model's
+    input compression (:attr:`wnet_zoo.onnx_model.ModelMetadata.input_log`), through which the half-max
+    boundaries read the image, as in memory.
     """
 
     source: SourceSpec
@@ -98,6 +100,7 @@ class Job:
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     instance_halo: int = 24
     nuclei: NucleiOptions = NucleiOptions()
+    input_log: float = 0.0
     cache_bytes: int = 128 * 2**20
 
     @property
@@ -267,7 +270,11 @@ def label(job: Job, index: int) -> dict[str, np.ndarray]:
         return {}
     with job.source.open() as source:
         intensity = source.read(extended)
-    labels = nuclei_labels(foreground, intensity, job.spacing, job.nuclei)
+    seen = compressed_view(
+        intensity, job.input_log, job.low, job.high
+    )  # the half-max boundary reads what the model saw
+    labels = nuclei_labels(foreground, seen, job.spacing, job.nuclei)
+    del seen
     own, compact = np.unique(labels[core], return_inverse=True)
     first = 0 if own.size and own[0] == 0 else 1
     numbers = compact.reshape(labels[core].shape).astype(np.uint32) + first

@@ -65,10 +65,12 @@ def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def infer_architecture(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Read in/out channels, classes and level widths of a WNet3D from its weight shapes, and its input
-    smoothing from the ``encoder.smooth.input_sigma`` buffer (none without it, as in CellSeg3D's weights)."""
+    compression and smoothing from the ``encoder.compress.input_log`` and ``encoder.smooth.input_sigma``
+    buffers (none without them, as in CellSeg3D's weights)."""
     try:
         first = state["encoder.in_b.module.0.weight"]
         sigma = state.get("encoder.smooth.input_sigma")
+        log = state.get("encoder.compress.input_log")
         return {
             "in_channels": int(first.shape[1]),
             "out_channels": int(state["decoder.out_b.module.8.weight"].shape[0]),
@@ -80,6 +82,7 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> dict[str, Any]:
                 int(state["encoder.bot.module.1.weight"].shape[0]),
             ],
             "input_sigma": [0.0, 0.0, 0.0] if sigma is None else [float(v) for v in sigma.tolist()],
+            "input_log": 0.0 if log is None else float(log),
         }
     except (KeyError, AttributeError, IndexError, TypeError, ValueError):
         raise UserError(f"not a WNet3D state dict: {_EXPECTED}") from None

@@ -72,7 +72,17 @@ def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
             metavar="SIGMA",
             help="Gaussian sigma (voxels along the finest axis) the model smooths its input with, in training and "
             "in every export. Default: 1 for noisy stacks (voxel-to-voxel noise of at least 4 on the 0..100 "
-            "scale), else 0 (off, as in CellSeg3D).",
+            "scale, measured after any --input-log), else 0 (off, as in CellSeg3D).",
+        ),
+        click.option(
+            "--input-log",
+            type=float,
+            default=d.input_log,
+            metavar="OFFSET",
+            help="Compress the model's input (0..100) with 100*log(1+x/OFFSET)/log(1+100/OFFSET), in training and "
+            "in every export. Default: the image's median when its nuclei differ widely in brightness (the 90th "
+            "percentile of their brightness above background at least 3x the 10th: dim nuclei beside bright or "
+            "over-exposed ones, uneven illumination), else 0 (off, as in CellSeg3D).",
         ),
         click.option(
             "--spatial-sigma",

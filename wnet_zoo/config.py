@@ -28,6 +28,8 @@ class TrainConfig:
     The fields from ``screen`` on configure the training checks (see :mod:`wnet_zoo.checks`).
     ``input_smoothing`` is the Gaussian sigma (voxels along the finest axis) the model smooths its input with;
     None: chosen from the images at the start (see :func:`wnet_zoo.data.auto_input_smoothing`), and recorded.
+    ``input_log`` is the offset (0..100 scale) of the logarithm the model compresses its input with, before any
+    smoothing; None: chosen from the images (see :func:`wnet_zoo.data.auto_input_log`), and recorded.
     """
 
     images: list[str] = field(default_factory=list)
@@ -40,6 +42,7 @@ class TrainConfig:
     ncut_weight: float = 0.5
     rec_weight: float = 5e-3
     input_smoothing: float | None = None
+    input_log: float | None = None
     epochs: int = 12
     patch: list[int] | None = None
     samples_per_epoch: int = 8
@@ -98,6 +101,10 @@ class TrainConfig:
             (
                 self.input_smoothing is None or 0 <= self.input_smoothing <= 8,
                 "--input-smoothing must be a sigma in [0, 8] voxels, e.g. 1 (0: off)",
+            ),
+            (
+                self.input_log is None or 0 <= self.input_log <= 100,
+                "--input-log must be an offset in [0, 100] on the 0..100 scale, e.g. 1 (0: off)",
             ),
             (self.ncut_weight >= 0 and self.rec_weight >= 0, "--ncut-weight and --rec-weight must be >= 0"),
             (self.epochs >= 1, "--epochs must be at least 1"),

@@ -92,6 +92,7 @@ class InferenceEncoder(nn.Module):
 
     def __init__(self, encoder: UNet3D, compose: bool = True) -> None:
         super().__init__()
+        self.compress = copy.deepcopy(encoder.compress)
         self.smooth = copy.deepcopy(encoder.smooth)
         self.max_pool = nn.MaxPool3d(2)
         for name in ("in_b", "conv1", "conv2", "bot", "deconv2", "deconv3", "out_b"):
@@ -101,7 +102,8 @@ class InferenceEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # the same wiring as the training encoder, over this object's export-form blocks
-        return torch.softmax(UNet3D.logits(self, self.smooth(x)), dim=1)  # type: ignore[arg-type]
+        prepared = UNet3D.prepare(self, x)  # type: ignore[arg-type]
+        return torch.softmax(UNet3D.logits(self, prepared), dim=1)  # type: ignore[arg-type]
 
 
 def inference_encoder(model: WNet3D, compose: bool = True) -> InferenceEncoder:

@@ -16,9 +16,10 @@ Layout of one U-Net, with ``c = channels`` (CellSeg3D: 64, 128, 256, 512)::
 CellSeg3D hard-codes 64 as the width of its output block; here it follows ``channels[0]``, which is
 the same for the default architecture and keeps small models small.
 
-The encoder may smooth its input first (:class:`InputSmoothing`, a fixed Gaussian; off for CellSeg3D's weights
-and by default): trained on a smoothed image, a model must see the same smoothing wherever it runs, so it is
-part of the model, its graph and its weights (the ``smooth.input_sigma`` buffer, present only when on).
+The encoder may compress its input's intensities (:class:`InputCompression`, a fixed logarithm) and then smooth
+it (:class:`InputSmoothing`, a fixed Gaussian); both are off for CellSeg3D's weights and by default. Trained on a
+transformed image, a model must see the same transform wherever it runs, so each is part of the model, its graph
+and its weights (the ``compress.input_log`` and ``smooth.input_sigma`` buffers, present only when on).
 
 Each ``[conv3 conv1]`` pair is linear with nothing in between, so when the 1x1 convolution does not
 widen the features the pair is evaluated as one 3x3x3 convolution with the composed weights (same
@@ -28,6 +29,7 @@ convolutions this way).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -140,9 +142,40 @@ class InputSmoothing(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
+class InputCompression(nn.Module):
+    """A fixed logarithmic compression of intensities on the 0..100 scale, which keeps 0 at 0 and 100 at 100:
+    ``100 * log1p(x / offset) / log1p(100 / offset)``; the identity at offset 0.
+
+    Intensities well above ``offset`` are compressed and those below it are stretched, so that nuclei 10x
+    dimmer than their neighbours, or next to over-exposed ones, still stand clear of the background. Values
+    below 0 count as 0. A non-zero ``offset`` is kept in the state dict (``input_log``), like the smoothing's
+    sigma: loading weights of another offset is an error.
+    """
+
+    def __init__(self, offset: float = 0.0) -> None:
+        super().__init__()
+        self.offset = _check_offset(offset)
+        self.scale = 100.0 / math.log1p(100.0 / self.offset) if self.offset else 1.0
+        if self.offset:
+            self.register_buffer("input_log", torch.tensor(self.offset, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.offset:
+            return x
+        return torch.log1p(x.clamp(min=0.0) * (1.0 / self.offset)) * self.scale
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        given = state_dict.get(prefix + "input_log")
+        found = float(given) if given is not None else 0.0
+        if found != self.offset:
+            raise ValueError(f"weights trained with input log offset {found:g}, model built with {self.offset:g}")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 class UNet3D(nn.Module):
     """One half of WNet3D: a 3-level 3-D U-Net, optionally ending in a softmax over channels, optionally
-    smoothing its input first (``input_sigma``, see :class:`InputSmoothing`)."""
+    compressing and smoothing its input first (``input_log``, ``input_sigma``: see :class:`InputCompression`
+    and :class:`InputSmoothing`)."""
 
     def __init__(
         self,
@@ -152,10 +185,12 @@ class UNet3D(nn.Module):
         softmax: bool = True,
         dropout: float = 0.65,
         input_sigma: Sequence[float] = (0.0, 0.0, 0.0),
+        input_log: float = 0.0,
     ) -> None:
         super().__init__()
         c0, c1, c2, c3 = _check_channels(channels)
         self.softmax = softmax
+        self.compress = InputCompression(input_log)
         self.smooth = InputSmoothing(input_sigma, in_channels)
         self.max_pool = nn.MaxPool3d(2)
         self.in_b = _Block(in_channels, c0, dropout, separable=False)
@@ -172,8 +207,12 @@ class UNet3D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_tracing():
             check_input_shape(x.shape, self.in_b.module[0].in_channels)
-        x = self.logits(self.smooth(x))
+        x = self.logits(self.prepare(x))
         return torch.softmax(x, dim=1) if self.softmax else x
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The input as the U-Net sees it: compressed, then smoothed (each the identity when off)."""
+        return self.smooth(self.compress(x))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The U-Net's output before any softmax (the wiring of the levels, without input checks)."""
@@ -197,6 +236,8 @@ class WNet3D(nn.Module):
         dropout: dropout probability after every convolution stage (CellSeg3D: 0.65).
         input_sigma: (z, y, x) Gaussian sigma in voxels the encoder smooths its input with (0: none, as in
             CellSeg3D). Training compares the decoder's reconstruction with the smoothed image too.
+        input_log: offset on the 0..100 scale of the logarithm the encoder compresses its input's intensities with,
+            before any smoothing (0: none, as in CellSeg3D; see :class:`InputCompression`).
 
     ``forward(x)`` returns ``(probabilities, reconstruction)``; ``model.encoder(x)`` alone returns the
     K class probabilities. Spatial sizes must be multiples of 8.
@@ -210,6 +251,7 @@ class WNet3D(nn.Module):
         channels: Sequence[int] = DEFAULT_CHANNELS,
         dropout: float = 0.65,
         input_sigma: Sequence[float] = (0.0, 0.0, 0.0),
+        input_log: float = 0.0,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -218,7 +260,13 @@ class WNet3D(nn.Module):
         self.channels = tuple(_check_channels(channels))
         self.dropout = dropout
         self.encoder = UNet3D(
-            in_channels, num_classes, self.channels, softmax=True, dropout=dropout, input_sigma=input_sigma
+            in_channels,
+            num_classes,
+            self.channels,
+            softmax=True,
+            dropout=dropout,
+            input_sigma=input_sigma,
+            input_log=input_log,
         )
         self.decoder = UNet3D(num_classes, out_channels, self.channels, softmax=False, dropout=dropout)
 
@@ -235,12 +283,18 @@ class WNet3D(nn.Module):
             "channels": list(self.channels),
             "dropout": self.dropout,
             "input_sigma": list(self.encoder.smooth.sigma),
+            "input_log": self.encoder.compress.offset,
         }
 
     @property
     def input_sigma(self) -> tuple[float, float, float]:
         """The (z, y, x) sigma in voxels of the encoder's input smoothing (zeros: none)."""
         return self.encoder.smooth.sigma
+
+    @property
+    def input_log(self) -> float:
+        """The offset (0..100 scale) of the encoder's logarithmic input compression (0: none)."""
+        return self.encoder.compress.offset
 
 
 def check_input_shape(shape: Sequence[int], in_channels: int) -> None:
@@ -260,6 +314,13 @@ def _check_sigma(sigma: Sequence[float]) -> tuple[float, float, float]:
     if len(values) != 3 or not all(0 <= s < 64 for s in values):
         raise ValueError(f"input_sigma must be 3 values (z, y, x) in [0, 64) voxels, got {tuple(sigma)}")
     return values  # type: ignore[return-value]
+
+
+def _check_offset(offset: float) -> float:
+    value = float(offset)
+    if not 0 <= value <= 100:
+        raise ValueError(f"input_log must be an offset in [0, 100] on the 0..100 scale, got {offset}")
+    return value
 
 
 def _check_channels(channels: Sequence[int]) -> tuple[int, int, int, int]:

@@ -122,6 +122,7 @@ def instances(
     min_distance: float = DEFAULT_MIN_DISTANCE,
     boundary: str = "auto",
     relative_min_size: float = DEFAULT_RELATIVE_MIN_SIZE,
+    boundary_intensity: np.ndarray | None = None,
 ) -> Instances:
     """Split the foreground into nuclei and measure them.
 
@@ -139,6 +140,8 @@ def instances(
             where the smoothed ``intensity`` (required) is halfway between its local background and its peak;
             ``"auto"``: half-max when ``intensity`` is given, else the mask.
         relative_min_size: nuclei under this fraction of the typical nucleus volume are removed too (0: off).
+        boundary_intensity: the image the half-max boundary reads instead of ``intensity`` (the predictor passes
+            the image as a model that compresses its input sees it; the table still reads ``intensity``).
     """
     probability = np.asarray(probability)
     if probability.ndim != 3:
@@ -149,7 +152,9 @@ def instances(
         raise UserError("boundary 'half_max' reads the image: pass the intensity volume")
     foreground = probability > threshold if mask is None else np.asarray(mask, dtype=bool)
     spacing = relative_spacing(voxel_size)
-    labels = nuclei_labels(foreground, intensity, spacing, options)
+    labels = nuclei_labels(
+        foreground, intensity if boundary_intensity is None else boundary_intensity, spacing, options
+    )
     labels = _remove_small(labels, options.min_size_for(typical_volume(labels)))
     values = probability if intensity is None else np.asarray(intensity)
     return Instances(labels, measure(labels, values))

@@ -46,6 +46,8 @@ class ModelMetadata:
         version: the wnet-zoo version that exported it.
         input_sigma: the (z, y, x) Gaussian sigma in voxels the graph smooths its input with, when it does
             (set by :func:`export_onnx` from the model; informative: the smoothing is in the graph).
+        input_log: the offset (0..100 scale) of the logarithm the graph compresses its input with, when it does
+            (set by :func:`export_onnx`; informative too).
     """
 
     num_classes: int
@@ -56,6 +58,7 @@ class ModelMetadata:
     name: str = "wnet3d"
     version: str = __version__
     input_sigma: tuple[float, float, float] | None = None
+    input_log: float | None = None
 
     def to_props(self) -> dict[str, str]:
         """The metadata as ``metadata_props`` strings; unknown values are left out."""
@@ -72,6 +75,8 @@ class ModelMetadata:
             props["train_patch"] = ",".join(map(str, self.train_patch))
         if self.input_sigma is not None:
             props["input_sigma"] = ",".join(map(repr, self.input_sigma))
+        if self.input_log is not None:
+            props["input_log"] = repr(self.input_log)
         return {_PREFIX + key: value for key, value in props.items()}
 
     @classmethod
@@ -80,6 +85,7 @@ class ModelMetadata:
         ours = {key[len(_PREFIX) :]: value for key, value in props.items() if key.startswith(_PREFIX)}
         patch = ours.get("train_patch")
         sigma = ours.get("input_sigma")
+        log = ours.get("input_log")
         return cls(
             num_classes=int(ours.get("num_classes", 0)),
             foreground_class=int(ours["foreground_class"]) if "foreground_class" in ours else None,
@@ -89,6 +95,7 @@ class ModelMetadata:
             name=ours.get("name", "wnet3d"),
             version=ours.get("version", "unknown"),
             input_sigma=tuple(float(v) for v in sigma.split(",")) if sigma else None,  # type: ignore[arg-type]
+            input_log=float(log) if log else None,
         )
 
 
@@ -103,7 +110,11 @@ def export_onnx(model: WNet3D, path: str | Path, metadata: ModelMetadata, exampl
     from .inference_encoder import inference_encoder
 
     path = Path(path)
-    metadata = replace(metadata, input_sigma=tuple(model.input_sigma) if any(model.input_sigma) else None)
+    metadata = replace(
+        metadata,
+        input_sigma=tuple(model.input_sigma) if any(model.input_sigma) else None,
+        input_log=model.input_log or None,
+    )
     encoder = inference_encoder(model)
     parameter = next(encoder.parameters())
     example = torch.rand(1, model.in_channels, example_size, example_size, example_size, dtype=parameter.dtype) * 100

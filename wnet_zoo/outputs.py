@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tifffile
 
-from .data import VoxelSize, override_voxel_size, parse_floats, read_volume, read_voxel_size
+from .data import VoxelSize, compressed_view, override_voxel_size, parse_floats, read_volume, read_voxel_size
 from .errors import UserError
 from .nuclei import NucleiOptions, instances
 from .predictor import Predictor, choose_foreground
@@ -235,7 +235,7 @@ def predict_files(
                     probabilities = predictor.probabilities(volume, progress=progress, label=spec.path.name)
                     foreground, reason = choose_foreground(probabilities, volume, predictor.metadata, foreground_class)
                     result = ImageResult(spec.path, planned[spec], foreground, reason, None)
-                    _write(result, probabilities, volume, size, nuclei)
+                    _write(result, probabilities, volume, size, nuclei, predictor.metadata.input_log or 0.0)
                 report(result.summary())
                 results.append(result)
     return results
@@ -346,7 +346,12 @@ def _stream_one(
 
 
 def _write(
-    result: ImageResult, probabilities: np.ndarray, volume: np.ndarray, size: VoxelSize | None, nuclei: NucleiOptions
+    result: ImageResult,
+    probabilities: np.ndarray,
+    volume: np.ndarray,
+    size: VoxelSize | None,
+    nuclei: NucleiOptions,
+    input_log: float,
 ) -> None:
     paths = result.paths
     mask = probabilities.argmax(axis=0) == result.foreground_class
@@ -358,7 +363,12 @@ def _write(
         if "instances" in paths:
             spacing = None if size is None else size[:3]
             found = instances(
-                probabilities[result.foreground_class], volume, mask=mask, voxel_size=spacing, **asdict(nuclei)
+                probabilities[result.foreground_class],
+                volume,
+                mask=mask,
+                voxel_size=spacing,
+                boundary_intensity=compressed_view(volume, input_log),
+                **asdict(nuclei),
             )
             staged.tiff(paths["instances"], found.labels, "ZYX", size)
             staged.csv(paths["labels"], found.table)

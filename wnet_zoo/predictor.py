@@ -82,6 +82,17 @@ def _onnx_from_rdf(rdf: Path) -> Path:
     return onnx_path
 
 
+def input_transform(metadata: ModelMetadata) -> str:
+    """What the model does to its input before segmenting, as the end of :meth:`Predictor.describe`'s line."""
+    steps = []
+    if metadata.input_log:
+        steps.append(f"compresses its input's intensities (log, offset {metadata.input_log:.3g})")
+    if metadata.input_sigma:
+        what = "the result" if steps else "its input"
+        steps.append(f"smooths {what} (sigma {','.join(f'{v:g}' for v in metadata.input_sigma)} voxels)")
+    return f"; the model {' and '.join(steps)}" if steps else ""
+
+
 class Predictor:
     """An exported WNet3D opened on ONNX Runtime, with its tiling settings; reuse it across images.
 
@@ -155,12 +166,10 @@ class Predictor:
         """One line: provider, threads, precision, tiling."""
         tile = ",".join(map(str, self.tile))
         threads = f"{self.engine.threads} thread{'s' * (self.engine.threads != 1)}"
-        sigma = self.metadata.input_sigma
-        smoothing = f"; the model smooths its input (sigma {','.join(f'{v:g}' for v in sigma)} voxels)" if sigma else ""
         return (
             f"provider {self.provider} ({threads}, {self.engine.precision}); "
             f"tile {tile}, overlap {self.overlap:g}, {self.blend} blend, {self.norm} norm, batch {self.batch}"
-            f"{smoothing}"
+            f"{input_transform(self.metadata)}"
         )
 
     def probabilities(self, volume: np.ndarray, progress: bool = False, label: str | None = None) -> np.ndarray:

@@ -31,9 +31,11 @@ from .checks import TrainingChecks, VolumeScreen, check_usable, screen_volume, s
 from .config import TrainConfig, read_config_file, write_config_file
 from .data import (
     PatchSampler,
+    auto_input_log,
     auto_input_smoothing,
     check_volume,
     collect_images,
+    compress_intensities,
     noise_level,
     parse_triple,
     read_stack,
@@ -95,16 +97,14 @@ def resolve_bf16(requested: bool | None, device: torch.device) -> bool:
 
 class TrainingData(NamedTuple):
     """The training volumes (remapped to 0..100), their files and patch size, and their screening (when on):
-    one :class:`~wnet_zoo.checks.VolumeScreen` and one array of usable patch positions per volume; the noise
-    of each volume on the 0..100 scale (:func:`~wnet_zoo.data.noise_level`) and the voxel size relative to
-    its finest side (of the first volume that records one, else isotropic)."""
+    one :class:`~wnet_zoo.checks.VolumeScreen` and one array of usable patch positions per volume; the voxel
+    size relative to its finest side (of the first volume that records one, else isotropic)."""
 
     paths: list[Path]
     volumes: list[np.ndarray]
     patch: tuple[int, int, int]
     screens: list[VolumeScreen]
     usable: list[np.ndarray] | None
-    noise: list[float]
     spacing: tuple[float, float, float]
 
 
@@ -122,7 +122,6 @@ def prepare_data(config: TrainConfig) -> TrainingData:
             foregrounds.append(smooth > screens[-1].cut)
             del smooth
         volumes.append(remap(volume))
-    noise = [noise_level(v) for v in volumes]
     sizes = [size for size in map(read_voxel_size, paths) if size is not None]
     spacing = relative_spacing(sizes[0][:3] if sizes else None)
     patch = resolve_patch(parse_triple(config.patch, "patch"), [v.shape for v in volumes])
@@ -132,7 +131,7 @@ def prepare_data(config: TrainConfig) -> TrainingData:
         for foreground, screen in zip(foregrounds, screens, strict=True):
             usable.append(usable_corners(foreground, patch, config.min_foreground))
             check_usable(screen, usable[-1], patch)
-    return TrainingData(paths, volumes, patch, screens, usable, noise, spacing)
+    return TrainingData(paths, volumes, patch, screens, usable, spacing)
 
 
 def input_sigma_for(smoothing: float | None, spacing: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -140,6 +139,31 @@ def input_sigma_for(smoothing: float | None, spacing: tuple[float, float, float]
     return (
         (0.0, 0.0, 0.0) if not smoothing else (smoothing / spacing[0], smoothing / spacing[1], smoothing / spacing[2])
     )
+
+
+def choose_input_transform(config: TrainConfig, volumes: list[np.ndarray]) -> None:
+    """Resolve ``config.input_log`` and then ``config.input_smoothing`` where they are None (auto), from the
+    0..100 ``volumes``: the compression from the nuclei's brightness spread (:func:`~wnet_zoo.data.auto_input_log`),
+    the smoothing from the noise of the volumes as compressed (:func:`~wnet_zoo.data.auto_input_smoothing`)."""
+    if config.input_log is None:
+        config.input_log, spreads = auto_input_log(volumes)
+        if config.input_log:
+            LOG.info(
+                "nuclei differ widely in brightness (spread %s, see --help): the model compresses its input with a "
+                "logarithm of offset %.3g (--input-log 0 turns this off)",
+                ", ".join(f"{v:.1f}" for v in spreads),
+                config.input_log,
+            )
+    if config.input_smoothing is None:
+        noise = [noise_level(compress_intensities(v, config.input_log)) for v in volumes]
+        config.input_smoothing = auto_input_smoothing(noise)
+        if config.input_smoothing:
+            LOG.info(
+                "noisy images (voxel-to-voxel noise %s on the 0..100 scale): the model smooths its input by sigma "
+                "%g voxel (--input-smoothing 0 turns this off)",
+                ", ".join(f"{n:.1f}" for n in noise),
+                config.input_smoothing,
+            )
 
 
 def train(config: TrainConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> TrainResult:
@@ -191,6 +215,12 @@ def finetune(
             "drop --input-smoothing"
         )
     config.input_smoothing = trained_with
+    compressed_with = float(initial.architecture["input_log"])
+    if config.input_log is not None and config.input_log != compressed_with:
+        raise UserError(
+            f"--input-log {config.input_log:g}: the weights were trained with {compressed_with:g}; drop --input-log"
+        )
+    config.input_log = compressed_with
     return _start(config, Path(out), overwrite, progress, initial=initial)
 
 
@@ -214,7 +244,8 @@ def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True
     data = prepare_data(config)
     device = resolve_device(config.device)
     write_config_file(config, run_dir / "config.yaml")
-    run = _Run(config, run_dir, data, device, progress, tuple(weights.architecture["input_sigma"]))
+    architecture = weights.architecture
+    run = _Run(config, run_dir, data, device, progress, tuple(architecture["input_sigma"]), architecture["input_log"])
     run.restore(checkpoint)
     return run.fit()
 
@@ -232,15 +263,7 @@ def _start(
     if config.base_lr is None:
         config.base_lr = config.lr
     config.bf16 = resolve_bf16(config.bf16, device)  # config.yaml records the precision used
-    if config.input_smoothing is None:  # and the input smoothing chosen
-        config.input_smoothing = auto_input_smoothing(data.noise)
-        if config.input_smoothing:
-            LOG.info(
-                "noisy images (voxel-to-voxel noise %s on the 0..100 scale): the model smooths its input by sigma "
-                "%g voxel (--input-smoothing 0 turns this off)",
-                ", ".join(f"{n:.1f}" for n in data.noise),
-                config.input_smoothing,
-            )
+    choose_input_transform(config, data.volumes)
     if initial is not None:
         input_sigma = tuple(initial.architecture["input_sigma"])
     else:
@@ -250,7 +273,7 @@ def _start(
         shutil.rmtree(out)
     out.mkdir(parents=True)
     write_config_file(config, out / "config.yaml")
-    run = _Run(config, out, data, device, progress, input_sigma)
+    run = _Run(config, out, data, device, progress, input_sigma, config.input_log)
     if initial is not None:
         run.model.load_state_dict(initial.state_dict, strict=True)
     run.checks.start(data.screens)
@@ -277,12 +300,21 @@ class TrainingStep:
 
     @classmethod
     def from_config(
-        cls, config: TrainConfig, device: torch.device, input_sigma: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        cls,
+        config: TrainConfig,
+        device: torch.device,
+        input_sigma: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        input_log: float = 0.0,
     ) -> TrainingStep:
-        """A freshly initialised model (channels-last on the device) smoothing its input by ``input_sigma``
-        ((z, y, x) voxels), Adam and the loss of ``config``."""
+        """A freshly initialised model (channels-last on the device) compressing its input with a logarithm of
+        offset ``input_log`` and smoothing it by ``input_sigma`` ((z, y, x) voxels), Adam and the loss of
+        ``config``."""
         model = WNet3D(
-            num_classes=config.num_classes, channels=config.channels, dropout=config.dropout, input_sigma=input_sigma
+            num_classes=config.num_classes,
+            channels=config.channels,
+            dropout=config.dropout,
+            input_sigma=input_sigma,
+            input_log=input_log,
         )
         # channels-last halves the time of the 3-D convolutions' backward pass on CPUs (oneDNN)
         model.to(device, memory_format=torch.channels_last_3d)
@@ -344,8 +376,9 @@ class TrainingStep:
 
     @torch.no_grad()
     def target(self, image: torch.Tensor) -> torch.Tensor:
-        """What the losses compare with: the image as the encoder sees it (smoothed, when the model smooths)."""
-        return self.model.encoder.smooth(image)
+        """What the losses compare with: the image as the encoder sees it (compressed and smoothed, when the
+        model does either)."""
+        return self.model.encoder.prepare(image)
 
     def _finite_gradients(self) -> bool:
         return all(bool(torch.isfinite(p.grad).all()) for p in self.model.parameters() if p.grad is not None)
@@ -443,10 +476,11 @@ class _Run:
         device: torch.device,
         progress: bool,
         input_sigma: tuple[float, float, float],
+        input_log: float = 0.0,
     ) -> None:
         self.config, self.out, self.device, self.progress = config, out, device, progress
         _seed_everything(config.seed)
-        self.step = TrainingStep.from_config(config, device, input_sigma)
+        self.step = TrainingStep.from_config(config, device, input_sigma, input_log)
         self.model, self.optimizer = self.step.model, self.step.optimizer
         self.sampler = PatchSampler(
             data.volumes,
@@ -476,6 +510,11 @@ class _Run:
                 self.device,
                 " (bf16)" if self.step.bf16 else "",
             )
+            if self.model.input_log:
+                LOG.info(
+                    "the model compresses its input with a logarithm of offset %.3g, in training and in its exports",
+                    self.model.input_log,
+                )
             if any(self.model.input_sigma):
                 LOG.info(
                     "the model smooths its input by sigma %s voxels (z, y, x), in training and in its exports",
