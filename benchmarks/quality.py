@@ -103,7 +103,7 @@ def scores(labels: Any, truth: Any, seconds: float) -> dict[str, Any]:
 
 def training_summary(run: Path) -> dict[str, Any]:
     """What the training run did: epochs, final SoftNCut, the epoch its plateau was reported (if any), events,
-    and the input smoothing it chose."""
+    and the input compression and smoothing it chose."""
     config = yaml.safe_load((run / "config.yaml").read_text())
     with (run / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -117,6 +117,7 @@ def training_summary(run: Path) -> dict[str, Any]:
         "epoch_seconds": round(sum(float(row["seconds"]) for row in rows) / len(rows), 2),
         "plateau_epoch": plateaus[0] if plateaus else None,
         "input_smoothing": config.get("input-smoothing"),
+        "input_log": config.get("input-log"),
         "events": {kind: sum(event["kind"] == kind for event in events) for kind in {e["kind"] for e in events}},
     }
 
