@@ -3,6 +3,7 @@
     python benchmarks/quality.py [--settings sparse touching ...] [--epochs N] [--threads N]
                                  [--train-arg=--lr=1e-3 ...] [--work DIR] [--out JSON]
     python benchmarks/quality.py --table [--out JSON]
+    python benchmarks/quality.py --work DIR --keep-training [--settings ...]
 
 For each phantom setting of ``benchmarks/phantoms.py`` (all by default):
 
@@ -24,6 +25,9 @@ export, ``--threads`` for predict; the baselines run under the same limit). Resu
 the machine, go to ``benchmarks/results/quality.json`` (``--out``, rewritten after each setting), and a table is
 printed. Settings the file holds from a run with the same options and that are not run again are kept, each with
 its date, so that one setting can be re-measured alone after a change that leaves the others' pipeline as it was.
+``--keep-training`` re-measures after a change that leaves training as it was (export, predict, nuclei): the
+training runs in ``--work`` of the settings the results file holds are exported and predicted with again, and
+their training seconds and date are carried over (``training_from``).
 ``--table`` prints the README's quality table (markdown) rendered from that file, without running anything.
 """
 
@@ -123,18 +127,28 @@ def training_summary(run: Path) -> dict[str, Any]:
 
 
 def run_pipeline(
-    name: str, image: Path, work: Path, epochs: int | None, threads: int | None, train_args: Sequence[str]
+    name: str,
+    image: Path,
+    work: Path,
+    epochs: int | None,
+    threads: int | None,
+    train_args: Sequence[str],
+    trained_in: float | None = None,
 ) -> tuple[Path, dict[str, float], dict[str, Any]]:
-    """``wnet-zoo train``, ``export --onnx`` and ``predict`` on one image: the instances file, seconds, training."""
+    """``wnet-zoo train``, ``export --onnx`` and ``predict`` on one image: the instances file, seconds, training.
+
+    With ``trained_in`` (the seconds an earlier training took), the run already in ``work`` is exported and
+    predicted with again instead of training a new one."""
     run, export, prediction = work / f"{name}_run", work / f"{name}_export", work / f"{name}_predictions"
     cli = list(CLI)
     train = [*cli, "train", str(image), "--out", str(run), *(["--epochs", str(epochs)] if epochs else []), *train_args]
     predict = [*cli, "predict", str(export / "wnet3d.onnx"), str(image), "--out", str(prediction)]
     predict += ["--threads", str(threads)] if threads else []
+    again = [] if trained_in is None else ["--overwrite"]
     seconds = {
-        "train": run_command(train, threads),
-        "export": run_command([*cli, "export", str(run), "--out", str(export), "--onnx"], threads),
-        "predict": run_command(predict, threads),
+        "train": run_command(train, threads) if trained_in is None else trained_in,
+        "export": run_command([*cli, "export", str(run), "--out", str(export), "--onnx", *again], threads),
+        "predict": run_command([*predict, *again], threads),
     }
     return prediction / f"{image.stem}_instances.tif", seconds, training_summary(run)
 
@@ -159,14 +173,23 @@ def foreground_class(onnx_file: Path) -> int | None:
 
 
 def benchmark_setting(
-    name: str, work: Path, epochs: int | None, threads: int | None, train_args: Sequence[str]
+    name: str,
+    work: Path,
+    epochs: int | None,
+    threads: int | None,
+    train_args: Sequence[str],
+    kept: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Scores and seconds of the pipeline (as is, and with the mask's own boundaries) and of every baseline."""
+    """Scores and seconds of the pipeline (as is, and with the mask's own boundaries) and of every baseline.
+
+    ``kept``: the earlier result of this setting, whose training run in ``work`` is reused (see ``--keep-training``).
+    """
     image_path, _ = write_phantom(name, work / "phantoms")
     image, truth = make_phantom(name)
     voxel_size = SETTINGS[name].voxel_size
     try:
-        instances_file, stages, training = run_pipeline(name, image_path, work, epochs, threads, train_args)
+        trained_in = None if kept is None else kept["methods"][PIPELINE]["stage_seconds"]["train"]
+        instances_file, stages, training = run_pipeline(name, image_path, work, epochs, threads, train_args, trained_in)
     except PipelineError as error:  # a refusal is a result too: scored as finding nothing
         failed = {"fg_dice": 0.0, "f1_at_05": 0.0, "mean_f1": 0.0, "seconds": error.seconds, "error": str(error)}
         methods = {PIPELINE: failed, MASK_BOUNDARY: dict(failed)}
@@ -175,6 +198,8 @@ def benchmark_setting(
         pipeline["stage_seconds"] = {stage: round(value, 2) for stage, value in stages.items()}
         pipeline["foreground_class"] = foreground_class(work / f"{name}_export" / "wnet3d.onnx")
         pipeline["training"] = training
+        if kept is not None:
+            pipeline["training_from"] = kept["methods"][PIPELINE].get("training_from", kept["date"])
         start = time.perf_counter()
         labels = mask_boundary_instances(instances_file.with_name(f"{image_path.stem}_mask.tif"), image, voxel_size)
         methods = {
@@ -215,6 +240,23 @@ def earlier_settings(path: Path, run: dict[str, Any], rerun: Sequence[str]) -> d
         for name, result in earlier["settings"].items()
         if name not in rerun and name in SETTINGS
     }
+
+
+def kept_training(args: argparse.Namespace, run: dict[str, Any]) -> dict[str, Any]:
+    """For ``--keep-training``: the earlier result of each setting to run, whose training run ``--work`` holds;
+    exits naming what is missing otherwise."""
+    earlier = earlier_settings(args.out, run, [])
+    missing = [
+        name
+        for name in args.settings
+        if args.work is None or name not in earlier or not (args.work / f"{name}_run" / "best.pt").is_file()
+    ]
+    if missing:
+        sys.exit(
+            f"--keep-training: no training run with a result in {args.out} (same options) for {', '.join(missing)} "
+            f"in --work {args.work}; run them without --keep-training"
+        )
+    return {name: earlier[name] for name in args.settings}
 
 
 def goals(results: dict[str, Any]) -> dict[str, Any]:
@@ -311,11 +353,25 @@ def _dates(results: dict[str, Any]) -> str:
     """The day of the run, or of each setting where settings were measured on different days."""
     days = {name: str(setting.get("date", results["date"]))[:10] for name, setting in results["settings"].items()}
     if len(set(days.values())) <= 1:
-        return next(iter(days.values()), results["date"][:10])
+        return next(iter(days.values()), results["date"][:10]) + _trained_earlier(results)
     by_day: dict[str, list[str]] = {}
     for name, day in days.items():
         by_day.setdefault(day, []).append(name)
-    return "; ".join(f"{', '.join(names)} on {day}" for day, names in sorted(by_day.items()))
+    text = "; ".join(f"{', '.join(names)} on {day}" for day, names in sorted(by_day.items()))
+    return text + _trained_earlier(results)
+
+
+def _trained_earlier(results: dict[str, Any]) -> str:
+    """Where training runs were reused (``--keep-training``): which, and the days they were trained."""
+    pipelines = {name: setting.get("methods", {}).get(PIPELINE, {}) for name, setting in results["settings"].items()}
+    kept = {name: str(run["training_from"])[:10] for name, run in pipelines.items() if "training_from" in run}
+    if not kept:
+        return ""
+    by_day: dict[str, list[str]] = {}
+    for name, day in kept.items():
+        by_day.setdefault(day, []).append(name)
+    trained = "; ".join(f"{', '.join(names)} on {day}" for day, names in sorted(by_day.items()))
+    return f" (export and predict; the models were trained earlier: {trained})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,6 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="keep the images, runs and predictions here")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results JSON (default {RESULTS})")
     parser.add_argument("--table", action="store_true", help="print the README table from --out and exit")
+    parser.add_argument(
+        "--keep-training",
+        action="store_true",
+        help="reuse each setting's training run in --work (from the run --out records, same options): export and "
+        "predict again, for changes after training; the training's seconds are the recorded ones",
+    )
     args = parser.parse_args(argv)
     if args.table:
         print(render_table(json.loads(args.out.read_text())))
@@ -343,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="wnet-zoo-quality-"))
     work.mkdir(parents=True, exist_ok=True)
     run = {"epochs": args.epochs, "threads": args.threads, "train_args": args.train_arg}
+    kept = kept_training(args, run) if args.keep_training else {}
     results: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "what": "default user pipeline (train, export --onnx, predict) vs classical baselines on the phantoms",
@@ -355,7 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in args.settings:
             start = time.perf_counter()
-            results["settings"][name] = benchmark_setting(name, work, args.epochs, args.threads, args.train_arg)
+            results["settings"][name] = benchmark_setting(
+                name, work, args.epochs, args.threads, args.train_arg, kept.get(name)
+            )
             results["settings"] = {n: results["settings"][n] for n in SETTINGS if n in results["settings"]}
             results["goals"] = goals(results)
             args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -98,6 +98,8 @@ def test_noise_level_reads_the_noise_not_the_content(example: np.ndarray):
     assert noise_level(rng.normal(0, 3.0, (40, 40, 50)), samples=5000) == pytest.approx(3.0, rel=0.15)  # planes
     assert noise_level(np.zeros((4, 4, 1))) == 0.0
     assert auto_input_smoothing([NOISY + 1, 0.5, NOISY + 2]) == 1.0
+    assert auto_input_smoothing([2 * NOISY + 0.5]) == 2.0 and auto_input_smoothing([4 * NOISY]) == 4.0
+    assert auto_input_smoothing([2 * NOISY - 0.1]) == 1.0 and auto_input_smoothing([100 * NOISY]) == 4.0
     assert auto_input_smoothing([NOISY - 1, 9.0, 0.5]) == 0.0 and auto_input_smoothing([]) == 0.0
 
 

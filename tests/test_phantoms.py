@@ -90,3 +90,25 @@ def test_quality_keeps_the_settings_it_does_not_run_again_each_dated(tmp_path: P
     results = {"date": now, "settings": {**kept, "low_snr": {"date": now}}}
     assert quality._dates(results) == "sparse on 2026-11-25; low_snr on 2026-11-26"
     assert quality._dates({"date": now, "settings": {"low_snr": {"date": now}}}) == "2026-11-26"
+
+
+def test_quality_keep_training_exports_and_predicts_again_with_the_earlier_training(tmp_path: Path):
+    import json
+
+    quality = _load("quality")
+    out, work = tmp_path / "quality.json", tmp_path / "work"
+    tiny = ["--settings", "touching", "--epochs", "1", "--train-arg=--channels=4,8,16,32", "--train-arg=--patch=32"]
+    assert quality.main([*tiny, "--work", str(work), "--out", str(out)]) == 0
+    first = json.loads(out.read_text())["settings"]["touching"]
+    trained = (work / "touching_run" / "best.pt").stat().st_mtime_ns
+    predicted = (work / "touching_predictions" / "touching_instances.tif").stat().st_mtime_ns
+    assert quality.main([*tiny, "--work", str(work), "--out", str(out), "--keep-training"]) == 0
+    again = json.loads(out.read_text())["settings"]["touching"]
+    ours, before = again["methods"]["wnet_zoo"], first["methods"]["wnet_zoo"]
+    assert ours["training_from"] == first["date"] and ours["stage_seconds"]["train"] == before["stage_seconds"]["train"]
+    assert (work / "touching_run" / "best.pt").stat().st_mtime_ns == trained  # not trained again
+    assert (work / "touching_predictions" / "touching_instances.tif").stat().st_mtime_ns > predicted
+    assert (ours["fg_dice"], ours["mean_f1"]) == (before["fg_dice"], before["mean_f1"])  # same model, same code
+    assert "the models were trained earlier: touching on" in quality.render_table(json.loads(out.read_text()))
+    with pytest.raises(SystemExit, match="no training run .* for sparse"):
+        quality.main(["--settings", "sparse", "--work", str(work), "--out", str(out), "--keep-training"])

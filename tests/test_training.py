@@ -223,13 +223,19 @@ def test_defaults_train_fast_and_a_bf16_step_with_nan_gradients_is_redone_in_flo
 
 def test_noisy_stacks_train_a_model_that_smooths_its_input_per_voxel_size(tmp_path: Path, small_tiff: Path):
     clean = tifffile.imread(small_tiff).astype(np.float32)
-    noisy = clean + np.random.default_rng(0).normal(0, 0.12 * np.ptp(clean), clean.shape)
+    for name, spread in (("noisy", 0.07), ("noisier", 0.12)):  # noise 5.8 and 8.1 on the 0..100 scale
+        noisy = clean + np.random.default_rng(0).normal(0, spread * np.ptp(clean), clean.shape)
+        tifffile.imwrite(
+            tmp_path / f"{name}.tif",
+            noisy.astype(np.float32),
+            imagej=True,
+            resolution=(1.0, 1.0),
+            metadata={"spacing": 2.0, "unit": "um"},
+        )
     path = tmp_path / "noisy.tif"
-    tifffile.imwrite(
-        path, noisy.astype(np.float32), imagej=True, resolution=(1.0, 1.0), metadata={"spacing": 2.0, "unit": "um"}
-    )
     for image, run, expected in (
         (path, tmp_path / "noisy", [0.5, 1.0, 1.0]),
+        (tmp_path / "noisier.tif", tmp_path / "noisier", [1.0, 2.0, 2.0]),  # twice the noise, twice the sigma
         (small_tiff, tmp_path / "clean", [0.0] * 3),
     ):
         assert main(["train", str(image), "--out", str(run), "--epochs", "1", *TINY]) == 0

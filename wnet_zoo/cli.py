@@ -72,7 +72,7 @@ def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
             metavar="SIGMA",
             help="Gaussian sigma (voxels along the finest axis) the model smooths its input with, in training and "
             "in every export. Default: 1 for noisy stacks (voxel-to-voxel noise of at least 4 on the 0..100 "
-            "scale, measured after any --input-log), else 0 (off, as in CellSeg3D).",
+            "scale, measured after any --input-log), 2 from a noise of 8, up to 4; else 0 (off, as in CellSeg3D).",
         ),
         click.option(
             "--input-log",
