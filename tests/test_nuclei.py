@@ -168,3 +168,22 @@ def test_euclidean_distance_is_scipys_bit_for_bit_at_less_than_half_its_memory(m
         peaks.append(tracemalloc.get_traced_memory()[1] / mask.size)
         tracemalloc.stop()
     assert peaks[0] < 24 and peaks[1] > 45, peaks  # bytes per voxel
+
+
+def test_a_nucleus_cut_in_two_is_merged_back_and_touching_nuclei_are_not():
+    from wnet_zoo.nuclei import merge_convex
+
+    z, y, x = np.indices((30, 30, 60))
+    elongated = ((z - 15) / 6.0) ** 2 + ((y - 15) / 6.0) ** 2 + ((x - 30) / 14.5) ** 2 <= 1  # 2.4 : 1
+    uneven = x >= 30 + 2 * np.sin(y / 2.0) * np.cos(z / 2.0)  # a watershed's cut across a distance plateau
+    halves = np.where(elongated, 1 + uneven, 0).astype(np.int32)
+    assert merge_convex(halves, (1.0, 1.0, 1.0)).max() == 1
+    flat = np.where(elongated, 1 + (x >= 30), 0).astype(np.int32)
+    assert merge_convex(flat, (1.0, 1.0, 1.0)).max() == 2 and merge_convex(flat, (1.0, 1.0, 1.0), 1.03).max() == 1
+    pair = spheres((30, 30, 40), [(15, 15, 12)], 7).astype(np.int32)
+    pair[spheres((30, 30, 40), [(15, 15, 26)], 7) & (pair == 0)] = 2
+    assert np.array_equal(merge_convex(pair, (1.0, 1.0, 1.0)), pair)  # their union has a waist
+    thin = halves.copy()
+    thin[0, 0, :3] = 3  # no volume: left alone, and the others renumbered 1..n
+    merged = merge_convex(thin, (1.0, 1.0, 1.0))
+    assert merged.max() == 2 and (merged[0, 0, :3] == 2).all() and merged.dtype == np.int32

@@ -19,7 +19,7 @@ from wnet_zoo.nuclei import NucleiOptions
 from wnet_zoo.outputs import predict_files
 from wnet_zoo.streaming import StreamOptions, work_folder
 
-SMALL = StreamOptions(block=32, label_block=32, chunk=16, instance_halo=16)
+SMALL = StreamOptions(block=32, label_block=32, chunk=16, instance_halo=24)
 WIDE_HALO = StreamOptions(block=32, label_block=32, chunk=16, instance_halo=32)
 ALL = ("probabilities", "mask", "instances")
 SETTINGS = {"device": "cpu", "threads": 2, "tile": 16}

@@ -4,7 +4,10 @@ CellSeg3D's reference is Voronoi-Otsu labelling (seeds at the maxima of a smooth
 from them inside a thresholded mask). Here the seeds are the maxima of the smoothed Euclidean distance to
 the background, which do not depend on how saturated the probabilities are, and the labels grow by a
 watershed on that distance inside the mask, so touching nuclei part at their neck. Distances and
-smoothing are in physical units (the voxel size), so anisotropic stacks split like isotropic ones.
+smoothing are in physical units (the voxel size), so anisotropic stacks split like isotropic ones. An
+elongated nucleus can hold two distance maxima and be cut in two along its length: two touching labels whose
+union is as convex as the two apart (:func:`merge_convex`) are merged back, while two touching nuclei, whose
+union has a waist, stay apart.
 
 Two refinements take the image into account (both on by default, as ``wnet-zoo predict`` runs them; on the
 phantoms of ``benchmarks/phantoms.py`` they lift the mean instance F1 from 0.43 to 0.75):
@@ -47,6 +50,8 @@ BOUNDARIES = ("auto", "mask", "half_max")
 HALF_MAX_SIGMA = 1.0  # smoothing of the image before levels are read, in units of the finest voxel side
 HALF_MAX_SHELL = 3.0  # a nucleus's surroundings: the voxels outside the mask within this distance of it
 HALF_MAX_BACKGROUND = 10.0  # a nucleus's background level: this percentile of its smoothed surroundings
+CONVEX_MERGE = 1.01  # touching labels merge when the convex hull of their union is at most this x their hulls' sum
+_CORNERS = np.indices((2, 2, 2)).reshape(3, -1).T - 0.5  # a voxel's 8 corners around its centre
 HALF_MAX_PEAK = 90.0  # a nucleus's own level: this percentile of its smoothed intensity
 _SLAB_VOXELS = 1 << 20  # voxels per slab of euclidean_distance's temporaries
 COLUMNS = (
@@ -175,7 +180,78 @@ def nuclei_labels(
         foreground = half_max_foreground(labels, np.asarray(intensity), spacing)
         del labels  # not held through the second split: this is the label phase's memory peak when streaming
         labels = split_nuclei(foreground, spacing, options.spot_sigma, options.min_distance)
-    return labels
+    return merge_convex(labels, spacing, CONVEX_MERGE)
+
+
+def merge_convex(labels: np.ndarray, spacing: tuple[float, float, float], ratio: float = CONVEX_MERGE) -> np.ndarray:
+    """Merge each pair of touching labels whose union's convex hull is at most ``ratio`` times the sum of their
+    own hulls' volumes (in ``labels``' dtype, numbered 1..n again; labels are only merged).
+
+    A watershed cuts a convex nucleus in two along an uneven surface (across a plateau of the distance map), so
+    the two parts' hulls overlap and their sum exceeds the union's hull; two touching nuclei leave a waist that
+    their union's hull adds (two balls of 8 voxels radius: 20 % touching, 6.5 % pressed to 0.8 of their diameter
+    apart). A flat cut through a voxelised nucleus adds 1 to 3 % and is left alone: on the phantoms a ratio of
+    1.02 already merges pressed nuclei of the touching setting, while 1.0 and 1.01 mend every split sparse nucleus
+    and change dense (held out) by 0.001 mean F1. Decisions are taken on the labels as given, pair by pair, and
+    merged pairs joined transitively. Labels whose voxels span no volume (flat) are left alone.
+    """
+    from scipy.spatial import ConvexHull, QhullError
+
+    count = int(labels.max(initial=0))
+    if count < 2:
+        return labels
+    keys = []
+    for axis in range(3):
+        ahead = [slice(None)] * 3
+        behind = [slice(None)] * 3
+        ahead[axis], behind[axis] = slice(1, None), slice(None, -1)
+        first, second = labels[tuple(behind)], labels[tuple(ahead)]
+        touching = (first != second) & (first > 0) & (second > 0)
+        low = np.minimum(first[touching], second[touching]).astype(np.int64)
+        high = np.maximum(first[touching], second[touching]).astype(np.int64)
+        keys.append(np.unique(low * (count + 1) + high))
+    pairs = np.unique(np.concatenate(keys))
+    if pairs.size == 0:
+        return labels
+    boxes = ndimage.find_objects(labels)
+    scale = np.asarray(spacing, dtype=np.float64)
+
+    def surface(label: int) -> np.ndarray:
+        """The corners of the label's surface voxels (the hull of the voxels is the hull of those)."""
+        box = boxes[label - 1]
+        inside = labels[box] == label
+        edge = np.argwhere(inside & ~ndimage.binary_erosion(inside)) + [s.start for s in box]
+        return np.unique((edge[:, None, :] + _CORNERS).reshape(-1, 3), axis=0) * scale
+
+    def volume(points: np.ndarray) -> float:
+        try:
+            return float(ConvexHull(points).volume)
+        except (QhullError, ValueError):
+            return 0.0
+
+    points: dict[int, np.ndarray] = {}
+    hulls: dict[int, float] = {}
+    parent = np.arange(count + 1)
+
+    def root(label: int) -> int:
+        while parent[label] != label:
+            parent[label] = parent[parent[label]]
+            label = int(parent[label])
+        return label
+
+    for key in pairs.tolist():
+        a, b = divmod(key, count + 1)
+        for label in (a, b):
+            if label not in points:
+                points[label] = surface(label)
+                hulls[label] = volume(points[label])
+        if hulls[a] and hulls[b] and volume(np.vstack([points[a], points[b]])) <= ratio * (hulls[a] + hulls[b]):
+            parent[root(b)] = root(a)
+    roots = np.array([root(label) for label in range(count + 1)])
+    if np.array_equal(roots, np.arange(count + 1)):
+        return labels
+    _, numbers = np.unique(roots, return_inverse=True)
+    return numbers.astype(labels.dtype)[labels]
 
 
 def split_nuclei(
