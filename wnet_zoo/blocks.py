@@ -270,9 +270,8 @@ def label(job: Job, index: int) -> dict[str, np.ndarray]:
         return {}
     with job.source.open() as source:
         intensity = source.read(extended)
-    seen = compressed_view(
-        intensity, job.input_log, job.low, job.high
-    )  # the half-max boundary reads what the model saw
+    # the half-max boundaries read the image as the model saw it
+    seen = compressed_view(intensity, job.input_log, job.low, job.high)
     labels = nuclei_labels(foreground, seen, job.spacing, job.nuclei)
     del seen
     own, compact = np.unique(labels[core], return_inverse=True)

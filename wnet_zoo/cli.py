@@ -80,8 +80,8 @@ def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
             default=d.input_log,
             metavar="OFFSET",
             help="Compress the model's input (0..100) with 100*log(1+x/OFFSET)/log(1+100/OFFSET), in training and "
-            "in every export. Default: the image's median when its nuclei differ widely in brightness (the 90th "
-            "percentile of their brightness above background at least 3x the 10th: dim nuclei beside bright or "
+            "in every export. Default: the image's median when its nuclei differ widely in brightness (the 95th "
+            "percentile of their brightness above background at least 2.5x the 25th: dim nuclei beside bright or "
             "over-exposed ones, uneven illumination), else 0 (off, as in CellSeg3D).",
         ),
         click.option(

@@ -50,9 +50,9 @@ BOUNDARIES = ("auto", "mask", "half_max")
 HALF_MAX_SIGMA = 1.0  # smoothing of the image before levels are read, in units of the finest voxel side
 HALF_MAX_SHELL = 3.0  # a nucleus's surroundings: the voxels outside the mask within this distance of it
 HALF_MAX_BACKGROUND = 10.0  # a nucleus's background level: this percentile of its smoothed surroundings
+HALF_MAX_PEAK = 90.0  # a nucleus's own level: this percentile of its smoothed intensity
 CONVEX_MERGE = 1.01  # touching labels merge when the convex hull of their union is at most this x their hulls' sum
 _CORNERS = np.indices((2, 2, 2)).reshape(3, -1).T - 0.5  # a voxel's 8 corners around its centre
-HALF_MAX_PEAK = 90.0  # a nucleus's own level: this percentile of its smoothed intensity
 _SLAB_VOXELS = 1 << 20  # voxels per slab of euclidean_distance's temporaries
 COLUMNS = (
     "label",
