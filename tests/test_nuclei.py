@@ -146,6 +146,29 @@ def test_half_max_boundary_gives_blurred_nuclei_their_true_size_and_relative_min
         instances(probability, image, relative_min_size=1.5)
 
 
+def test_half_max_boundary_grows_a_mask_drawn_too_tight_within_the_shell():
+    """Packed nuclei light each other's rims and a model calls those rims background: the boundary moves out to
+    where the intensity crosses half its maximum, never further than the shell."""
+    from wnet_zoo.nuclei import HALF_MAX_SHELL
+
+    shape = (30, 30, 30)
+    truth = spheres(shape, [(15, 15, 15)], 7)
+    image = ndimage.gaussian_filter(np.where(truth, 300.0, 10.0), 1.2)
+    image += np.random.default_rng(0).normal(0, 2.0, shape)
+
+    def found(radius: float, boundary: str = "half_max") -> np.ndarray:
+        mask = spheres(shape, [(15, 15, 15)], radius)
+        labels = instances(mask.astype(np.float32), image, mask=mask, boundary=boundary, relative_min_size=0).labels
+        assert labels.max() == 1
+        return labels
+
+    tight = spheres(shape, [(15, 15, 15)], 6)  # a voxel too tight all round
+    assert dice_of_nucleus(found(6, "mask"), truth) < 0.8
+    assert dice_of_nucleus(found(6), truth) > 0.88
+    assert (found(6) & ~tight).sum() > 200  # grown, not only trimmed
+    assert not (found(2) & ~spheres(shape, [(15, 15, 15)], 2 + HALF_MAX_SHELL)).any()
+
+
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.5, 1.0, 1.3)])
 def test_euclidean_distance_is_scipys_bit_for_bit_at_less_than_half_its_memory(monkeypatch, spacing):
     import tracemalloc

@@ -15,12 +15,13 @@ phantoms of ``benchmarks/phantoms.py`` they lift the mean instance F1 from 0.43 
 - ``boundary="half_max"`` (the default when the image is given): the model's mask tends to cover the blurred
   rim of each nucleus (its nuclei class takes almost everything above the flat background: on the phantoms one
   to two voxels beyond the true edge, more after short training). The edge of a blurred object lies where its
-  intensity is halfway between the object and its surroundings, so each nucleus of the mask keeps the voxels
-  whose smoothed intensity reaches halfway from its local background (the 10th percentile just outside the mask
-  around it: its darkest part, as where nuclei are packed most voxels around one belong to the blurred rims of
-  its neighbours) to its own peak (90th percentile), and the result is split again. The level is each nucleus's
-  own, so dim nuclei beside bright ones, uneven illumination and clipped nuclei keep their true size, where one
-  global threshold fails.
+  intensity is halfway between the object and its surroundings, so each nucleus of the mask, with its
+  surroundings, keeps the voxels whose smoothed intensity reaches halfway from its local background (the 10th
+  percentile just outside the mask around it: its darkest part, as where nuclei are packed most voxels around one
+  belong to the blurred rims of its neighbours) to its own peak (90th percentile), and the result is split again.
+  Where nuclei are packed the model calls their rims background instead (their neighbours' light), and the
+  boundary moves out, up to the surroundings' width. The level is each nucleus's own, so dim nuclei beside bright
+  ones, uneven illumination and clipped nuclei keep their true size, where one global threshold fails.
 - ``relative_min_size`` (default 0.1): also drop objects smaller than this fraction of the typical nucleus (the
   volume of the nucleus that holds the median foreground voxel), such as isolated hot pixels blurred into small
   blobs, whatever the nuclei's size in voxels.
@@ -48,7 +49,7 @@ DEFAULT_MIN_DISTANCE = 3.0
 DEFAULT_RELATIVE_MIN_SIZE = 0.1
 BOUNDARIES = ("auto", "mask", "half_max")
 HALF_MAX_SIGMA = 1.0  # smoothing of the image before levels are read, in units of the finest voxel side
-HALF_MAX_SHELL = 3.0  # a nucleus's surroundings: the voxels outside the mask within this distance of it
+HALF_MAX_SHELL = 3.0  # a nucleus's surroundings, where its boundary may move out to: outside the mask within this
 HALF_MAX_BACKGROUND = 10.0  # a nucleus's background level: this percentile of its smoothed surroundings
 HALF_MAX_PEAK = 90.0  # a nucleus's own level: this percentile of its smoothed intensity
 CONVEX_MERGE = 1.01  # touching labels merge when the convex hull of their union is at most this x their hulls' sum
@@ -283,13 +284,15 @@ def split_nuclei(
 
 
 def half_max_foreground(labels: np.ndarray, intensity: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
-    """The voxels of each labelled nucleus whose smoothed intensity is at least halfway from its surroundings to
-    its peak (bool).
+    """The voxels of each labelled nucleus and of its surroundings whose smoothed intensity is at least halfway
+    from those surroundings to the nucleus's peak (bool): each boundary moves in, or out by up to
+    :data:`HALF_MAX_SHELL`, to where the intensity crosses half its maximum.
 
-    A nucleus's background is the :data:`HALF_MAX_BACKGROUND` percentile of its surroundings, the unlabelled
-    voxels within :data:`HALF_MAX_SHELL` of it (the median of all unlabelled voxels when it has none), its peak
-    the :data:`HALF_MAX_PEAK` percentile of its own voxels; the image is smoothed by :data:`HALF_MAX_SIGMA` first,
-    against noise. Voxels are only removed.
+    A nucleus's surroundings are the unlabelled voxels within :data:`HALF_MAX_SHELL` of it and nearer to it than to
+    any other nucleus; its background is their :data:`HALF_MAX_BACKGROUND` percentile (the median of all
+    unlabelled voxels when it has none), its peak the :data:`HALF_MAX_PEAK` percentile of its own voxels; the image
+    is smoothed by :data:`HALF_MAX_SIGMA` first, against noise. A mask drawn too tight (packed nuclei, whose
+    neighbours' light makes the model call their rims background) grows back; one drawn too wide shrinks.
     """
     count = int(labels.max(initial=0))
     if count == 0:
@@ -307,7 +310,8 @@ def half_max_foreground(labels: np.ndarray, intensity: np.ndarray, spacing: tupl
     background[np.isnan(background)] = np.median(smoothed[outside])
     peak = _percentile_per_label(smoothed, labels, count, HALF_MAX_PEAK)
     level = np.concatenate([[np.inf], background + 0.5 * (peak - background)]).astype(np.float32)
-    return smoothed >= level[labels]
+    owners += labels  # each nucleus with its shell
+    return smoothed >= level[owners]
 
 
 def euclidean_distance(
