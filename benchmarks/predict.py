@@ -196,6 +196,7 @@ def main() -> None:
     default_ov = "/tmp/ovenv/bin/python"
     parser.add_argument("--openvino-python", default=default_ov if Path(default_ov).exists() else None)
     parser.add_argument("--no-table", action="store_true", help="skip the tile x overlap table")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes (another machine's)")
     args = parser.parse_args()
 
     from wnet_zoo.demo import example_volume
@@ -272,8 +273,8 @@ def main() -> None:
         "startup_seconds": startup,
         "tile_overlap_table": grid,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print(f"{'run':26} {'seconds':>8} {'voxels/s':>10} {'speed-up':>8} {'RSS MiB':>8} {'Dice':>8}  provider")
     for name, row in rows.items():
         dice = row.get("mask_dice", "")
@@ -286,7 +287,7 @@ def main() -> None:
             f"tile {row['tile']:3d} overlap {row['overlap']:.2f}: {row['voxels_per_second']:8d} voxels/s, "
             f"Dice {row['mask_dice']:.4f} ({row['provider']}, {row['precision']})"
         )
-    print(f"written {RESULTS.relative_to(ROOT)}")
+    print(f"written {args.results}")
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ class Predictor:
         blend: ``gaussian`` (MONAI's importance map at sigma 0.125 of the window) or ``constant``.
         norm: ``global`` (the whole volume to 0..100 once, as the model was trained) or ``tile`` (each window
             on its own; for comparison only).
-        batch: windows per engine run (default: 4 on GPUs, 1 on CPUs); halved after running out of memory.
+        batch: windows per engine run (default: 4 on GPUs, 1 on CPUs); halved when too large for the device.
     """
 
     def __init__(
@@ -260,23 +260,32 @@ class Predictor:
         return remap(window, low, high) if high > low else np.zeros_like(window)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        """Run a batch; after running out of memory, halve the batch for this and every later run."""
+        """Run a batch; when it is too large for the device, halve the batch for this and every later run."""
         try:
             return self.engine.run(batch)
         except Exception as error:  # onnxruntime raises its own exception types
-            if len(batch) == 1 or not _out_of_memory(error):
+            if len(batch) == 1 or not _too_large(error):
                 raise
         half = len(batch) // 2
         self.batch = min(self.batch, half)
-        LOG.warning("out of memory with %d tiles per run; continuing with %d", len(batch), half)
+        LOG.warning("%d tiles per run are too many for the device; continuing with %d", len(batch), half)
         return np.concatenate([self._run(batch[:half]), self._run(batch[half:])])
 
 
-def _out_of_memory(error: Exception) -> bool:
+BATCH_TOO_LARGE = (
+    "out of memory",
+    "failed to allocate",
+    "bad_alloc",
+    "cudaerrormemoryallocation",
+    # cuDNN describes tensors with 32-bit sizes: 1331 windows of 64^3 on an H200 gave this, not an allocation error
+    "cudnn_status_not_supported",
+)
+
+
+def _too_large(error: Exception) -> bool:
+    """Whether a failed run says its batch was too large: out of memory, or over cuDNN's tensor size."""
     text = str(error).lower()
-    return any(
-        sign in text for sign in ("out of memory", "failed to allocate", "bad_alloc", "cudaerrormemoryallocation")
-    )
+    return any(sign in text for sign in BATCH_TOO_LARGE)
 
 
 def choose_foreground(

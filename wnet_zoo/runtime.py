@@ -181,10 +181,15 @@ def _make_session(
         precision = "bf16" if cpu_supports_bf16() else "fp32"
         providers.append((PROVIDERS["openvino"], _openvino_options(threads, precision)))
     providers.append(PROVIDERS["cpu"])
+    # The environment's own logger: onnxruntime-gpu 1.31 warns "no registered plugin EP device" at every CUDA session.
+    ort.set_default_logger_severity(3)
     try:
-        session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
+        with contextlib.redirect_stdout(io.StringIO()) as printed:  # its provider fallback is print()ed
+            session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
     except Exception as error:  # onnxruntime raises its own exception types
         raise UserError(f"{model}: onnxruntime cannot load this model ({str(error).splitlines()[0][:200]})") from None
+    if printed.getvalue().strip():
+        LOG.debug("onnxruntime: %s", " ".join(printed.getvalue().split()))
     used = session.get_providers()[0]
     return Engine(session, used, threads, precision if used == PROVIDERS["openvino"] else "fp32")
 
