@@ -146,6 +146,21 @@ def test_half_max_boundary_gives_blurred_nuclei_their_true_size_and_relative_min
         instances(probability, image, relative_min_size=1.5)
 
 
+def test_instances_name_each_stage_as_it_starts():
+    from wnet_zoo.nuclei import NucleiOptions, stage_count
+
+    image, _, mask = blurred_nuclei()
+    names: list[str] = []
+    instances(mask.astype(np.float32), image, mask=mask, step=names.append)
+    assert names == ["split", "half-max boundaries", "split again", "convex merge", "measure"]
+    assert len(names) == stage_count(NucleiOptions(), image)
+    names.clear()
+    instances(mask.astype(np.float32), mask=mask, step=names.append)
+    assert names == ["split", "convex merge", "measure"] and len(names) == stage_count(
+        NucleiOptions(boundary="auto"), None
+    )
+
+
 def test_half_max_boundary_grows_a_mask_drawn_too_tight_within_the_shell():
     """Packed nuclei light each other's rims and a model calls those rims background: the boundary moves out to
     where the intensity crosses half its maximum, never further than the shell."""

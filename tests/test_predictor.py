@@ -197,9 +197,10 @@ def test_cli_writes_every_output_with_the_voxel_size(tiny, tmp_path, example, ca
     tifffile.imwrite(image, crop, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 2.0, "unit": "micron"})
     out = tmp_path / "out"
     args = ["predict", tiny[0], image, "--out", out, "--device", "cpu", "--tile", "32"]
-    code, stdout, _ = _run([*args, "--output", "probabilities", "--output", "mask", "--output", "instances"], capsys)
+    code, stdout, err = _run([*args, "--output", "probabilities", "--output", "mask", "--output", "instances"], capsys)
     assert code == 0
     assert "CPUExecutionProvider" in stdout and "stack.tif" in stdout
+    assert "stack.tif: nuclei" in err and "measure" in err  # a progress bar over the instance stages
     names = sorted(p.name for p in out.iterdir())
     assert names == ["stack_instances.tif", "stack_labels.csv", "stack_mask.tif", "stack_probabilities.tif"]
     probabilities = tifffile.imread(out / "stack_probabilities.tif")

@@ -31,7 +31,7 @@ phantoms of ``benchmarks/phantoms.py`` they lift the mean instance F1 from 0.43 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -53,7 +53,7 @@ HALF_MAX_SHELL = 3.0  # a nucleus's surroundings, where its boundary may move ou
 HALF_MAX_BACKGROUND = 10.0  # a nucleus's background level: this percentile of its smoothed surroundings
 HALF_MAX_PEAK = 90.0  # a nucleus's own level: this percentile of its smoothed intensity
 CONVEX_MERGE = 1.01  # touching labels merge when the convex hull of their union is at most this x their hulls' sum
-_CORNERS = np.indices((2, 2, 2)).reshape(3, -1).T - 0.5  # a voxel's 8 corners around its centre
+_DOUBLED_CORNERS = 2 * np.indices((2, 2, 2)).reshape(3, -1).T - 1  # a voxel's 8 corners around its centre, x2
 _SLAB_VOXELS = 1 << 20  # voxels per slab of euclidean_distance's temporaries
 COLUMNS = (
     "label",
@@ -131,6 +131,7 @@ def instances(
     boundary: str = "auto",
     relative_min_size: float = DEFAULT_RELATIVE_MIN_SIZE,
     boundary_intensity: np.ndarray | None = None,
+    step: Callable[[str], None] | None = None,
 ) -> Instances:
     """Split the foreground into nuclei and measure them.
 
@@ -150,6 +151,8 @@ def instances(
         relative_min_size: nuclei under this fraction of the typical nucleus volume are removed too (0: off).
         boundary_intensity: the image the half-max boundary reads instead of ``intensity`` (the predictor passes
             the image as a model that compresses its input sees it; the table still reads ``intensity``).
+        step: called with each stage's name as it starts (:func:`stage_count` of them), e.g. to move a progress
+            bar on a large volume.
     """
     probability = np.asarray(probability)
     if probability.ndim != 3:
@@ -161,8 +164,10 @@ def instances(
     foreground = probability > threshold if mask is None else np.asarray(mask, dtype=bool)
     spacing = relative_spacing(voxel_size)
     labels = nuclei_labels(
-        foreground, intensity if boundary_intensity is None else boundary_intensity, spacing, options
+        foreground, intensity if boundary_intensity is None else boundary_intensity, spacing, options, step
     )
+    if step is not None:
+        step("measure")
     labels = _remove_small(labels, options.min_size_for(typical_volume(labels)))
     values = probability if intensity is None else np.asarray(intensity)
     return Instances(labels, measure(labels, values))
@@ -173,15 +178,32 @@ def nuclei_labels(
     intensity: np.ndarray | None,
     spacing: tuple[float, float, float],
     options: NucleiOptions,
+    step: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """Nuclei of ``foreground`` (int32 labels, small ones kept): split, and with the half-max boundary (or
-    ``"auto"`` with an ``intensity``) trimmed by ``intensity`` and split again."""
+    ``"auto"`` with an ``intensity``) moved to the half maximum of ``intensity`` and split again; split pieces
+    of one convex nucleus merged. ``step`` is called with each stage's name as it starts (a progress bar's)."""
+    step = step or (lambda name: None)
+    step("split")
     labels = split_nuclei(foreground, spacing, options.spot_sigma, options.min_distance)
-    if options.boundary == "half_max" or (options.boundary == "auto" and intensity is not None):
+    if half_max_applies(options, intensity):
+        step("half-max boundaries")
         foreground = half_max_foreground(labels, np.asarray(intensity), spacing)
         del labels  # not held through the second split: this is the label phase's memory peak when streaming
+        step("split again")
         labels = split_nuclei(foreground, spacing, options.spot_sigma, options.min_distance)
+    step("convex merge")
     return merge_convex(labels, spacing, CONVEX_MERGE)
+
+
+def half_max_applies(options: NucleiOptions, intensity: np.ndarray | None) -> bool:
+    """Whether the boundaries move to the half maximum: ``"half_max"``, or ``"auto"`` with an image."""
+    return options.boundary == "half_max" or (options.boundary == "auto" and intensity is not None)
+
+
+def stage_count(options: NucleiOptions, intensity: np.ndarray | None) -> int:
+    """How many times :func:`instances` calls its ``step``."""
+    return 5 if half_max_applies(options, intensity) else 3
 
 
 def merge_convex(labels: np.ndarray, spacing: tuple[float, float, float], ratio: float = CONVEX_MERGE) -> np.ndarray:
@@ -217,18 +239,26 @@ def merge_convex(labels: np.ndarray, spacing: tuple[float, float, float], ratio:
     boxes = ndimage.find_objects(labels)
     scale = np.asarray(spacing, dtype=np.float64)
 
+    sides = 2 * np.asarray(labels.shape, dtype=np.int64) + 3  # doubled corner coordinates, shifted by 1, fit
+
     def surface(label: int) -> np.ndarray:
-        """The corners of the label's surface voxels (the hull of the voxels is the hull of those)."""
+        """The corners of the label's surface voxels (the hull of the voxels is the hull of those), in order."""
         box = boxes[label - 1]
         inside = labels[box] == label
         edge = np.argwhere(inside & ~ndimage.binary_erosion(inside)) + [s.start for s in box]
-        return np.unique((edge[:, None, :] + _CORNERS).reshape(-1, 3), axis=0) * scale
+        doubled = (2 * edge[:, None, :] + _DOUBLED_CORNERS + 1).reshape(-1, 3)  # integers: unique as one key
+        keys = np.unique((doubled[:, 0] * sides[1] + doubled[:, 1]) * sides[2] + doubled[:, 2])
+        rest, x = np.divmod(keys, sides[2])
+        z, y = np.divmod(rest, sides[1])
+        return (np.stack([z, y, x], axis=1) - 1) / 2 * scale
 
-    def volume(points: np.ndarray) -> float:
+    def hull(points: np.ndarray) -> tuple[float, np.ndarray]:
+        """The hull's volume and its vertices (the union's hull is the hull of its parts' vertices)."""
         try:
-            return float(ConvexHull(points).volume)
+            found = ConvexHull(points)
         except (QhullError, ValueError):
-            return 0.0
+            return 0.0, points
+        return float(found.volume), points[found.vertices]
 
     points: dict[int, np.ndarray] = {}
     hulls: dict[int, float] = {}
@@ -244,9 +274,8 @@ def merge_convex(labels: np.ndarray, spacing: tuple[float, float, float], ratio:
         a, b = divmod(key, count + 1)
         for label in (a, b):
             if label not in points:
-                points[label] = surface(label)
-                hulls[label] = volume(points[label])
-        if hulls[a] and hulls[b] and volume(np.vstack([points[a], points[b]])) <= ratio * (hulls[a] + hulls[b]):
+                hulls[label], points[label] = hull(surface(label))
+        if hulls[a] and hulls[b] and hull(np.vstack([points[a], points[b]]))[0] <= ratio * (hulls[a] + hulls[b]):
             parent[root(b)] = root(a)
     roots = np.array([root(label) for label in range(count + 1)])
     if np.array_equal(roots, np.arange(count + 1)):

@@ -7,9 +7,10 @@ Existing results stop the run before any work unless ``overwrite`` is given.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -17,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tifffile
+from tqdm.auto import tqdm
 
 from .data import VoxelSize, compressed_view, override_voxel_size, parse_floats, read_volume, read_voxel_size
 from .errors import UserError
-from .nuclei import NucleiOptions, instances
+from .nuclei import NucleiOptions, instances, stage_count
 from .predictor import Predictor, choose_foreground
 from .sources import SourceSpec, collect_sources
 from .streaming import FORMATS, StreamOptions, predict_stream, result_paths, work_folder
@@ -235,7 +237,7 @@ def predict_files(
                     probabilities = predictor.probabilities(volume, progress=progress, label=spec.path.name)
                     foreground, reason = choose_foreground(probabilities, volume, predictor.metadata, foreground_class)
                     result = ImageResult(spec.path, planned[spec], foreground, reason, None)
-                    _write(result, probabilities, volume, size, nuclei, predictor.metadata.input_log or 0.0)
+                    _write(result, probabilities, volume, size, nuclei, predictor.metadata.input_log or 0.0, progress)
                 report(result.summary())
                 results.append(result)
     return results
@@ -352,6 +354,7 @@ def _write(
     size: VoxelSize | None,
     nuclei: NucleiOptions,
     input_log: float,
+    progress: bool = False,
 ) -> None:
     paths = result.paths
     mask = probabilities.argmax(axis=0) == result.foreground_class
@@ -362,14 +365,33 @@ def _write(
             staged.tiff(paths["mask"], mask.astype(np.uint8), "ZYX", size)
         if "instances" in paths:
             spacing = None if size is None else size[:3]
-            found = instances(
-                probabilities[result.foreground_class],
-                volume,
-                mask=mask,
-                voxel_size=spacing,
-                boundary_intensity=compressed_view(volume, input_log),
-                **asdict(nuclei),
-            )
+            label = f"{result.image.name}: nuclei"
+            with _stage_progress(label, stage_count(nuclei, volume), progress) as step:
+                found = instances(
+                    probabilities[result.foreground_class],
+                    volume,
+                    mask=mask,
+                    voxel_size=spacing,
+                    boundary_intensity=compressed_view(volume, input_log),
+                    step=step,
+                    **asdict(nuclei),
+                )
             staged.tiff(paths["instances"], found.labels, "ZYX", size)
             staged.csv(paths["labels"], found.table)
             result.nuclei = len(found.table)
+
+
+@contextlib.contextmanager
+def _stage_progress(label: str, total: int, enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A progress bar over named stages: the callable starts the next one, the block's end finishes the last."""
+    started: list[str] = []
+    with tqdm(total=total, desc=label, unit="stage", disable=not enabled, leave=False) as bar:
+
+        def step(name: str) -> None:
+            if started:
+                bar.update(1)
+            started.append(name)
+            bar.set_postfix_str(name)
+
+        yield step
+        bar.update(min(len(started), 1))
