@@ -336,14 +336,17 @@ def test_missing_runtime_and_missing_gpu_say_what_to_install(tiny, tmp_path, sma
     assert not (tmp_path / "other").exists()
 
 
-def test_the_predict_command_runs_without_torch(tiny_onnx: Path, small_tiff: Path, tmp_path: Path):
-    """``wnet-zoo predict`` needs ONNX Runtime only: torch (1.5 s to import) stays out of its process."""
+@pytest.mark.parametrize(("outputs", "imported"), [([], ["scipy"]), (["--output", "mask"], [])])
+def test_the_predict_command_runs_without_torch(tiny_onnx: Path, small_tiff: Path, tmp_path: Path, outputs, imported):
+    """``wnet-zoo predict`` needs ONNX Runtime only: torch (1.5 s to import) stays out of its process, and scipy
+    (0.3 s) too when no instances are asked for."""
     script = (
         "import sys; from wnet_zoo.cli import main; "
         f"code = main(['predict', {str(tiny_onnx)!r}, {str(small_tiff)!r}, '--out', {str(tmp_path / 'out')!r}, "
-        "'--device', 'cpu', '--threads', '2']); "
-        "print(code, sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))"
+        f"'--device', 'cpu', '--threads', '2', *{outputs!r}]); "
+        "print(code, sorted(m for m in ('torch', 'matplotlib', 'scipy') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert done.stdout.strip().splitlines()[-1] == "0 []"
-    assert (tmp_path / "out" / f"{small_tiff.stem}_instances.tif").is_file()
+    assert done.stdout.strip().splitlines()[-1] == f"0 {imported}"
+    written = "instances" if not outputs else "mask"
+    assert (tmp_path / "out" / f"{small_tiff.stem}_{written}.tif").is_file()

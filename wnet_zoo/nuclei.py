@@ -26,7 +26,8 @@ phantoms of ``benchmarks/phantoms.py`` they lift the mean instance F1 from 0.43 
   volume of the nucleus that holds the median foreground voxel), such as isolated hot pixels blurred into small
   blobs, whatever the nuclei's size in voxels.
 
-:class:`NucleiOptions` holds these settings for the prediction pipeline.
+:class:`NucleiOptions` holds these settings for the prediction pipeline. scipy and scikit-image are imported
+where they are used, so a prediction without instances starts without them.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-from scipy import ndimage
 
 from .errors import UserError
 
@@ -218,6 +218,7 @@ def merge_convex(labels: np.ndarray, spacing: tuple[float, float, float], ratio:
     and change dense (held out) by 0.001 mean F1. Decisions are taken on the labels as given, pair by pair, and
     merged pairs joined transitively. Labels whose voxels span no volume (flat) are left alone.
     """
+    from scipy import ndimage
     from scipy.spatial import ConvexHull, QhullError
 
     count = int(labels.max(initial=0))
@@ -291,6 +292,7 @@ def split_nuclei(
 
     A component left without a seed (its maximum suppressed by a nearby larger one) keeps a label of its own.
     """
+    from scipy import ndimage
     from skimage.feature import peak_local_max  # scikit-image loads in ~0.5 s: only when nuclei are split
     from skimage.segmentation import watershed
 
@@ -323,6 +325,8 @@ def half_max_foreground(labels: np.ndarray, intensity: np.ndarray, spacing: tupl
     is smoothed by :data:`HALF_MAX_SIGMA` first, against noise. A mask drawn too tight (packed nuclei, whose
     neighbours' light makes the model call their rims background) grows back; one drawn too wide shrinks.
     """
+    from scipy import ndimage
+
     count = int(labels.max(initial=0))
     if count == 0:
         return labels > 0
@@ -350,6 +354,8 @@ def euclidean_distance(
     voxel's (3, z, y, x) coordinates (int32): :func:`scipy.ndimage.distance_transform_edt`, bit for bit, at
     about 20 bytes per voxel where scipy's peaks at about 50 (it holds three int32 and three float64 copies of
     the offsets at once); this is the peak of nucleus splitting, so of a streamed prediction's label phase."""
+    from scipy import ndimage
+
     nearest = ndimage.distance_transform_edt(mask, sampling=spacing, return_distances=False, return_indices=True)
     squared = np.empty(mask.shape, dtype=np.float64)
     step = max(1, _SLAB_VOXELS // max(1, int(np.prod(mask.shape[1:]))))
@@ -409,6 +415,7 @@ def table_rows(labels: np.ndarray, totals: dict[str, np.ndarray]) -> np.ndarray:
 def measure(labels: np.ndarray, intensity: np.ndarray) -> pd.DataFrame:
     """The table of :class:`Instances` for a label image with labels 1..N and an intensity image."""
     import pandas as pd
+    from scipy import ndimage
 
     count = int(labels.max(initial=0))
     flat = labels.ravel()
