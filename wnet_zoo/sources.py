@@ -162,6 +162,7 @@ class TiffSource(VolumeSource):
         self.dtype = np.dtype(series.dtype).newbyteorder("=")
         self._stored = np.dtype(series.dtype).newbyteorder(self._tif.byteorder)
         self._offset = series.dataoffset
+        self._series: Any = None  # read through tifffile's zarr view, opened at the first read
         self._zarr: Any = None
         full = tuple(int(s) for s in series.shape)
         if self._offset is not None and series.axes.upper().endswith("YX"):
@@ -177,13 +178,15 @@ class TiffSource(VolumeSource):
                 f"{self.spec.path}: compressed in strips of {chunk / 2**20:.0f} MiB, decoded again for every block;"
                 "\nsave it uncompressed, or as zarr, to stream it"
             )
-        import zarr
-
-        self._zarr = zarr.open_array(series.aszarr(chunkmode=tifffile.CHUNKMODE.STRILE), mode="r")
+        self._series = series
 
     def read(self, region: Region) -> np.ndarray:
         """See :meth:`VolumeSource.read`."""
-        if self._zarr is not None:
+        if self._series is not None:
+            if self._zarr is None:
+                import zarr  # 0.3 s: not for a look at the shape before an in-memory prediction
+
+                self._zarr = zarr.open_array(self._series.aszarr(chunkmode=tifffile.CHUNKMODE.STRILE), mode="r")
             return np.asarray(self._zarr[_place(self._index, region)], dtype=np.float32)
         (z0, z1), (y0, y1), (x0, x1) = ((r.start, r.stop) for r in region)
         width = self.shape[2]
