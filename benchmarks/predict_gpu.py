@@ -113,7 +113,13 @@ def _run(command: list[str], timeout: float) -> dict:
     except subprocess.TimeoutExpired:
         return {"returncode": None, "seconds": timeout, "output": "timed out"}
     lines = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr).strip().splitlines()  # no colours
-    return {"returncode": result.returncode, "seconds": round(time.perf_counter() - start, 2), "output": lines[-4:]}
+    printed = result.stdout.strip().splitlines()
+    return {
+        "returncode": result.returncode,
+        "seconds": round(time.perf_counter() - start, 2),
+        "output": lines[-4:],
+        "stdout_last": printed[-1] if printed else "",
+    }
 
 
 def _gpu() -> dict:
@@ -213,8 +219,7 @@ def main() -> None:
             report["images"][image.name] = {"shape": list(shape), "results": rows}
 
         fp16 = _run([sys.executable, __file__, "precisions", str(model), str(large), args.device], 300)
-        printed = [line for line in fp16["output"] if line.startswith("{")] if fp16["returncode"] == 0 else []
-        report["fp16"] = json.loads(printed[-1]) if printed else fp16
+        report["fp16"] = json.loads(fp16.pop("stdout_last")) if fp16["returncode"] == 0 else fp16
         report["tensorrt_without_libraries"] = _run(
             [*ours, str(example), "--device", "tensorrt", "--out", str(work / "trt")], 120
         )

@@ -146,6 +146,26 @@ def test_half_max_boundary_gives_blurred_nuclei_their_true_size_and_relative_min
         instances(probability, image, relative_min_size=1.5)
 
 
+def test_a_false_positive_on_plain_background_does_not_grow(monkeypatch):
+    """Half its shell passes a level halfway between two noise percentiles: only labels standing above the
+    noise grow, so a blob the model put on the background still shrinks and goes with the small ones."""
+    from wnet_zoo import nuclei
+
+    shape = (48, 64, 64)
+    truth = spheres(shape, [(24, 16, 16), (24, 16, 48), (24, 48, 16)], 6)
+    image = ndimage.gaussian_filter(np.where(truth, 300.0, 10.0), 1.2)
+    image += np.random.default_rng(0).normal(0, 3.0, shape)
+    mask = truth.copy()
+    mask[22:27, 44:49, 44:49] = True  # 125 voxels of background
+
+    def sizes() -> list[int]:
+        return instances(mask.astype(np.float32), image, mask=mask).table["voxels"].tolist()
+
+    assert len(sizes()) == 3 and min(sizes()) > 0.8 * truth.sum() / 3
+    monkeypatch.setattr(nuclei, "HALF_MAX_GROWTH_CONTRAST", 0.0)
+    assert len(sizes()) == 4  # every label grows: the blob spreads into the noise around it
+
+
 def test_instances_name_each_stage_as_it_starts():
     from wnet_zoo.nuclei import NucleiOptions, stage_count
 
@@ -225,3 +245,23 @@ def test_a_nucleus_cut_in_two_is_merged_back_and_touching_nuclei_are_not():
     thin[0, 0, :3] = 3  # no volume: left alone, and the others renumbered 1..n
     merged = merge_convex(thin, (1.0, 1.0, 1.0))
     assert merged.max() == 2 and (merged[0, 0, :3] == 2).all() and merged.dtype == np.int32
+
+
+def test_convex_merge_decides_the_same_wherever_the_labels_lie():
+    """Hull volumes of voxel corners are exact fractions that can equal the merge limit (this random field holds
+    such a pair): the decision must not hang on rounding that depends on the position, or a streamed block
+    would merge what the whole volume keeps apart."""
+    from wnet_zoo.nuclei import merge_convex, split_nuclei
+
+    rng = np.random.default_rng(1)
+    for _ in range(2):
+        shape = tuple(rng.integers(20, 48, 3))
+        field = ndimage.gaussian_filter(rng.random(shape), 2.5)
+        foreground = field > np.quantile(field, rng.uniform(0.4, 0.7))
+    spacing = (2.5, 1.0, 1.3)
+    labels = split_nuclei(foreground, spacing, 1.0, 2.0)
+    merged = merge_convex(labels, spacing)
+    assert 0 < merged.max() < labels.max()
+    for shift in [(5, 13, 7), (100, 3, 250), (1, 1, 1), (37, 0, 411)]:
+        moved = merge_convex(np.pad(labels, [(s, 0) for s in shift]), spacing)
+        np.testing.assert_array_equal(moved[shift[0] :, shift[1] :, shift[2] :], merged)

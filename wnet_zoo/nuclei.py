@@ -52,6 +52,7 @@ HALF_MAX_SIGMA = 1.0  # smoothing of the image before levels are read, in units 
 HALF_MAX_SHELL = 3.0  # a nucleus's surroundings, where its boundary may move out to: outside the mask within this
 HALF_MAX_BACKGROUND = 10.0  # a nucleus's background level: this percentile of its smoothed surroundings
 HALF_MAX_PEAK = 90.0  # a nucleus's own level: this percentile of its smoothed intensity
+HALF_MAX_GROWTH_CONTRAST = 1.0  # a boundary moves out only where peak - background is this x the shell's noise
 CONVEX_MERGE = 1.01  # touching labels merge when the convex hull of their union is at most this x their hulls' sum
 _DOUBLED_CORNERS = 2 * np.indices((2, 2, 2)).reshape(3, -1).T - 1  # a voxel's 8 corners around its centre, x2
 _SLAB_VOXELS = 1 << 20  # voxels per slab of euclidean_distance's temporaries
@@ -243,10 +244,11 @@ def merge_convex(labels: np.ndarray, spacing: tuple[float, float, float], ratio:
     sides = 2 * np.asarray(labels.shape, dtype=np.int64) + 3  # doubled corner coordinates, shifted by 1, fit
 
     def surface(label: int) -> np.ndarray:
-        """The corners of the label's surface voxels (the hull of the voxels is the hull of those), in order."""
+        """The corners of the label's surface voxels (the hull of the voxels is the hull of those), in order,
+        from the corner of its box: the same numbers wherever the label lies, in a streamed block too."""
         box = boxes[label - 1]
         inside = labels[box] == label
-        edge = np.argwhere(inside & ~ndimage.binary_erosion(inside)) + [s.start for s in box]
+        edge = np.argwhere(inside & ~ndimage.binary_erosion(inside))
         doubled = (2 * edge[:, None, :] + _DOUBLED_CORNERS + 1).reshape(-1, 3)  # integers: unique as one key
         keys = np.unique((doubled[:, 0] * sides[1] + doubled[:, 1]) * sides[2] + doubled[:, 2])
         rest, x = np.divmod(keys, sides[2])
@@ -271,12 +273,20 @@ def merge_convex(labels: np.ndarray, spacing: tuple[float, float, float], ratio:
             label = int(parent[label])
         return label
 
+    corners = np.array([[s.start for s in box] if box else [0, 0, 0] for box in boxes], dtype=np.int64)
     for key in pairs.tolist():
         a, b = divmod(key, count + 1)
         for label in (a, b):
             if label not in points:
                 hulls[label], points[label] = hull(surface(label))
-        if hulls[a] and hulls[b] and hull(np.vstack([points[a], points[b]]))[0] <= ratio * (hulls[a] + hulls[b]):
+        if not (hulls[a] and hulls[b]):
+            continue
+        origin = np.minimum(corners[a - 1], corners[b - 1])
+        union = np.vstack(
+            [points[a] + (corners[a - 1] - origin) * scale, points[b] + (corners[b - 1] - origin) * scale]
+        )
+        # hull volumes of voxel corners are exact fractions and can equal the limit: ties merge, whatever rounding
+        if hull(union)[0] <= ratio * (hulls[a] + hulls[b]) * (1 + 1e-9):
             parent[root(b)] = root(a)
     roots = np.array([root(label) for label in range(count + 1)])
     if np.array_equal(roots, np.arange(count + 1)):
@@ -323,7 +333,9 @@ def half_max_foreground(labels: np.ndarray, intensity: np.ndarray, spacing: tupl
     any other nucleus; its background is their :data:`HALF_MAX_BACKGROUND` percentile (the median of all
     unlabelled voxels when it has none), its peak the :data:`HALF_MAX_PEAK` percentile of its own voxels; the image
     is smoothed by :data:`HALF_MAX_SIGMA` first, against noise. A mask drawn too tight (packed nuclei, whose
-    neighbours' light makes the model call their rims background) grows back; one drawn too wide shrinks.
+    neighbours' light makes the model call their rims background) grows back; one drawn too wide shrinks. Only
+    labels whose peak stands :data:`HALF_MAX_GROWTH_CONTRAST` noise deviations above their background grow: for a
+    label on plain background (a false positive) half its shell would pass at random.
     """
     from scipy import ndimage
 
@@ -343,8 +355,18 @@ def half_max_foreground(labels: np.ndarray, intensity: np.ndarray, spacing: tupl
     background[np.isnan(background)] = np.median(smoothed[outside])
     peak = _percentile_per_label(smoothed, labels, count, HALF_MAX_PEAK)
     level = np.concatenate([[np.inf], background + 0.5 * (peak - background)]).astype(np.float32)
+    noise = _shell_noise(np.asarray(intensity, dtype=np.float32) - smoothed, owners, count)
+    grows = np.concatenate([[False], peak - background >= HALF_MAX_GROWTH_CONTRAST * noise])
+    owners[~grows[owners]] = 0  # a label no brighter than the noise around it (no nucleus) only shrinks
     owners += labels  # each nucleus with its shell
     return smoothed >= level[owners]
+
+
+def _shell_noise(residual: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
+    """Per label, the robust standard deviation (interquartile range / 1.349) of the image minus its smoothed
+    self over its shell: the voxel-to-voxel noise there, whatever the illumination (NaN without a shell)."""
+    high = _percentile_per_label(residual, owners, count, 75.0)
+    return (high - _percentile_per_label(residual, owners, count, 25.0)) / 1.349
 
 
 def euclidean_distance(

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import platform
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -38,6 +39,7 @@ INSTALL_HINT = (
     '"wnet-zoo[gpu]" (NVIDIA GPU) or "wnet-zoo[openvino]" (OpenVINO, fastest on x86 CPUs)'
 )
 _EXTRA = {"cuda": "gpu", "tensorrt": "gpu", "openvino": "openvino", "cpu": "cpu"}
+_SESSION_LOCK = threading.Lock()
 
 
 def import_onnxruntime() -> ModuleType:
@@ -181,15 +183,19 @@ def _make_session(
         precision = "bf16" if cpu_supports_bf16() else "fp32"
         providers.append((PROVIDERS["openvino"], _openvino_options(threads, precision)))
     providers.append(PROVIDERS["cpu"])
-    # The environment's own logger: onnxruntime-gpu 1.31 warns "no registered plugin EP device" at every CUDA session.
+    # The process's onnxruntime logger (errors only from here on): onnxruntime-gpu 1.31 warns "no registered
+    # plugin EP device" at every CUDA session.
     ort.set_default_logger_severity(3)
+    printed = io.StringIO()
     try:
-        with contextlib.redirect_stdout(io.StringIO()) as printed:  # its provider fallback is print()ed
+        # its provider fallback is print()ed; sys.stdout is the process's, so one session is made at a time
+        with _SESSION_LOCK, contextlib.redirect_stdout(printed):
             session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
     except Exception as error:  # onnxruntime raises its own exception types
         raise UserError(f"{model}: onnxruntime cannot load this model ({str(error).splitlines()[0][:200]})") from None
-    if printed.getvalue().strip():
-        LOG.debug("onnxruntime: %s", " ".join(printed.getvalue().split()))
+    finally:
+        if printed.getvalue().strip():
+            LOG.debug("onnxruntime: %s", " ".join(printed.getvalue().split()))
     used = session.get_providers()[0]
     return Engine(session, used, threads, precision if used == PROVIDERS["openvino"] else "fp32")
 
