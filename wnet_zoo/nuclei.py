@@ -351,9 +351,9 @@ def half_max_foreground(labels: np.ndarray, intensity: np.ndarray, spacing: tupl
     owners = np.zeros_like(labels)
     owners[shell] = labels[tuple(index[shell] for index in nearest)]
     del distance, nearest
-    background = _percentile_per_label(smoothed, owners, count, HALF_MAX_BACKGROUND)
+    (background,) = _percentiles_per_label(smoothed, owners, count, [HALF_MAX_BACKGROUND])
     background[np.isnan(background)] = np.median(smoothed[outside])
-    peak = _percentile_per_label(smoothed, labels, count, HALF_MAX_PEAK)
+    (peak,) = _percentiles_per_label(smoothed, labels, count, [HALF_MAX_PEAK])
     level = np.concatenate([[np.inf], background + 0.5 * (peak - background)]).astype(np.float32)
     noise = _shell_noise(np.asarray(intensity, dtype=np.float32) - smoothed, owners, count)
     grows = np.concatenate([[False], peak - background >= HALF_MAX_GROWTH_CONTRAST * noise])
@@ -365,8 +365,8 @@ def half_max_foreground(labels: np.ndarray, intensity: np.ndarray, spacing: tupl
 def _shell_noise(residual: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
     """Per label, the robust standard deviation (interquartile range / 1.349) of the image minus its smoothed
     self over its shell: the voxel-to-voxel noise there, whatever the illumination (NaN without a shell)."""
-    high = _percentile_per_label(residual, owners, count, 75.0)
-    return (high - _percentile_per_label(residual, owners, count, 25.0)) / 1.349
+    low, high = _percentiles_per_label(residual, owners, count, [25.0, 75.0])
+    return (high - low) / 1.349
 
 
 def euclidean_distance(
@@ -468,17 +468,23 @@ def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     return lookup.astype(dtype)[labels]
 
 
-def _percentile_per_label(values: np.ndarray, labels: np.ndarray, count: int, percentile: float) -> np.ndarray:
-    """The ``percentile`` of ``values`` over each label 1..count (the lower nearest rank); NaN for an absent label."""
+def _percentiles_per_label(
+    values: np.ndarray, labels: np.ndarray, count: int, percentiles: Sequence[float]
+) -> list[np.ndarray]:
+    """Each of ``percentiles`` of ``values`` over each label 1..count (the lower nearest rank), from one sort;
+    NaN for an absent label."""
     inside = labels > 0
     owners = labels[inside]
     ordered = values[inside][np.lexsort((values[inside], owners))]
     sizes = np.bincount(owners, minlength=count + 1)[1:]
-    ranks = np.cumsum(sizes) - sizes + np.floor(percentile / 100 * np.maximum(sizes - 1, 0)).astype(np.int64)
-    result = np.full(count, np.nan)
     present = sizes > 0
-    result[present] = ordered[ranks[present]]
-    return result
+    found = []
+    for percentile in percentiles:
+        ranks = np.cumsum(sizes) - sizes + np.floor(percentile / 100 * np.maximum(sizes - 1, 0)).astype(np.int64)
+        result = np.full(count, np.nan)
+        result[present] = ordered[ranks[present]]
+        found.append(result)
+    return found
 
 
 def relative_spacing(voxel_size: Sequence[float] | None) -> tuple[float, float, float]:
