@@ -6,9 +6,11 @@ Model: the DEFAULT WNet3D architecture (64, 128, 256, 512), random weights (seed
 ``export_onnx``; image: the bundled example volume (124 x 86 x 94). Each run is a fresh process, from start
 to its files on disk; both write the probabilities (K, Z, Y, X) and the mask of the brightest class:
 
-* reference: CellSeg3D's path, ``python benchmarks/predict.py reference``: imports torch, MONAI and CellSeg3D's
-  ``WNet``, loads the weights, reads the TIFF, remaps to 0..100, ``sliding_window_inference`` (ROI 64^3,
-  overlap 0.25, Gaussian, sw_batch_size 1) over ``forward_encoder`` in torch eager fp32, writes the TIFFs;
+* reference: CellSeg3D's path, ``python benchmarks/predict.py reference WEIGHTS IMAGE OUT THREADS``: imports
+  torch, MONAI and CellSeg3D's ``WNet``, loads the weights, reads the TIFF, remaps to 0..100,
+  ``sliding_window_inference`` (ROI 64^3, overlap 0.25, Gaussian, sw_batch_size 1) over ``forward_encoder`` in
+  torch eager fp32, writes the TIFFs (``... THREADS DEVICE WINDOWS``: on another device, more windows a batch;
+  ``predict_gpu.py`` runs it so);
 * ``wnet-zoo predict --output probabilities --output mask`` with default tiling on plain CPU onnxruntime, and
   on OpenVINO when ``--openvino-python`` names an interpreter that has ``onnxruntime-openvino`` and
   wnet-zoo (e.g. a venv made with ``--system-site-packages``); plus the default outputs (mask and instances).
@@ -57,8 +59,9 @@ GOALS = {
 }
 
 
-def reference(weights: str, image: str, out: str, threads: int) -> None:
-    """CellSeg3D's path, as its inference worker runs it (sigma_scale at MONAI's default)."""
+def reference(weights: str, image: str, out: str, threads: int, device: str = "cpu", windows: int = 1) -> None:
+    """CellSeg3D's path, as its inference worker runs it (sigma_scale at MONAI's default), on ``device`` (the volume
+    there too) with ``windows`` per batch."""
     import numpy as np
     import tifffile
     import torch
@@ -68,14 +71,18 @@ def reference(weights: str, image: str, out: str, threads: int) -> None:
     torch.set_num_threads(threads)
     model = WNet(1, 1, 2)
     model.load_state_dict(torch.load(weights, weights_only=True), strict=True)
-    model.eval()
+    model.eval().to(device)
     volume = tifffile.imread(image).astype(np.float32)
     remapped = (volume - volume.min()) / (volume.max() - volume.min()) * 100
     with torch.no_grad():
-        inputs = torch.from_numpy(remapped)[None, None]
-        probabilities = sliding_window_inference(
-            inputs, (64, 64, 64), 1, model.forward_encoder, overlap=0.25, mode="gaussian"
-        )[0].numpy()
+        inputs = torch.from_numpy(remapped)[None, None].to(device)
+        probabilities = (
+            sliding_window_inference(
+                inputs, (64, 64, 64), windows, model.forward_encoder, overlap=0.25, mode="gaussian"
+            )[0]
+            .cpu()
+            .numpy()
+        )
     winner = probabilities.argmax(axis=0)
     means = [volume[winner == k].mean() if (winner == k).any() else -np.inf for k in range(len(probabilities))]
     stem = Path(out) / Path(image).stem
@@ -299,7 +306,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "reference":
-        reference(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+        reference(*sys.argv[2:5], int(sys.argv[5]), *sys.argv[6:7], *map(int, sys.argv[7:8]))
     elif len(sys.argv) > 1 and sys.argv[1] == "table":
         sys.path.insert(0, str(ROOT))
         table(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))

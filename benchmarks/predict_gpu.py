@@ -9,7 +9,7 @@ Model: the default WNet3D (64, 128, 256, 512), random weights (seed 0), exported
 bundled example (124 x 86 x 94) and a large volume mirrored from it (248 x 344 x 376, 32 M voxels). Per image, each
 a fresh process, from start to its files on disk:
 
-* reference: CellSeg3D's path on the GPU: torch eager fp32 with torch's defaults, MONAI's
+* reference: CellSeg3D's path on the GPU (``predict.py reference``): torch eager fp32, MONAI's
   ``sliding_window_inference`` (ROI 64^3, overlap 0.25, Gaussian, 4 windows per batch, the volume on the GPU)
   over ``forward_encoder``, probabilities and the mask of the brightest class written as TIFF;
 * ``wnet-zoo predict --device cuda --output probabilities --output mask`` (default tiling; 4 windows per run);
@@ -37,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import predict  # noqa: E402
 from predict import _compare, _dice, _prepare, _provider, _timed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,33 +45,6 @@ RESULTS = ROOT / "benchmarks" / "results" / "predict_gpu.json"
 LARGE_PAD = ((0, 124), (0, 258), (0, 282))  # the example mirrored to 248 x 344 x 376
 OOM_SHAPE = (512, 512, 512)  # 1331 windows of 64^3 at overlap 0.25
 OOM_BATCH = 1331
-
-
-def reference(weights: str, image: str, out: str, device: str) -> None:
-    """CellSeg3D's path on ``device``: MONAI's sliding window over torch eager fp32."""
-    import numpy as np
-    import tifffile
-    import torch
-    from monai.inferers import sliding_window_inference
-    from napari_cellseg3d.code_models.models.wnet.model import WNet
-
-    model = WNet(1, 1, 2)
-    model.load_state_dict(torch.load(weights, weights_only=True), strict=True)
-    model.eval().to(device)
-    volume = tifffile.imread(image).astype(np.float32)
-    remapped = (volume - volume.min()) / (volume.max() - volume.min()) * 100
-    with torch.no_grad():
-        inputs = torch.from_numpy(remapped)[None, None].to(device)
-        probabilities = (
-            sliding_window_inference(inputs, (64, 64, 64), 4, model.forward_encoder, overlap=0.25, mode="gaussian")[0]
-            .cpu()
-            .numpy()
-        )
-    winner = probabilities.argmax(axis=0)
-    means = [volume[winner == k].mean() if (winner == k).any() else -np.inf for k in range(len(probabilities))]
-    stem = Path(out) / Path(image).stem
-    tifffile.imwrite(f"{stem}_probabilities.tif", probabilities)
-    tifffile.imwrite(f"{stem}_mask.tif", (winner == int(np.argmax(means))).astype(np.uint8))
 
 
 def precisions(model: str, image: str, device: str) -> None:
@@ -135,6 +109,7 @@ def main() -> None:
     import tifffile
 
     from wnet_zoo.demo import example_volume
+    from wnet_zoo.runtime import default_threads
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
@@ -177,10 +152,12 @@ def main() -> None:
         large = work / "large.tif"
         tifffile.imwrite(large, np.pad(tifffile.imread(example), [(0, p) for p in pad], mode="symmetric"))
         ours = [sys.executable, "-m", "wnet_zoo.cli", "predict", str(model), "--overwrite"]
+        reference = [sys.executable, predict.__file__, "reference"]  # CellSeg3D's path, on the GPU
+        threads = str(default_threads())
         for image in (example, large):
             shape = tifffile.imread(image).shape
             runs = {
-                "reference": [sys.executable, __file__, "reference", str(weights), str(image), "{out}", torch_device],
+                "reference": [*reference, str(weights), str(image), "{out}", threads, torch_device, "4"],
                 "wnet_zoo": [
                     *ours,
                     str(image),
@@ -262,9 +239,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "reference":
-        reference(*sys.argv[2:6])
-    elif len(sys.argv) > 1 and sys.argv[1] == "precisions":
+    if len(sys.argv) > 1 and sys.argv[1] == "precisions":
         sys.path.insert(0, str(ROOT))
         precisions(*sys.argv[2:5])
     else:
