@@ -267,7 +267,7 @@ def test_segmentation_stats_tell_nuclei_from_bright_and_dim_regions():
     assert 0.03 < nuclei_stats.foreground < 0.1 and nuclei_stats.largest < 0.25
     flat = segmentation_stats(np.stack([~nuclei, nuclei], 1) * 1.0, torch.zeros_like(image), image, "mse")
     assert flat.poor_reconstruction and flat.rec_baseline == pytest.approx(
-        image.var(dim=(2, 3, 4), correction=0).mean(), rel=1e-4
+        float(image.var(dim=(2, 3, 4), correction=0).mean()), rel=1e-4
     )
     balance = BalanceCheck(ncut_weight=0.5, rec_weight=5e-3, rec_loss="mse", auto=False)
     balance.record(4, {"ncut": 0.9, "rec": 60.0, "total": 0.75}, (0.99, 0.01))
@@ -290,6 +290,7 @@ def test_segmentation_stats_tell_nuclei_from_bright_and_dim_regions():
     assert suggested_rec_weight(0.5, 0.0, 0.97, 60.0) == 0.009
 
 
+@pytest.mark.slow
 def test_auto_balance_raises_the_reconstruction_weight_when_ncut_takes_over(tmp_path: Path, small_tiff: Path):
     run = tmp_path / "run"
     args = [*TINY, *BALANCE, "--epochs", "8", "--rec-weight", "0", "--auto-balance"]
@@ -314,6 +315,7 @@ def test_auto_balance_raises_the_reconstruction_weight_when_ncut_takes_over(tmp_
 # ---------------------------------------------------------------------------------------- healthy and resume
 
 
+@pytest.mark.slow
 def test_checks_stay_quiet_and_change_nothing_on_a_healthy_run(tmp_path: Path, small_tiff: Path):
     args = [*TINY, "--lr", "1e-2", "--epochs", "12"]
     assert main(["train", str(small_tiff), "--out", str(tmp_path / "on"), *args]) == 0
@@ -333,6 +335,7 @@ def test_checks_stay_quiet_and_change_nothing_on_a_healthy_run(tmp_path: Path, s
         ("auto-balance", [*TINY, *BALANCE, "--rec-weight", "0", "--auto-balance"], 8, 7),
     ],
 )
+@pytest.mark.slow
 def test_resume_with_check_state_equals_an_uninterrupted_run(tmp_path: Path, example, case, args, epochs, split):
     image = tmp_path / "example.tif"
     tifffile.imwrite(image, example if case == "explosions" else example[40:72, 20:68, 30:70].astype(np.uint16))

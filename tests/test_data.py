@@ -130,3 +130,80 @@ def test_brightness_spread_tells_nuclei_of_widely_varying_brightness():
     offset, spreads = auto_input_log([mixed, mixed, alike])  # the median volume decides
     assert offset == pytest.approx(float(np.median(mixed))) and min(spreads[:2]) >= SPREAD
     assert auto_input_log([np.maximum(mixed - np.median(mixed), 0)])[0] == MIN_OFFSET  # a zero background
+
+
+def _truncated_tiffs(folder: Path) -> dict[str, Path]:
+    """Real TIFF files cut short: a BigTIFF whose header claims 2 GiB of uncompressed pixels cut to 1 MiB (written
+    without data, as a sparse file); a compressed stack missing the end of its last plane's strips; a compressed
+    stack cut in half, its chain of pages breaking off."""
+    import os
+
+    claimed = folder / "claimed.tif"
+    tifffile.imwrite(claimed, shape=(64, 4096, 4096), dtype="uint16", bigtiff=True)
+    os.truncate(claimed, 2**20)
+    planes = np.random.default_rng(0).integers(0, 60000, (16, 64, 64), dtype=np.uint16)
+    strips, half = folder / "strips.tif", folder / "half.tif"
+    for path, keep in ((strips, -100), (half, None)):
+        tifffile.imwrite(path, planes, compression="zlib", rowsperstrip=8)
+        size = path.stat().st_size
+        os.truncate(path, size + keep if keep else size // 2)
+    return {"claimed": claimed, "strips": strips, "half": half}
+
+
+def test_truncated_tiffs_are_refused_in_one_line_without_tifffile_noise(tmp_path: Path, caplog):
+    for case, path in _truncated_tiffs(tmp_path).items():
+        caplog.clear()
+        with pytest.raises(UserError, match=": truncated: ") as caught:
+            read_volume(path)
+        message = str(caught.value)
+        assert message.startswith(f"{path}: truncated") and "\n" not in message, (case, message)
+        assert "MiB" in message or "KiB" in message, (case, message)
+        assert not [r for r in caplog.records if r.name.startswith("tifffile")], case
+    assert "2 GiB of pixels" in str(pytest.raises(UserError, read_volume, tmp_path / "claimed.tif").value)
+    whole = np.random.default_rng(1).integers(0, 60000, (16, 64, 64), dtype=np.uint16)
+    for options in ({}, {"compression": "zlib", "rowsperstrip": 8}, {"tile": (16, 16)}, {"bigtiff": True}):
+        tifffile.imwrite(tmp_path / "whole.tif", whole, **options)
+        np.testing.assert_array_equal(read_volume(tmp_path / "whole.tif"), whole)
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((5, 7, 9), r"shape \(5, 7, 9\) is too small: every axis needs at least 7 voxels"),
+        ((6, 48, 48), r"shape \(6, 48, 48\) is too small"),
+        ((1, 48, 48), r"shape \(1, 48, 48\) is a single 2-D plane; a 3-D \(Z, Y, X\) stack"),
+        ((32, 1, 48), r"shape \(32, 1, 48\) is a single 2-D plane"),
+        ((48, 48, 1), r"shape \(48, 48, 1\) is a single 2-D plane"),
+        ((1, 1, 48), r"shape \(1, 1, 48\) is too small"),
+    ],
+)
+def test_volumes_too_small_to_segment_are_refused_alike_on_every_axis(tmp_path: Path, shape, message):
+    from wnet_zoo.data import check_volume
+
+    data = np.random.default_rng(0).random(shape, dtype=np.float32)
+    tifffile.imwrite(tmp_path / "small.tif", data, photometric="minisblack")
+    for refuse in (lambda: read_volume(tmp_path / "small.tif"), lambda: check_volume(data, "small.tif")):
+        with pytest.raises(UserError, match=message) as caught:
+            refuse()
+        assert "\n" not in str(caught.value) and "3-D image" not in str(caught.value)
+    assert read_volume_shape(tmp_path, (7, 7, 7)) == (7, 7, 7)
+
+
+def read_volume_shape(folder: Path, shape: tuple[int, int, int]) -> tuple[int, ...]:
+    tifffile.imwrite(folder / "least.tif", np.random.default_rng(0).random(shape, dtype=np.float32))
+    return read_volume(folder / "least.tif").shape
+
+
+def test_channel_messages_count_the_dimensions_truly():
+    from wnet_zoo.data import select_axes
+
+    with pytest.raises(UserError, match=r"5-D stack of shape \(1, 2, 8, 16, 16\) holds 2 channels") as caught:
+        select_axes("im.zarr", "TCZYX", (1, 2, 8, 16, 16), None)
+    assert "4-D" not in str(caught.value)
+    with pytest.raises(UserError, match="4-D stack of shape") as caught:
+        select_axes("im.tif", "CZYX", (2, 8, 16, 16), None)
+    with pytest.raises(
+        UserError, match=r"--channel 0: the stack of shape \(1, 1, 8, 16, 16\) has one channel"
+    ) as caught:
+        select_axes("im.zarr", "TCZYX", (1, 1, 8, 16, 16), 0)
+    assert "4-D" not in str(caught.value)

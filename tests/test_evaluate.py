@@ -182,3 +182,21 @@ def _random_labels(rng: np.random.Generator, shape: tuple[int, int, int], count:
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = (a | b).sum()
     return float((a & b).sum() / union) if union else 0.0
+
+
+def test_an_empty_truth_or_prediction_is_warned_about(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    truth, empty = boxes((10, 14), (20, 30)), np.zeros(SHAPE, dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "pred.tif", truth)
+    tifffile.imwrite(tmp_path / "empty.tif", empty)
+    assert main(["evaluate", str(tmp_path / "pred.tif"), str(tmp_path / "empty.tif")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1] == (
+        "warning: the ground truth holds no objects: recall is undefined (shown as 0) and all 2 predicted objects "
+        "are false positives; check that TRUTH is the labels volume"
+    )
+    assert evaluate(empty, truth).summary().splitlines()[-1] == (
+        "warning: the prediction holds no objects: every score is 0; check the model's output (--output instances)"
+    )
+    both = evaluate(empty, empty).summary().splitlines()
+    assert both[-1] == "warning: neither volume holds an object: the scores of 1 mean nothing; check the inputs"
+    assert len(evaluate(truth, truth).summary().splitlines()) == 2 + 9  # no warning

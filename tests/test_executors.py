@@ -13,9 +13,13 @@ import pytest
 import zarr
 from distributed import Client, LocalCluster
 
-from wnet_zoo.executors import kept_environment
+from wnet_zoo.cli import main
+from wnet_zoo.errors import UserError
+from wnet_zoo.executors import kept_environment, open_executor
 from wnet_zoo.outputs import predict_files
 from wnet_zoo.streaming import StreamOptions, work_folder
+
+from closeness import assert_close
 
 SMALL = StreamOptions(block=32, label_block=32, chunk=16, instance_halo=16)
 OUTPUTS = ("probabilities", "instances")
@@ -41,11 +45,12 @@ def _read(out: Path) -> dict[str, np.ndarray]:
 
 
 def _assert_same(ours: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:
-    np.testing.assert_allclose(ours["probabilities"], reference["probabilities"], rtol=0, atol=1e-6)
+    assert_close(ours["probabilities"], reference["probabilities"], rel=1e-6, what="probabilities")
     np.testing.assert_array_equal(ours["instances"], reference["instances"])  # numbered in block order both times
     assert reference["instances"].max() > 20
 
 
+@pytest.mark.slow
 def test_local_cluster_option_equals_one_process(tiny_onnx, image, one_process, tmp_path):
     lines: list[str] = []
     environment = dict(os.environ)
@@ -55,6 +60,7 @@ def test_local_cluster_option_equals_one_process(tiny_onnx, image, one_process, 
     _assert_same(_read(tmp_path), one_process)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_costs_only_its_tasks(tiny_onnx, image, one_process, tmp_path):
     with (
         kept_environment(),
@@ -83,3 +89,41 @@ def test_a_killed_worker_costs_only_its_tasks(tiny_onnx, image, one_process, tmp
         killer.join()
     assert killed and killed[0] < 12  # the worker died while probability blocks were still running
     _assert_same(_read(tmp_path), one_process)
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "hint"),
+    [
+        ("foo", ""),
+        ("localhost:8786", "; did you mean tcp://localhost:8786?"),
+        ("tcp://127.0.0.1", ""),
+        ("tcp://:8786", ""),
+        ("tcp://127.0.0.1:port", ""),
+        ("http://127.0.0.1:8786", ""),
+        ("local:", ""),
+    ],
+)
+def test_a_malformed_scheduler_is_refused_at_once(scheduler, hint):
+    expected = (
+        f"--scheduler {scheduler}: give local:N (N local workers, e.g. local:2) or a Dask scheduler's address, "
+        f"tcp://HOST:PORT (or tls://, ws://, wss://){hint}"
+    )
+    with pytest.raises(UserError) as raised, open_executor(scheduler):
+        pass
+    assert str(raised.value) == expected
+
+
+def test_predict_refuses_a_malformed_scheduler_and_negative_threads(tiny_onnx, image, tmp_path, capsys):
+    with pytest.raises(UserError, match=r"^--scheduler foo: give local:N"):
+        predict_files(tiny_onnx, [image], tmp_path / "out", scheduler="foo", report=lambda line: None, **SETTINGS)
+    assert not (tmp_path / "out").exists()
+
+    args = ["predict", str(tiny_onnx), str(image), "--out", str(tmp_path / "out")]
+    assert main([*args, "--threads", "-3"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) <= 2 and error[0].startswith("Error: Invalid value for '--threads': -3 is not in the range x>=0")
+    assert not (tmp_path / "out").exists()
+    assert main(["predict", "--help"]) == 0
+    assert "--threads INTEGER RANGE CPU threads. Default (and 0): all cores. [x>=0]" in " ".join(
+        capsys.readouterr().out.split()
+    )

@@ -59,6 +59,7 @@ def test_finetune_from_each_source(tmp_path: Path, small_tiff: Path, pretrained:
     assert 0 < drift < 1e-3  # trained a little, from the pretrained weights
 
 
+@pytest.mark.slow
 def test_finetune_cellseg3d_pth_and_explicit_lr(tmp_path: Path, small_tiff: Path):
     torch.manual_seed(0)
     pth = tmp_path / "cellseg3d.pth"

@@ -7,6 +7,8 @@ from wnet_zoo import architecture, model
 from wnet_zoo.model import WNet3D
 from wnet_zoo.reference import cellseg3d_wnet_class
 
+from closeness import assert_close
+
 
 def test_cellseg3d_state_dict_loads_strictly_and_matches_outputs():
     torch.manual_seed(0)
@@ -19,8 +21,8 @@ def test_cellseg3d_state_dict_loads_strictly_and_matches_outputs():
         ref_probs, ref_rec = reference(x)
         probs, rec = ours(x)
         enc_only = ours.encoder(x)
-    assert (probs - ref_probs).abs().max() <= 1e-5
-    assert (rec - ref_rec).abs().max() <= 1e-5
+    assert_close(probs, ref_probs, rel=1e-5, what="probabilities")
+    assert_close(rec, ref_rec, rel=1e-5, what="reconstruction (0..100 scale)")
     assert torch.equal(enc_only, probs)
 
 
@@ -59,8 +61,10 @@ def test_fused_convolution_pairs_give_the_same_gradients():
     model.zero_grad()
     probs, rec = model(x)
     (probs[:, 0].mean() + rec.mean()).backward()
+    # each gradient to 1e-3 of itself, where it is not far below the whole gradient's scale (some nearly cancel)
+    scale = max(grad.abs().max().item() for grad in fused.values())
     for name, param in model.named_parameters():
-        assert torch.allclose(param.grad, fused[name], rtol=1e-3, atol=1e-6), name
+        assert torch.allclose(param.grad, fused[name], rtol=1e-3, atol=1e-6 * scale), name
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 30, 32, 32), (1, 1, 32, 32), (1, 2, 32, 32, 32)])
@@ -82,7 +86,7 @@ def test_input_smoothing_is_a_gaussian_with_replicated_edges_and_travels_with_th
     smoothed = model.InputSmoothing(sigma)(x)
     for image, ours in zip(x, smoothed, strict=True):
         expected = ndimage.gaussian_filter(image[0].double().numpy(), sigma, mode="nearest")
-        assert np.abs(ours[0].numpy() - expected).max() < 1e-4
+        assert_close(ours[0], expected, rel=1e-5, what="smoothed 0..100 image")
     assert torch.equal(model.InputSmoothing()(x), x)
 
     smoothing = WNet3D(channels=(4, 8, 16, 32), input_sigma=sigma).eval()
@@ -93,7 +97,7 @@ def test_input_smoothing_is_a_gaussian_with_replicated_edges_and_travels_with_th
     assert smoothing.architecture()["input_sigma"] == list(sigma)
     plain.load_state_dict({k: v for k, v in state.items() if "smooth" not in k})
     with torch.no_grad():  # the encoder sees the smoothed image; the decoder reconstructs from its classes
-        assert torch.allclose(smoothing.encoder(x), plain.encoder(smoothed), atol=1e-6)
+        assert_close(smoothing.encoder(x), plain.encoder(smoothed), rel=1e-5, what="probabilities")
         assert not torch.allclose(smoothing.encoder(x), plain.encoder(x), atol=1e-3)
     with pytest.raises(ValueError, match=r"trained with input smoothing sigma \(0.5, 1.0, 2.0\)"):
         WNet3D(channels=(4, 8, 16, 32), input_sigma=(1, 1, 1)).load_state_dict(state)
@@ -110,9 +114,9 @@ def test_input_compression_is_the_numpy_logarithm_keeps_the_range_and_travels_wi
     x[0, 0, 0, 0, :2] = torch.tensor([0.0, -3.0])
     compress = model.InputCompression(2.5)
     ours = compress(x.float())
-    assert torch.allclose(ours.double(), torch.from_numpy(compress_intensities(x.numpy(), 2.5)).double(), atol=1e-4)
+    assert_close(ours, compress_intensities(x.numpy(), 2.5), rel=1e-5, what="compressed 0..100 image")
     assert compress(torch.tensor([0.0, -1.0, 2.5, 100.0])).tolist() == pytest.approx(
-        [0.0, 0.0, 100 * np.log(2) / np.log1p(40), 100.0], rel=1e-6
+        [0.0, 0.0, 100 * np.log(2) / np.log1p(40), 100.0], rel=1e-5
     )
     assert model.InputCompression(0.0)(x) is x
     plain = WNet3D(channels=(4, 8, 16, 32)).eval()
@@ -124,7 +128,7 @@ def test_input_compression_is_the_numpy_logarithm_keeps_the_range_and_travels_wi
     plain.load_state_dict({k: v for k, v in state.items() if "compress" not in k and "smooth" not in k})
     prepared = model.InputSmoothing((1, 1, 1))(compress(x.float()))
     with torch.no_grad():  # compressed first, then smoothed
-        assert torch.allclose(both.encoder(x.float()), plain.encoder(prepared), atol=1e-6)
+        assert_close(both.encoder(x.float()), plain.encoder(prepared), rel=1e-5, what="probabilities")
     with pytest.raises(ValueError, match="trained with input log offset 2.5"):
         WNet3D(channels=(4, 8, 16, 32), input_log=1.0, input_sigma=(1, 1, 1)).load_state_dict(state)
     with pytest.raises(ValueError, match="input_log must be"):

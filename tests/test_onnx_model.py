@@ -16,6 +16,8 @@ from wnet_zoo.inference_encoder import StableGroupNorm, inference_encoder
 from wnet_zoo.model import WNet3D
 from wnet_zoo.onnx_model import ModelMetadata, export_onnx, read_metadata
 
+from closeness import assert_close
+
 TINY_CHANNELS = (4, 8, 16, 32)
 
 
@@ -59,7 +61,7 @@ def test_exported_graph_matches_float64_with_dynamic_axes(tmp_path: Path):
         reference = copy.deepcopy(model).double().encoder(x.double()).numpy()
     (actual,) = session.run(None, {"raw": x.numpy()})
     assert actual.shape == (2, 2, 24, 32, 40)
-    assert np.abs(actual - reference).max() < 1e-5
+    assert_close(actual, reference, rel=1e-5, what="probabilities")
     assert read_metadata(path).foreground_class == 1
 
 
@@ -85,7 +87,7 @@ def test_stable_group_norm_in_onnxruntime_on_large_groups(tmp_path: Path):
     (actual,) = session.run(None, {"x": x.numpy()})
     with torch.no_grad():
         reference = nn.functional.group_norm(x.double(), 4).numpy()
-    assert np.abs(actual - reference).max() < 1e-5
+    assert_close(actual, reference, rel=1e-5, what="normalised values")
 
 
 def test_a_compressing_model_exports_its_logarithm_and_records_it(tmp_path: Path):

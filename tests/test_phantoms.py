@@ -92,6 +92,7 @@ def test_quality_keeps_the_settings_it_does_not_run_again_each_dated(tmp_path: P
     assert quality._dates({"date": now, "settings": {"low_snr": {"date": now}}}) == "2026-11-26"
 
 
+@pytest.mark.slow
 def test_quality_keep_training_exports_and_predicts_again_with_the_earlier_training(tmp_path: Path):
     import json
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from wnet_zoo.nuclei import HALF_MAX_SHELL
 from wnet_zoo.onnx_model import ModelMetadata, export_onnx
 from wnet_zoo.predictor import Predictor, choose_foreground, predict
 from wnet_zoo.tiling import TilePlan
+
+from closeness import assert_close
 
 TINY_CHANNELS = (4, 8, 16, 32)
 
@@ -92,7 +95,7 @@ def test_one_tile_over_the_whole_volume_is_one_plain_run(tiny, example):
     padded = plan.pad_volume(remap(volume))
     session = ort.InferenceSession(str(tiny[0]), providers=["CPUExecutionProvider"])
     plain = session.run(None, {"raw": padded[None, None]})[0][0]
-    np.testing.assert_allclose(predictor.probabilities(volume), plan.crop(plain), rtol=0, atol=1e-6)
+    assert_close(predictor.probabilities(volume), plan.crop(plain), rel=1e-6, what="probabilities")
 
 
 CUDNN_SIZE_LIMIT = (  # what onnxruntime-gpu 1.31 said on an H200 running 1331 windows of 64^3 in one batch
@@ -108,7 +111,7 @@ def test_batches_tile_norm_and_out_of_memory_fallback(tiny, cpu, example, monkey
     volume = np.ascontiguousarray(example[:48, :48, :56])
     one = Predictor(tiny[0], device="cpu", threads=2, tile=32).probabilities(volume)
     batched = Predictor(tiny[0], device="cpu", threads=2, tile=32, batch=3)
-    np.testing.assert_allclose(batched.probabilities(volume), one, atol=1e-6)
+    assert_close(batched.probabilities(volume), one, rel=1e-5, what="probabilities")  # other kernels per batch
 
     run = batched.engine.run
     sizes: list[int] = []
@@ -120,7 +123,7 @@ def test_batches_tile_norm_and_out_of_memory_fallback(tiny, cpu, example, monkey
         return run(batch)
 
     monkeypatch.setattr(batched.engine, "run", small_memory)
-    np.testing.assert_allclose(batched.probabilities(volume), one, atol=1e-6)
+    assert_close(batched.probabilities(volume), one, rel=1e-5, what="probabilities")
     assert batched.batch == 1 and sizes[:5] == [3, 1, 2, 1, 1] and set(sizes[5:]) == {1}
 
     per_tile = Predictor(tiny[0], device="cpu", threads=2, tile=32, norm="tile").probabilities(volume)
@@ -350,3 +353,181 @@ def test_the_predict_command_runs_without_torch(tiny_onnx: Path, small_tiff: Pat
     assert done.stdout.strip().splitlines()[-1] == f"0 {imported}"
     written = "instances" if not outputs else "mask"
     assert (tmp_path / "out" / f"{small_tiff.stem}_{written}.tif").is_file()
+
+
+VOLUME = ["batch", 1, "z", "y", "x"]
+
+
+def _graph_file(
+    path: Path,
+    nodes: list,
+    raw: tuple = (onnx.TensorProto.FLOAT, VOLUME),
+    out: tuple = (onnx.TensorProto.FLOAT, None),
+    constants: dict[str, np.ndarray] | None = None,
+    props: dict[str, str] | None = None,
+) -> Path:
+    """A hand-made ONNX graph from ``raw`` to ``probabilities`` (element type and declared shape of each; a
+    shape of None leaves it to be found by running), with initializers ``constants`` and metadata ``props``."""
+    graph = onnx.helper.make_graph(
+        nodes,
+        path.stem,
+        [onnx.helper.make_tensor_value_info("raw", *raw)],
+        [onnx.helper.make_tensor_value_info("probabilities", *out)],
+        initializer=[onnx.numpy_helper.from_array(value, name) for name, value in (constants or {}).items()],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    for key, value in (props or {}).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path
+
+
+def _conv(path: Path, inputs: int = 1, pad: int = 1, scale: float = 0.1, **kwargs) -> Path:
+    """A 3-D convolution with two output channels (``scale``: its weights' size), optionally followed by a softmax."""
+    kernel = np.random.default_rng(0).uniform(-scale, scale, (2, inputs, 3, 3, 3)).astype(np.float32)
+    softmax = kwargs.pop("softmax", False)
+    nodes = [
+        onnx.helper.make_node("Conv", ["raw", "kernel"], ["logits" if softmax else "probabilities"], pads=[pad] * 6)
+    ]
+    if softmax:
+        nodes.append(onnx.helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1))
+    return _graph_file(path, nodes, constants={"kernel": kernel}, **kwargs)
+
+
+OURS = ModelMetadata(num_classes=2, name="hand-made").to_props()
+IDENTITY = [onnx.helper.make_node("Identity", ["raw"], ["probabilities"])]
+
+
+def _other_networks(folder: Path) -> dict[str, tuple[Path, str]]:
+    """Valid ONNX graphs of other networks, and what the one-line error must say about each."""
+    int64 = onnx.TensorProto.INT64
+    channel_mean = [onnx.helper.make_node("ReduceMean", ["raw", "axes"], ["probabilities"], keepdims=0)]
+    return {
+        "two input channels": (
+            _conv(folder / "two_in.onnx", inputs=2, raw=(1, ["batch", 2, "z", "y", "x"])),
+            "2 input channels, not 1",
+        ),
+        "two input channels, undeclared": (
+            _conv(folder / "two_in_dyn.onnx", inputs=2, raw=(1, ["batch", "c", "z", "y", "x"])),
+            "fails on a (1, 1, 32, 32, 32) float32 tile",
+        ),
+        "no padding": (_conv(folder / "no_pad.onnx", pad=0), "into (1, 2, 30, 30, 30)"),
+        "int64 input": (
+            _graph_file(folder / "int.onnx", IDENTITY, (int64, VOLUME), (int64, None)),
+            "int64, not float32",
+        ),
+        "identity": (_graph_file(folder / "identity.onnx", IDENTITY), "1 channel"),
+        "identity, declared": (_graph_file(folder / "identity_declared.onnx", IDENTITY, out=(1, VOLUME)), "1 channel"),
+        "logits": (_conv(folder / "logits.onnx", scale=10.0), "not class probabilities"),
+        "4-D output": (
+            _graph_file(folder / "flat_out.onnx", channel_mean, constants={"axes": np.array([1])}),
+            "into (1, 32, 32, 32)",
+        ),
+        "wnet-zoo metadata, no padding": (_conv(folder / "ours_no_pad.onnx", pad=0, props=OURS), "(1, 2, 30, 30, 30)"),
+    }
+
+
+def test_other_networks_are_refused_in_one_line_before_any_output(tmp_path, small_tiff, capsys):
+    for case, (model, message) in _other_networks(tmp_path).items():
+        out = tmp_path / "out"
+        code, _, err = _run(["predict", model, small_tiff, "--out", out, "--device", "cpu", "--tile", "32"], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith(f"Error: {model}: "), (case, err)
+        assert message in lines[0], (case, err)
+        assert ("no wnet-zoo metadata" in lines[0]) == ("wnet-zoo metadata" not in case), (case, err)
+        assert not out.exists(), case
+
+
+def test_a_foreign_model_of_class_probabilities_runs_with_a_warning(tmp_path, small_tiff, capsys):
+    model = _conv(tmp_path / "softmax.onnx", softmax=True)
+    out = tmp_path / "out"
+    code, stdout, err = _run(["predict", model, small_tiff, "--out", out, "--device", "cpu", "--tile", "32"], capsys)
+    notices = [line for line in err.splitlines() if "wnet-zoo metadata" in line]
+    assert code == 0 and len(notices) == 1 and notices[0].startswith(f"{model}: no wnet-zoo metadata"), err
+    assert (out / "crop_instances.tif").is_file()
+    probabilities = Predictor(model, device="cpu", threads=2, tile=32).probabilities(tifffile.imread(small_tiff))
+    assert probabilities.shape == (2, 32, 48, 40)
+    capsys.readouterr()  # its warning again
+
+    ours = _conv(tmp_path / "ours.onnx", softmax=True, props=OURS)
+    code, _, err = _run(["predict", ours, small_tiff, "--out", tmp_path / "o2", "--device", "cpu"], capsys)
+    assert code == 0 and "metadata" not in err
+
+
+def test_checkpoints_and_run_folders_say_to_export_first(tmp_path, small_tiff, capsys):
+    run = tmp_path / "runs" / "x"
+    run.mkdir(parents=True)
+    torch.save({"model": {"w": torch.zeros(2)}, "epoch": 1}, run / "last.pt")
+    (run / "config.yaml").write_text("epochs: 1\n")
+    renamed = tmp_path / "weights.bin"  # a torch file by its content: a zip holding data.pkl
+    renamed.write_bytes((run / "last.pt").read_bytes())
+    torch.save({"w": torch.zeros(2)}, tmp_path / "cellseg3d.pth")
+    scripted = tmp_path / "wnet3d.torchscript.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script is deprecated, its files still made
+        torch.jit.save(torch.jit.script(torch.nn.ReLU()), str(scripted))
+    checkpoint = "a training checkpoint, not an exported model; export it first: wnet-zoo export"
+    cases = {
+        run / "last.pt": f"{checkpoint} {run / 'last.pt'} --out",
+        run: f"a training run folder, not an exported model; export it first: wnet-zoo export {run} --out",
+        renamed: f"{checkpoint} {renamed} --out",
+        tmp_path / "cellseg3d.pth": "export it first: wnet-zoo export",
+        scripted: "a TorchScript model, not ONNX",
+    }
+    for model, message in cases.items():
+        out = tmp_path / "out"
+        code, _, err = _run(["predict", model, small_tiff, "--out", out, "--device", "cpu"], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith(f"Error: {model}: "), (model, err)
+        assert message in lines[0], (model, err)
+        assert not out.exists()
+
+
+def test_every_error_about_a_zipped_package_names_the_zip(tiny, tmp_path, small_tiff, capsys):
+    def zipped(name: str, files: dict[str, bytes]) -> Path:
+        archive = tmp_path / name
+        with zipfile.ZipFile(archive, "w") as handle:
+            for member, data in files.items():
+                handle.writestr(member, data)
+        return archive
+
+    rdf = yaml.safe_dump({"type": "model", "weights": {"onnx": {"source": "weights.onnx"}}}).encode()
+    identity = _graph_file(tmp_path / "identity.onnx", IDENTITY).read_bytes()
+    unknown_op = _graph_file(tmp_path / "unknown.onnx", [onnx.helper.make_node("NoSuchOp", ["raw"], ["probabilities"])])
+    good = zipped("good.zip", {"rdf.yaml": rdf, "weights.onnx": tiny[0].read_bytes()})
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(good.read_bytes()[:-100])
+    cases = {
+        zipped("text.zip", {"rdf.yaml": rdf, "weights.onnx": b"not a model"}): "(weights.onnx): not an ONNX model",
+        zipped("yaml.zip", {"rdf.yaml": b"weights: [unclosed", "weights.onnx": b""}): "(rdf.yaml): not a readable",
+        zipped("empty.zip", {"rdf.yaml": rdf}): "weights.onnx are missing",
+        zipped("identity.zip", {"rdf.yaml": rdf, "weights.onnx": identity}): "(weights.onnx): no wnet-zoo metadata",
+        zipped("op.zip", {"rdf.yaml": rdf, "weights.onnx": unknown_op.read_bytes()}): "NoSuchOp",
+        truncated: "not a readable zip",
+    }
+    for archive, message in cases.items():
+        out = tmp_path / "out"
+        code, _, err = _run(["predict", archive, small_tiff, "--out", out, "--device", "cpu"], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith(f"Error: {archive}"), (archive, err)
+        assert message in lines[0] and "wnet-zoo-" not in err, (archive, err)  # not the temporary folder
+        assert not out.exists()
+
+
+def test_onnxruntime_messages_keep_their_point_and_whole_words(tmp_path):
+    op = "NoSuchOperatorWithAVeryLongNameThatFillsTheMessage" * 2
+    model = _graph_file(
+        tmp_path / ("long_name_" * 8 + ".onnx"), [onnx.helper.make_node(op, ["raw"], ["probabilities"])]
+    )
+    with pytest.raises(UserError) as caught:
+        Predictor(model, device="cpu")
+    message = str(caught.value)
+    assert f"No Op registered for {op}" in message and "Load model from" not in message, message
+    assert len(message.splitlines()) == 1
+
+    from wnet_zoo.runtime import short_message
+
+    words = " ".join(f"word{i}" for i in range(100))
+    cut = short_message(RuntimeError(f"[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : {words}\nsecond line"))
+    assert cut.endswith("...") and cut.startswith("word0 word1") and len(cut) <= 203
+    assert cut[:-3].rstrip() in words and words.startswith(cut[:-3].rstrip() + " ")  # whole words only

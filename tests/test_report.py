@@ -101,3 +101,57 @@ def test_report_command(tmp_path: Path, small_tiff: Path, capsys):
     assert "patches: 4 sampled, 0 almost empty (0 replaced)" in out and "loss balance (epoch 2): NCut has" in out
     assert main(["report", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith(f"Error: {tmp_path}: not a run directory")
+
+
+def _metrics_text(rows: list[tuple]) -> str:
+    return "".join(",".join(map(str, row)) + "\r\n" for row in [COLUMNS, *rows])
+
+
+def test_report_of_a_metrics_file_cut_short(tmp_path: Path, capsys):
+    rows = [(e, 0.9 - e / 100, 50.0, 0.7, 1e-3, 1e-3, 1.0) for e in (1, 2, 3)]
+    run = _run_dir(tmp_path / "run", rows, [])
+    whole = (run / "metrics.csv").read_text()
+    (run / "metrics.csv").write_text(whole + "4,0.86,4")  # a copy cut short in the middle of the last row
+    lines = run_report(run).splitlines()
+    assert lines[1] == "metrics.csv: the last row is incomplete (cut short); reporting 3 whole epochs"
+    assert lines[2] == "status: interrupted or still running: 3 of 4 epochs"
+    assert lines[3].startswith("final losses (epoch 3): SoftNCut 0.8700")
+
+    # a row with empty fields inside the file, and the last row cut short
+    (run / "metrics.csv").write_text(_metrics_text([rows[0], (2, "", "", "", "", "", ""), rows[2]]) + "4,0.86,")
+    text = run_report(run)
+    assert "metrics.csv: line 3 (empty fields) and the last row (cut short) are incomplete; reporting 2 whole" in text
+    assert main(["report", str(run)]) == 0 and "status: interrupted or still running: 2 of 4 epochs" in text
+
+    for damaged in (
+        "",
+        "epoch,ncut,rec,to",
+        _metrics_text([]) + "1,0.9,50",
+        _metrics_text([(1, "", "", "", "", "", "")]),
+    ):
+        (run / "metrics.csv").write_text(damaged)
+        capsys.readouterr()
+        assert main(["report", str(run)]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and error[0].startswith(f"Error: {run / 'metrics.csv'}: no whole row"), error
+
+
+def test_report_of_an_events_file_cut_short(tmp_path: Path):
+    rows = [(e, 0.9, 50.0, 0.7, 1e-3, 1e-3, 1.0) for e in (1, 2)]
+    screening = Event(0, 0, "screening", "a.tif: over-exposed", "avoid ...")
+    run = _run_dir(tmp_path / "run", rows, [screening, Event(1, 3, "explosion", "the loss is not finite", "stopped")])
+    whole = (run / "events.csv").read_text()
+    for cut in (whole[: whole.rindex("not finite")], whole[: whole.rindex("explosion") + 4]):
+        (run / "events.csv").write_text(cut)
+        lines = run_report(run).splitlines()
+        assert lines[1] == "events.csv: the last row is incomplete (cut short); reporting 1 whole event"
+        assert "events (1):" in lines and "explosion" not in "\n".join(lines[2:])
+
+
+def test_report_of_a_config_file_cut_short(tmp_path: Path, capsys):
+    rows = [(e, 0.9, 50.0, 0.7, 1e-3, 1e-3, 1.0) for e in (1, 2)]
+    run = _run_dir(tmp_path / "run", rows, [Event(1, 3, "explosion", "the loss is not finite", "restored")])
+    (run / "config.yaml").write_text("rec-weight: 0.005\nepochs:")
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "status: finished, 2 of 2 epochs" in out and "then ten (--lr 0.0001)" in out

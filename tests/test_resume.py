@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from wnet_zoo.checkpoints import load_weights
@@ -28,6 +29,7 @@ def _same_weights(a: Path, b: Path) -> bool:
     return all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow
 def test_resume_equals_an_uninterrupted_run(tmp_path: Path, small_tiff: Path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert main(["train", str(small_tiff), "--out", str(straight), "--epochs", "4", *TINY]) == 0
@@ -52,6 +54,7 @@ def test_resume_rejects_bad_requests(tmp_path: Path, small_tiff: Path, capsys):
     assert len(_rows(run)) == 2
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, small_tiff: Path):
     run, straight = tmp_path / "killed", tmp_path / "straight"
     args = [str(small_tiff), "--epochs", "3", "--samples-per-epoch", "4", *TINY[:4], *TINY[6:]]

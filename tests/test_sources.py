@@ -121,6 +121,44 @@ def test_whole_plane_compressed_strips_are_refused_for_streaming(tmp_path, monke
     import wnet_zoo.sources
 
     monkeypatch.setattr(wnet_zoo.sources, "_MAX_CHUNK_BYTES", 1000)
-    tifffile.imwrite(tmp_path / "p.tif", np.zeros((2, 40, 40), np.uint16), compression="zlib", rowsperstrip=40)
+    tifffile.imwrite(tmp_path / "p.tif", np.zeros((8, 40, 40), np.uint16), compression="zlib", rowsperstrip=40)
     with pytest.raises(UserError, match="save it uncompressed"):
         SourceSpec(tmp_path / "p.tif").open()
+
+
+def test_truncated_tiffs_are_refused_when_opened_without_tifffile_noise(tmp_path, caplog):
+    from test_data import _truncated_tiffs
+
+    for case, path in _truncated_tiffs(tmp_path).items():
+        caplog.clear()
+        with pytest.raises(UserError, match=": truncated: ") as caught:
+            SourceSpec(path).open()
+        assert str(caught.value).startswith(f"{path}: truncated") and "\n" not in str(caught.value), case
+        assert not [r for r in caplog.records if r.name.startswith("tifffile")], case
+
+
+def test_sources_too_small_to_segment_are_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    zarr.create_array(str(tmp_path / "small.zarr"), data=rng.random((5, 7, 9), dtype=np.float32))
+    zarr.create_array(str(tmp_path / "plane.zarr"), data=rng.random((1, 1, 1, 48, 48), dtype=np.float32))
+    tifffile.imwrite(tmp_path / "row.tif", rng.random((32, 1, 48), dtype=np.float32))
+    tifffile.imwrite(tmp_path / "plane.tif", rng.random((1, 48, 48), dtype=np.float32))
+    cases = {
+        "small.zarr": r"shape \(5, 7, 9\) is too small: every axis needs at least 7 voxels",
+        "plane.zarr": r"is a single 2-D plane; a 3-D \(Z, Y, X\) stack",
+        "row.tif": r"shape \(32, 1, 48\) is a single 2-D plane",
+        "plane.tif": r"shape \(1, 48, 48\) is a single 2-D plane",
+    }
+    for name, message in cases.items():
+        with pytest.raises(UserError, match=message):
+            SourceSpec(tmp_path / name).open()
+    zarr.create_array(str(tmp_path / "least.zarr"), data=rng.random((7, 7, 7), dtype=np.float32))
+    with SourceSpec(tmp_path / "least.zarr").open() as source:
+        assert source.shape == (7, 7, 7)
+
+
+def test_five_d_stacks_are_called_five_d(tmp_path, stack):
+    zarr.create_array(str(tmp_path / "tczyx.zarr"), data=np.stack([stack, stack])[None], chunks=(1, 1, 4, 8, 8))
+    with pytest.raises(UserError, match=r"5-D stack of shape \(1, 2, 7, 17, 19\) holds 2 channels") as caught:
+        SourceSpec(tmp_path / "tczyx.zarr").open()
+    assert "4-D" not in str(caught.value)

@@ -97,6 +97,7 @@ def test_streamed_tiff_equals_in_memory(tiny_onnx, volume, in_memory, tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_zarr_in_zarr_out_and_compressed_tiff(tiny_onnx, volume, in_memory, tmp_path):
     zarr.create_array(str(tmp_path / "crop.zarr"), data=volume, chunks=(16, 20, 24))
     tifffile.imwrite(tmp_path / "packed.tif", volume, compression="zlib", rowsperstrip=8)
@@ -149,6 +150,7 @@ def test_ome_zarr_level_and_version_carried_over(tiny_onnx, volume, tmp_path):
     assert ome["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [2.0, 0.8, 0.8]
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_blocks_and_gives_the_same_result(tiny_onnx, volume, in_memory, tmp_path, monkeypatch):
     tifffile.imwrite(
         tmp_path / "crop.tif", volume, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 1.0, "unit": "micron"}
@@ -193,6 +195,7 @@ def test_resume_skips_finished_blocks_and_gives_the_same_result(tiny_onnx, volum
     assert lines == ["crop.tif: results complete, nothing to resume"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["relabel", "publish"])
 def test_resume_after_relabelling_or_publishing_began(tiny_onnx, volume, in_memory, tmp_path, monkeypatch, where):
     tifffile.imwrite(
@@ -236,6 +239,7 @@ def _cli(args: list, capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bad_streaming_input_exits_2_and_writes_nothing(tiny_onnx, volume, tmp_path, capsys):
     group = zarr.open_group(str(tmp_path / "group.zarr"), mode="w")
     group.create_array("raw", data=volume, chunks=(16, 32, 32))
@@ -302,6 +306,7 @@ def test_blocks_of_thin_volumes_grow_to_the_same_memory():
     assert fit_block((40, 72, 60), 32, 16, 16) == (32, 32, 32)
 
 
+@pytest.mark.slow
 def test_a_compressing_model_has_its_half_max_boundaries_read_the_compressed_image(volume, tmp_path):
     """In memory and streamed alike, the half-max boundaries read the image as the model saw it. (Random weights
     give nuclei that reach past the usual instance halo, hence a wider one.)"""
@@ -332,3 +337,20 @@ def test_a_compressing_model_has_its_half_max_boundaries_read_the_compressed_ima
     raw = instances(probabilities[foreground], volume, mask=mask).labels
     np.testing.assert_array_equal(results[False]["instances"] > 0, found > 0)
     assert not np.array_equal(found > 0, raw > 0)
+
+
+def test_truncated_or_tiny_tiffs_are_refused_by_predict_in_one_line(tiny_onnx, tmp_path, capsys, caplog):
+    from test_data import _truncated_tiffs
+
+    tifffile.imwrite(tmp_path / "tiny.tif", np.random.default_rng(0).random((5, 7, 9), dtype=np.float32))
+    cases = {**_truncated_tiffs(tmp_path), "tiny": tmp_path / "tiny.tif"}
+    for case, image in cases.items():
+        for stream in ("--stream", "--no-stream"):
+            caplog.clear()
+            out = tmp_path / "out"
+            code, err = _cli(["predict", tiny_onnx, image, "--out", out, "--device", "cpu", stream], capsys)
+            message = "too small" if case == "tiny" else ": truncated: "
+            assert code == 2 and err.startswith("Error:") and message in err, (case, stream, err)
+            assert len(err.strip().splitlines()) == 1, (case, stream, err)
+            assert not [r for r in caplog.records if r.name.startswith("tifffile")], (case, stream)
+            assert not out.exists(), (case, stream)

@@ -307,3 +307,43 @@ def test_bf16_asked_for_where_the_cpu_lacks_it_trains_and_is_recorded_as_float32
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["bf16"] is False  # what ran
     assert capfd.readouterr().err.count("--bf16: this CPU has no native bf16 support; training in float32") == 1
     assert "(bf16)" not in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_config_file_keys_accept_what_their_options_accept(tmp_path: Path, small_tiff: Path, capsys):
+    from wnet_zoo.cli import config_from_options, train
+
+    def resolved(args: list[str]) -> TrainConfig:
+        with train.make_context("train", [str(small_tiff), "--out", str(tmp_path / "run"), *args]) as ctx:
+            options = dict(ctx.params)
+            images = options.pop("images")
+            for name in ("out", "overwrite", "resume_dir"):
+                del options[name]
+            return config_from_options(ctx, images, options)
+
+    config = tmp_path / "c.yaml"
+    cases = {
+        "patch: 32": ["--patch", "32"],
+        'patch: "32,64,64"': ["--patch", "32,64,64"],
+        "patch: 32,64,64": ["--patch", "32,64,64"],
+        'channels: "8,16,32,64"': ["--channels", "8,16,32,64"],
+        "channels: [8, 16, 32, 64]\nepochs: '3'": ["--channels", "8,16,32,64", "--epochs", "3"],
+    }
+    for text, options in cases.items():
+        config.write_text(text + "\n")
+        assert resolved(["--config", str(config)]) == resolved(options), text
+    assert resolved(["--patch", "32"]).patch == [32]  # one size: that size on every axis, as training reads it
+
+    for text, wanted in {
+        "patch: 32.5": "patch: expected one size or z,y,x, e.g. 64 or 32,64,64, got 32.5",
+        "patch: true": "patch: expected one size or z,y,x, e.g. 64 or 32,64,64, got True",
+        "channels: 8": "--channels must be 4 positive multiples of 4",
+        "epochs: true": "epochs: expected int, got True",
+        "channels: 4,8,a": f"{config}: channels: expected comma-separated integers, e.g. 64,128,256,512, got '4,8,a'",
+        "patch: 16\nepochs: 1": "--patch '32,a': give one size or z,y,x, e.g. 64 or 32,64,64",
+    }.items():
+        config.write_text(text + "\n")
+        capsys.readouterr()
+        typed = ["--patch", "32,a"] if "--patch" in wanted else []
+        assert main(["train", str(small_tiff), "--out", str(tmp_path / "o"), "--config", str(config), *typed]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and wanted in error[0], (text, error)

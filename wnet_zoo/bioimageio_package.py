@@ -29,7 +29,7 @@ from . import model as model_module
 from .checkpoints import LoadedWeights
 from .data import read_volume, remap
 from .demo import example_volume
-from .errors import UserError
+from .errors import UserError, shorten
 from .model import WNet3D
 from .model_card import ModelCard
 from .onnx_model import OPSET, ModelMetadata
@@ -148,7 +148,7 @@ def validate(rdf: dict[str, Any], folder: Path, card: ModelCard) -> None:
     if isinstance(descr, InvalidDescr):
         error = descr.validation_summary.errors[0]
         where = ".".join(map(str, error.loc))
-        raise UserError(f"{card.source}: bioimage.io rejects the package description at {where}: {error.msg}")
+        raise UserError(f"{card.source}: bioimage.io rejects the package description at {where}: {shorten(error.msg)}")
 
 
 def _values(source: PackageSource, raw: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:

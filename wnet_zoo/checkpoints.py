@@ -9,14 +9,14 @@ cannot run code.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import UserError
+from .atomic import atomic_path
+from .errors import UserError, shorten
 from .model import WNet3D
 from .weight_sources import EXPECTED, weights_file
 
@@ -44,9 +44,8 @@ class LoadedWeights:
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """``torch.save`` to a temporary name in the same folder, then rename: a kill never leaves a torn file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as part:
+        torch.save(payload, part)
 
 
 def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -96,7 +95,7 @@ def load_weights(source: str | Path) -> LoadedWeights:
         try:
             raw = torch.load(found, map_location="cpu", weights_only=True)
         except Exception as error:  # pickle, zip and unsafe-global errors all mean: not loadable weights
-            reason = str(error).splitlines()[0][:80] if str(error) else type(error).__name__
+            reason = shorten(str(error).splitlines()[0], 80) if str(error) else type(error).__name__
             raise UserError(f"{path}: cannot be read as PyTorch weights ({reason}); {_EXPECTED}") from None
     checkpoint: dict[str, Any] = {}
     if isinstance(raw, dict) and isinstance(raw.get("model"), dict):

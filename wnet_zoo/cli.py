@@ -6,7 +6,9 @@ User mistakes print one ``Error:`` line (plus a hint line for usage errors) and 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +17,7 @@ import click
 
 from . import __version__
 from .config import TrainConfig, read_config_file
-from .errors import TrainingDiverged, UserError
+from .errors import Terminated, TrainingDiverged, UserError
 
 if TYPE_CHECKING:
     from .training import TrainResult
@@ -217,17 +219,23 @@ def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def config_from_options(ctx: click.Context, images: tuple[str, ...], options: dict[str, Any]) -> TrainConfig:
     """Merge a ``--config`` file with the options the user typed (typed options win)."""
+    from .data import parse_triple
+
     values: dict[str, Any] = {}
     config_file = options.pop("config_file", None)
     if config_file:
         values.update({str(k).replace("-", "_"): v for k, v in read_config_file(config_file).items()})
     for name, value in options.items():
-        source = ctx.get_parameter_source(name)
-        if name not in values or source != click.core.ParameterSource.DEFAULT:
+        typed = ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+        if name not in values or typed:
             values[name] = value
+        # a typed option's mistake is named as the option; a config file's by the file and key (from_dict)
+        if typed and name == "channels":
+            values[name] = _csv_ints(value, name)
+        if typed and name == "patch":
+            parse_triple(value, name)
     if images:
         values["images"] = list(images)
-    values["channels"] = _csv_ints(values.get("channels"), "channels")
     return TrainConfig.from_dict(values, source=config_file or "options")
 
 
@@ -384,7 +392,7 @@ def demo(out: str, overwrite: bool) -> None:
     show_default=True,
     help="auto: TensorRT or CUDA with a GPU, else OpenVINO when installed, else CPU.",
 )
-@click.option("--threads", type=int, default=None, help="CPU threads. Default: all cores.")
+@click.option("--threads", type=click.IntRange(min=0), default=None, help="CPU threads. Default (and 0): all cores.")
 @click.option("--tile", default=None, help="Window, one size or z,y,x (multiples of 8). Default: training patch or 64.")
 @click.option("--overlap", type=float, default=0.25, show_default=True, help="Fraction of a window shared.")
 @click.option(
@@ -526,6 +534,7 @@ def evaluate(prediction: str, truth: str, json_out: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into a short message and exit code 2."""
     _configure_logging()
+    previous = _handle_sigterm()
     try:
         cli.main(args=argv, prog_name="wnet-zoo", standalone_mode=False)
     except UserError as error:
@@ -545,10 +554,30 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as error:
         click.echo(f"Error: {error.format_message()}", err=True)
         return error.exit_code
-    except (click.Abort, KeyboardInterrupt):
+    except (click.Abort, KeyboardInterrupt) as error:
+        if isinstance(error, Terminated) or isinstance(error.__context__, Terminated):  # click wraps it in Abort
+            click.echo("Terminated.", err=True)
+            return 143
         click.echo("Aborted.", err=True)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _handle_sigterm() -> Any:
+    """Make SIGTERM raise :class:`Terminated` where Ctrl-C raises ``KeyboardInterrupt``; return the old handler.
+
+    Only the main thread can install a handler (a Python API caller running ``main`` in a thread keeps its own).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import yaml
 
 from .architecture import DEFAULT_CHANNELS
+from .atomic import write_text
 from .errors import UserError
 
 
@@ -149,13 +149,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 def write_config_file(config: TrainConfig, path: Path) -> None:
     """Write the full resolved config as YAML (to a temporary name, then renamed)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
-    """``value`` as the type of field ``name`` (YAML reads ``1e-4`` as text, for one); a clear error otherwise."""
+    """``value`` as the type of field ``name``, accepting what its option accepts (``patch: 32`` as ``--patch 32``,
+    ``channels: "4,8,16,32"`` as ``--channels 4,8,16,32``; YAML reads ``1e-4`` as text, for one); a clear error
+    otherwise."""
     if value is None:
         return None
     kind = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}[name]
@@ -164,19 +164,39 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if not isinstance(value, bool):
                 raise ValueError
             return value
+        if isinstance(value, bool):  # YAML's true / false are no numbers, sizes or names
+            raise ValueError
         if kind.startswith("int"):
-            number = float(value)
-            if number != int(number):
-                raise ValueError
-            return int(number)
+            return _integer(value)
         if kind.startswith("float"):
             return float(value)
         if kind.startswith("list[int]"):
-            items = value.replace("x", ",").split(",") if isinstance(value, str) else list(value)
-            return [int(item) for item in items]
+            if isinstance(value, str):
+                items: list[Any] = [item for item in value.replace("x", ",").split(",") if item.strip()]
+            else:
+                items = [value] if isinstance(value, int) else list(value)
+            if not items or any(isinstance(item, bool) for item in items):
+                raise ValueError
+            return [_integer(item) for item in items]
         if kind.startswith("list[str]"):
             return [str(item) for item in ([value] if isinstance(value, str) else value)]
         return str(value)
     except (TypeError, ValueError):
-        wanted = kind.split(" |")[0].replace("list[int]", "a list of integers").replace("list[str]", "a list of paths")
-        raise UserError(f"{source}: {name.replace('_', '-')}: expected {wanted}, got {value!r}") from None
+        raise UserError(
+            f"{source}: {name.replace('_', '-')}: expected {_EXPECTED.get(name, kind.split(' |')[0])}, got {value!r}"
+        ) from None
+
+
+def _integer(value: Any) -> int:
+    """``value`` as an int: an integer or a whole number (``"12"``, ``12.0``, ``"1e3"``); ValueError otherwise."""
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError
+    return int(number)
+
+
+_EXPECTED = {  # what a value of a field must be, by field name, else by type
+    "patch": "one size or z,y,x, e.g. 64 or 32,64,64",
+    "channels": "comma-separated integers, e.g. 64,128,256,512",
+    "images": "a path or a list of paths",
+}

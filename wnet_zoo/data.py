@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import tifffile
@@ -59,18 +62,104 @@ def read_stack(path: str | Path, channel: int | None = None) -> np.ndarray:
         UserError: not a TIFF, or a stack that is not 3-D (4-D with ``channel``).
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file; check the path")
+    tif = open_tiff(path)
     try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            index, _ = select_axes(path, series.axes, series.shape, channel)
+        series = tif.series[0]
+        index, _ = select_axes(path, series.axes, series.shape, channel)
+        with quiet_tifffile():
             data = series.asarray()
     except UserError:
         raise
-    except Exception as error:  # tifffile raises several types for non-TIFF input
+    except Exception as error:  # tifffile raises several types for damaged input
         raise UserError(f"{path}: not a readable TIFF file ({type(error).__name__}); give a 3-D TIFF stack") from None
+    finally:
+        tif.close()
     return np.asarray(data[index])
+
+
+@contextlib.contextmanager
+def quiet_tifffile() -> Iterator[list[logging.LogRecord]]:
+    """Keep tifffile's log messages and warnings (one per damaged page or strip, thousands for a damaged stack)
+    off the user's terminal; yield the log records, which tell a damaged file from a whole one."""
+    logger = logging.getLogger("tifffile")
+    records: list[logging.LogRecord] = []
+    handler = _Collect(records)
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+class _Collect(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def open_tiff(path: str | Path) -> tifffile.TiffFile:
+    """Open a TIFF file (the caller closes it) whose pixels are all in the file.
+
+    A header can claim far more than the file holds (a copy cut short, a disk that filled up): reading it
+    block by block would then run over data that is not there, so the claim is checked against the file's size
+    before any pixel is read.
+
+    Raises:
+        UserError: no such file, not a TIFF, or a truncated one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; check the path")
+    with quiet_tifffile() as records:
+        try:
+            tif = tifffile.TiffFile(path)
+            series = tif.series[0]
+        except Exception as error:  # tifffile raises several types for non-TIFF input
+            raise UserError(
+                f"{path}: not a readable TIFF file ({type(error).__name__}); give a 3-D TIFF stack"
+            ) from None
+        try:
+            _check_complete(path, series, records)
+        except BaseException:
+            tif.close()
+            raise
+    return tif
+
+
+def _check_complete(path: Path, series: Any, records: list[logging.LogRecord]) -> None:
+    size = path.stat().st_size
+    fix = "copy it again, or save it anew"
+    if series.dataoffset is not None:  # contiguous pixels: the claim is exact
+        end = int(series.dataoffset) + int(series.nbytes)
+        if end > size:
+            raise UserError(
+                f"{path}: truncated: its header describes {_bytes(series.nbytes)} of pixels but the file holds "
+                f"{_bytes(size)}; {fix}"
+            )
+        return
+    for page in series.pages:
+        ends = [int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts, strict=False) if c]
+        if ends and max(ends) > size:
+            raise UserError(
+                f"{path}: truncated: its pixel data runs to {_bytes(max(ends))} but the file holds {_bytes(size)}; "
+                f"{fix}"
+            )
+    if any("invalid page offset" in record.getMessage() for record in records):
+        raise UserError(f"{path}: truncated: its chain of planes breaks off inside the {_bytes(size)} file; {fix}")
+
+
+def _bytes(count: int) -> str:
+    for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= factor:
+            return f"{count / factor:.3g} {unit}"
+    return f"{count} bytes"
 
 
 def select_axes(
@@ -85,7 +174,7 @@ def select_axes(
     in the array) and the volume's shape.
     """
     axes, shape = axes.upper(), tuple(int(s) for s in shape)
-    if len(axes) != len(shape) or "Y" not in axes or "X" not in axes:
+    if len(axes) != len(shape) or "Y" not in axes or "X" not in axes or len(shape) < 3:
         raise UserError(f"{name}: {len(shape)}-D image of shape {shape}; a 3-D (Z, Y, X) stack is needed")
     last = len(axes) - 1
     others = [i for i, a in enumerate(axes) if a not in "YX" and shape[i] > 1]
@@ -94,25 +183,51 @@ def select_axes(
         named = [i for i in others if axes[i] == "C" or (axes[i] == "S" and i == last)]
         channels = named[:1] if len(named) == 1 else [next(i for i in others if axes[i] != "Z")]
     depth = [i for i in others if i not in channels]
+    if not depth:  # a single plane, or less: no axis but Y and X holds more than one voxel
+        check_extent((1, shape[axes.index("Y")], shape[axes.index("X")]), name, shape)
     if len(depth) != 1:
         raise UserError(f"{name}: {len(shape)}-D image of shape {shape}; a 3-D (Z, Y, X) stack is needed")
     if channels and channel is None:
-        raise UserError(f"{name}: 4-D stack of shape {shape} (C, Z, Y, X); choose a channel with --channel N")
+        count = shape[channels[0]]
+        raise UserError(
+            f"{name}: {len(shape)}-D stack of shape {shape} holds {count} channels; choose one with --channel N"
+        )
     if not channels and channel is not None:
-        raise UserError(f"{name}: --channel needs a 4-D (C, Z, Y, X) stack, this one has shape {shape}")
+        raise UserError(f"--channel {channel}: the stack of shape {shape} has one channel in {name}; drop --channel")
     if channels and not 0 <= channel < shape[channels[0]]:  # type: ignore[operator]
         raise UserError(f"{name}: --channel {channel} out of range; the stack has {shape[channels[0]]} channels")
     spatial = (depth[0], axes.index("Y"), axes.index("X"))
     if sorted(spatial) != list(spatial):
         raise UserError(f"{name}: axes {axes} hold Z, Y and X out of order; save the stack as (Z, Y, X)")
     index = tuple(slice(None) if i in spatial else (channel if i in channels else 0) for i in range(len(shape)))
-    return index, (shape[spatial[0]], shape[spatial[1]], shape[spatial[2]])  # type: ignore[return-value]
+    extent = (shape[spatial[0]], shape[spatial[1]], shape[spatial[2]])
+    check_extent(extent, name)
+    return index, extent  # type: ignore[return-value]
+
+
+MIN_EXTENT = 7
+"""The fewest voxels along any axis of a volume to segment: a nucleus a few voxels across, with background on
+both sides, must fit (the smallest stacks the tests segment are 7 voxels deep)."""
+
+
+def check_extent(shape: Sequence[int], name: str | Path, shown: Sequence[int] | None = None) -> None:
+    """Raise ``UserError`` for a (Z, Y, X) shape too small to hold a nucleus, every axis alike (``shown``: the
+    file's own shape, for the message)."""
+    shape = tuple(int(s) for s in shape)
+    shown = tuple(int(s) for s in shown) if shown is not None else shape
+    if shape.count(1) == 1 and min(s for s in shape if s != 1) >= MIN_EXTENT:
+        raise UserError(f"{name}: shape {shown} is a single 2-D plane; a 3-D (Z, Y, X) stack is needed")
+    if min(shape) < MIN_EXTENT:
+        raise UserError(
+            f"{name}: shape {shown} is too small: every axis needs at least {MIN_EXTENT} voxels (a nucleus must fit)"
+        )
 
 
 def check_volume(volume: np.ndarray, name: str = "image") -> np.ndarray:
     """``volume`` itself if it is usable: 3-D, finite and not constant; else a ``UserError`` naming ``name``."""
     if volume.ndim != 3:
         raise UserError(f"{name}: {volume.ndim}-D array of shape {volume.shape}; a 3-D (Z, Y, X) volume is needed")
+    check_extent(volume.shape, name)
     if not np.isfinite(volume).all():
         raise UserError(f"{name}: contains NaN or Inf voxels; replace them (e.g. with 0) before use")
     if volume.min() == volume.max():

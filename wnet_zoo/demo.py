@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import tifffile
 
+from .atomic import check_can_create
 from .config import TrainConfig
 from .errors import UserError
 from .plotting import plot_preview
@@ -82,6 +83,7 @@ def run_demo(out: Path, overwrite: bool = False, progress: bool = True) -> DemoR
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
+    check_can_create(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     training = train(demo_config(), out / "run", overwrite=True, progress=progress)
     exported = export_model(training.run_dir, out / "export", overwrite=True)

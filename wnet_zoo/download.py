@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
+from .atomic import part_path, write_text
 from .errors import UserError
 
 CELLSEG3D_WNET3D = "cellseg3d:wnet3d"
@@ -76,7 +77,7 @@ def download(url: str, target: Path, progress: bool = True) -> str:
     headers: list[Message] = []
     opener = urllib.request.build_opener(_RecordingRedirects(headers))
     request = urllib.request.Request(url, headers={"User-Agent": "wnet-zoo"})
-    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    partial = part_path(target)
     try:
         with opener.open(request, timeout=TIMEOUT_S) as response:
             headers.append(response.headers)
@@ -88,7 +89,7 @@ def download(url: str, target: Path, progress: bool = True) -> str:
         if expected is not None and digest != expected:
             raise UserError(f"download of {url} is corrupt: SHA-256 {digest}, the server says {expected}; try again")
         os.replace(partial, target)
-        _write_atomic(_sha_file(target), f"{digest}  {target.name}\n")
+        write_text(_sha_file(target), f"{digest}  {target.name}\n")
         return digest
     except urllib.error.HTTPError as error:
         raise UserError(f"cannot download {url}: the server answered {error.code} {error.reason}") from None
@@ -157,12 +158,6 @@ def _expected_sha256(headers: list[Message]) -> str | None:
         if match:
             return match.group(1).lower()
     return None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class _RecordingRedirects(urllib.request.HTTPRedirectHandler):

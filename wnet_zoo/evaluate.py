@@ -16,7 +16,6 @@ more than reading their voxels.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from scipy import ndimage, sparse
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import connected_components
 
+from .atomic import write_text
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -53,7 +53,8 @@ class Evaluation:
         f1_at_05: F1 at IoU 0.5 (computed whether or not 0.5 is among the thresholds).
         mean_f1: mean of ``f1`` over the thresholds.
 
-    With no object on either side, precision, recall and F1 are 1.0; with objects on one side only, 0.0.
+    With no object on either side, precision, recall and F1 are 1.0; with objects on one side only, 0.0
+    (:meth:`warnings` says so).
     """
 
     foreground_dice: float
@@ -99,14 +100,33 @@ class Evaluation:
         lines = [header, f"{'IoU':>5} {'precision':>9} {'recall':>7} {'F1':>6} {'TP':>6} {'FP':>6} {'FN':>6}"]
         for row in zip(self.thresholds, self.precision, self.recall, self.f1, self.tp, self.fp, self.fn, strict=True):
             lines.append("{:>5.2f} {:>9.3f} {:>7.3f} {:>6.3f} {:>6d} {:>6d} {:>6d}".format(*row))
-        return "\n".join(lines)
+        return "\n".join([*lines, *self.warnings()])
+
+    def warnings(self) -> list[str]:
+        """Lines for the cases where the scores say little: a side without objects (empty, or the wrong file)."""
+        if self.n_true == 0 and self.n_pred == 0:
+            return ["warning: neither volume holds an object: the scores of 1 mean nothing; check the inputs"]
+        if self.n_true == 0:
+            counted = (
+                "the 1 predicted object is a false positive"
+                if self.n_pred == 1
+                else f"all {self.n_pred} predicted objects are false positives"
+            )
+            return [
+                f"warning: the ground truth holds no objects: recall is undefined (shown as 0) and {counted}; "
+                "check that TRUTH is the labels volume"
+            ]
+        if self.n_pred == 0:
+            return [
+                "warning: the prediction holds no objects: every score is 0; check the model's output "
+                "(--output instances)"
+            ]
+        return []
 
     def write_json(self, path: str | Path) -> None:
         """Write :meth:`to_dict` to ``path`` (under a temporary name, then renamed: never a partial file)."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 def evaluate(prediction: np.ndarray, truth: np.ndarray, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> Evaluation:

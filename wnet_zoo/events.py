@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from .atomic import atomic_path
 
 EVENT_COLUMNS = ("epoch", "step", "kind", "detail", "action")
 EVENT_KINDS = ("screening", "plateau", "explosion", "balance")
@@ -43,12 +44,10 @@ class Event:
 
 def write_events(events: Sequence[Event], path: Path) -> None:
     """Write all ``events`` (a header alone when there are none) to ``path``, atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
+    with atomic_path(path) as part, part.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=EVENT_COLUMNS)
         writer.writeheader()
         writer.writerows(event.as_dict() for event in events)
-    os.replace(tmp, path)
 
 
 def read_events(path: Path) -> list[Event]:

@@ -13,6 +13,7 @@ import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
@@ -20,6 +21,10 @@ from . import blocks
 from .errors import UserError
 
 CONNECT_TIMEOUT_S = 10
+SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")  # Dask's network protocols
+_FORMS = (
+    "local:N (N local workers, e.g. local:2) or a Dask scheduler's address, tcp://HOST:PORT (or tls://, ws://, wss://)"
+)
 
 
 class LocalExecutor:
@@ -87,6 +92,7 @@ def open_executor(scheduler: str | None, threads: int | None = None) -> Iterator
     if scheduler is None:
         yield LocalExecutor()
         return
+    check_scheduler(scheduler)
     try:
         from distributed import Client, LocalCluster
     except ImportError:
@@ -132,8 +138,36 @@ def kept_environment() -> Iterator[None]:
         os.environ.update(saved)
 
 
+def check_scheduler(scheduler: str) -> None:
+    """Raise ``UserError`` unless ``scheduler`` is ``local:N`` or a scheduler address ``SCHEME://HOST:PORT``: a
+    malformed address would otherwise cost the whole connection timeout before its error."""
+    if scheduler.startswith("local:"):
+        _worker_count(scheduler)
+        return
+    if _is_address(scheduler):
+        return
+    hint = f"; did you mean tcp://{scheduler}?" if "://" not in scheduler and _is_address(f"tcp://{scheduler}") else ""
+    raise UserError(f"--scheduler {scheduler}: give {_FORMS}{hint}")
+
+
+def _is_address(text: str) -> bool:
+    """Whether ``text`` is SCHEME://HOST:PORT with one of Dask's network schemes."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:  # a port that is not a number in 0..65535
+        return False
+    return bool(
+        parts.scheme in SCHEMES
+        and parts.hostname
+        and port
+        and parts.path in ("", "/")
+        and not (parts.query or parts.fragment or parts.username)
+    )
+
+
 def _worker_count(scheduler: str) -> int:
     text = scheduler.partition(":")[2]
     if not text.isdigit() or int(text) < 1:
-        raise UserError(f"--scheduler {scheduler}: give local:N with N workers, e.g. local:2, or tcp://HOST:PORT")
+        raise UserError(f"--scheduler {scheduler}: give {_FORMS}")
     return int(text)

@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import check_can_create, sweep_stale_parts
 from .bioimageio_package import ONNX_FILE, TORCHSCRIPT_FILE, PackageSource, require_bioimageio, write_package
 from .checkpoints import LoadedWeights, load_weights
 from .errors import UserError
@@ -94,6 +95,7 @@ def export_model(
         raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; --out must be a folder")
+    check_can_create(out, "--out")
     if onnx_only and card is not None:
         raise UserError("--card describes the bioimage.io package, which --onnx does not write; drop one of them")
     weights = load_weights(source)
@@ -104,7 +106,8 @@ def export_model(
     model = weights.build_model().eval()
     metadata = training_metadata(weights, model_card.name if model_card else "wnet3d")
     out.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    sweep_stale_parts(out.parent)
+    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=f".{os.getpid()}.part", dir=out.parent))
     try:
         onnx_path = export_onnx(model, build / ONNX_FILE, metadata)
         torchscript = None if model_card is None else export_torchscript(model, build / TORCHSCRIPT_FILE)
@@ -135,7 +138,7 @@ def _move_into_place(build: Path, out: Path) -> None:
     if not out.exists():
         os.replace(build, out)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=f".{os.getpid()}.part", dir=out.parent))
     os.replace(out, old / out.name)
     os.replace(build, out)
     shutil.rmtree(old, ignore_errors=True)

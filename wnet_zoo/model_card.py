@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import difflib
 import re
+import string
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
@@ -18,6 +19,19 @@ REQUIRED = ("name", "description", "authors", "license", "citations", "documenta
 DEFAULT_CARD = "wnet3d.yaml"
 _PERSON_KEYS = {"name", "affiliation", "email", "orcid", "github_user"}
 _TRAINING_KEYS = {"description", "source", "voxel_size", "unit"}
+_NAME_CHARACTERS = string.ascii_letters + string.digits + "_+- ()"  # what bioimage.io allows in a name
+_UNIT_ABBREVIATIONS = {
+    "um": "micrometer",
+    "µm": "micrometer",
+    "μm": "micrometer",
+    "micron": "micrometer",
+    "microns": "micrometer",
+    "nm": "nanometer",
+    "mm": "millimeter",
+    "cm": "centimeter",
+    "m": "meter",
+    "Å": "angstrom",
+}
 
 
 @dataclass
@@ -152,3 +166,72 @@ def _check(path: Path, data: dict[str, Any]) -> None:
         and all(isinstance(v, (int, float)) and v > 0 for v in size.values())
     ):
         fail("'training_data.voxel_size' must be a mapping of z, y, x to positive numbers")
+    _check_values(path, data)
+
+
+def _check_values(path: Path, data: dict[str, Any]) -> None:
+    """The values bioimage.io restricts, checked here so that the error is one line with the likely fix:
+    bioimage.io's own message for a wrong license lists all 700 SPDX identifiers, one for a wrong version is a
+    traceback."""
+    name = str(data["name"])
+    if not 5 <= len(name) <= 128:
+        raise UserError(f"{path}: name must be 5 to 128 characters long, not {len(name)}")
+    wrong = sorted(set(name) - set(_NAME_CHARACTERS))
+    if wrong:
+        shown = "".join(wrong[:5])
+        raise UserError(f"{path}: name {name!r} may hold only letters, digits, spaces and _+-() (not {shown!r})")
+    if data.get("version") is not None:
+        from packaging.version import InvalidVersion, Version
+
+        try:
+            Version(str(data["version"]))
+        except InvalidVersion:
+            raise UserError(
+                f"{path}: version {_short(data['version'])} is not a version number; give e.g. 1.0 or 1.2.3"
+            ) from None
+    licenses, units = _bioimageio_choices()
+    license_id = str(data["license"])
+    if licenses and license_id not in licenses:
+        raise UserError(
+            f"{path}: license {_short(data['license'])} is not an SPDX identifier; "
+            + _suggest(license_id, licenses, "give one, e.g. MIT or CC-BY-4.0")
+        )
+    unit = (data.get("training_data") or {}).get("unit")
+    if unit is not None and units and str(unit) not in units:
+        close = _UNIT_ABBREVIATIONS.get(str(unit).strip())
+        raise UserError(
+            f"{path}: training_data.unit {_short(unit)} is not one of bioimage.io's units; "
+            + (
+                f"did you mean {close}?"
+                if close
+                else _suggest(str(unit), units, "give a unit of length, e.g. micrometer or nanometer")
+            )
+        )
+
+
+def _bioimageio_choices() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The SPDX licence identifiers (deprecated ones included) and space units bioimage.io accepts; empty
+    without bioimageio.spec (the export says to install it)."""
+    try:
+        from bioimageio.spec._internal.license_id import DeprecatedLicenseIdLiteral, LicenseIdLiteral
+        from bioimageio.spec.model.v0_5 import SpaceUnit
+    except ImportError:
+        return (), ()
+    return get_args(LicenseIdLiteral) + get_args(DeprecatedLicenseIdLiteral), get_args(SpaceUnit)
+
+
+def _suggest(value: str, choices: tuple[str, ...], otherwise: str) -> str:
+    """ "did you mean A, B or C?" with the closest of ``choices`` (ignoring case), else ``otherwise``."""
+    by_lower = {choice.lower(): choice for choice in choices}
+    if value.lower() in by_lower:
+        return f"did you mean {by_lower[value.lower()]}?"
+    close = [by_lower[match] for match in difflib.get_close_matches(value.lower(), list(by_lower), n=3)]
+    if not close:
+        return otherwise
+    return f"did you mean {close[0]}?" if len(close) == 1 else f"did you mean {', '.join(close[:-1])} or {close[-1]}?"
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to a length that fits in an error line."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

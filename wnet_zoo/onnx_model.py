@@ -10,7 +10,6 @@ norms as short reductions), which ONNX Runtime runs as close to float64 as torch
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,9 +19,12 @@ import onnx
 
 from . import __version__
 from .architecture import SPATIAL_MULTIPLE
+from .atomic import atomic_path
 from .errors import UserError
 
 if TYPE_CHECKING:
+    import torch
+
     from .model import WNet3D
 
 INPUT_NAME = "raw"
@@ -48,6 +50,10 @@ class ModelMetadata:
             (set by :func:`export_onnx` from the model; informative: the smoothing is in the graph).
         input_log: the offset (0..100 scale) of the logarithm the graph compresses its input with, when it does
             (set by :func:`export_onnx`; informative too).
+        from_wnet_zoo: whether the graph carries these metadata (False: another tool's graph, whose classes
+            are read off its output and whose input is assumed to be scaled as ours).
+        layout_declared: whether the graph's declared shapes show an output (B, K, Z, Y, X) with K >= 2 and the
+            input's own dynamic batch and spatial axes (set by :func:`read_metadata`).
     """
 
     num_classes: int
@@ -59,6 +65,8 @@ class ModelMetadata:
     version: str = __version__
     input_sigma: tuple[float, float, float] | None = None
     input_log: float | None = None
+    from_wnet_zoo: bool = True
+    layout_declared: bool = False
 
     def to_props(self) -> dict[str, str]:
         """The metadata as ``metadata_props`` strings; unknown values are left out."""
@@ -96,6 +104,7 @@ class ModelMetadata:
             version=ours.get("version", "unknown"),
             input_sigma=tuple(float(v) for v in sigma.split(",")) if sigma else None,  # type: ignore[arg-type]
             input_log=float(log) if log else None,
+            from_wnet_zoo=bool(ours),
         )
 
 
@@ -118,30 +127,35 @@ def export_onnx(model: WNet3D, path: str | Path, metadata: ModelMetadata, exampl
     encoder = inference_encoder(model)
     parameter = next(encoder.parameters())
     example = torch.rand(1, model.in_channels, example_size, example_size, example_size, dtype=parameter.dtype) * 100
+    with atomic_path(path) as part:
+        _write_graph(encoder, example.to(parameter.device), part, metadata)
+    return path
+
+
+def _write_graph(encoder: torch.nn.Module, example: torch.Tensor, path: Path, metadata: ModelMetadata) -> None:
+    import torch
+
     axes = {0: "batch", 2: "z", 3: "y", 4: "x"}
-    tmp = path.with_name(f".{path.name}.tmp")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notices
         torch.onnx.export(
             encoder,
-            (example.to(parameter.device),),
-            str(tmp),
+            (example,),
+            str(path),
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
             opset_version=OPSET,
             dynamo=False,
         )
-    graph = onnx.load(str(tmp))
+    graph = onnx.load(str(path))
     _inline_initializer_copies(graph.graph)
     for key, value in metadata.to_props().items():
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
     graph.producer_name = "wnet-zoo"
     graph.producer_version = __version__
-    onnx.save(graph, str(tmp))
-    os.replace(tmp, path)
-    return path
+    onnx.save(graph, str(path))
 
 
 def _inline_initializer_copies(graph: onnx.GraphProto) -> None:
@@ -164,18 +178,74 @@ def _inline_initializer_copies(graph: onnx.GraphProto) -> None:
                 node.input[i] = renamed[name]
 
 
-def read_metadata(path: str | Path) -> ModelMetadata:
-    """Read an ONNX file's WNet3D metadata; raises ``UserError`` if it is not a usable ONNX model."""
+def read_metadata(path: str | Path, shown: str | None = None) -> ModelMetadata:
+    """Read an ONNX file's WNet3D metadata, refusing (``UserError``) what is not an ONNX model or what its
+    declared shapes and types show cannot segment one grey-level volume: an input other than float32
+    (B, 1, Z, Y, X), an output other than float32 (B, K >= 2, Z, Y, X) of the input's batch and spatial size.
+
+    ``shown`` names the model in messages (default: ``path``; a zipped package's name and member).
+    """
     path = Path(path)
+    shown = shown or str(path)
     try:
         graph = onnx.load(str(path), load_external_data=False)
     except Exception:  # protobuf raises DecodeError and friends
-        raise UserError(f"{path}: not an ONNX model; export one with 'wnet-zoo export'") from None
-    inputs = graph.graph.input
-    if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 5:
-        raise UserError(f"{path}: the model's input is not 5-D (B, C, Z, Y, X); export one with 'wnet-zoo export'")
+        raise UserError(f"{shown}: not an ONNX model; export one with 'wnet-zoo export'") from None
     metadata = ModelMetadata.from_props({p.key: p.value for p in graph.metadata_props})
-    if metadata.num_classes == 0:
-        dims = graph.graph.output[0].type.tensor_type.shape.dim
-        metadata.num_classes = dims[1].dim_value if len(dims) == 5 else 0
+    ours = metadata.from_wnet_zoo
+    constants = {tensor.name for tensor in graph.graph.initializer}  # older graphs list them as inputs too
+    inputs = [value for value in graph.graph.input if value.name not in constants]
+    if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 5:
+        raise refusal(shown, ours, "the model's input is not 5-D (B, C, Z, Y, X)")
+    given = inputs[0].type.tensor_type
+    if given.elem_type not in (onnx.TensorProto.UNDEFINED, onnx.TensorProto.FLOAT):
+        raise refusal(shown, ours, f"the model's input is {_type_name(given.elem_type)}, not float32")
+    in_dims = [_dim(d) for d in given.shape.dim]
+    if isinstance(in_dims[1], int) and in_dims[1] != 1:
+        raise refusal(shown, ours, f"the model takes {in_dims[1]} input channels, not 1 (one grey-level volume)")
+    result = graph.graph.output[0].type.tensor_type if graph.graph.output else None
+    if result is not None and result.elem_type not in (onnx.TensorProto.UNDEFINED, onnx.TensorProto.FLOAT):
+        raise refusal(shown, ours, f"the model's output is {_type_name(result.elem_type)}, not float32")
+    out_dims = [_dim(d) for d in result.shape.dim] if result is not None and result.HasField("shape") else None
+    if out_dims is not None:
+        if len(out_dims) != 5:
+            raise refusal(shown, ours, f"the model's output is {len(out_dims)}-D, not 5-D (B, K, Z, Y, X)")
+        if isinstance(out_dims[1], int) and out_dims[1] < 2:
+            raise refusal(shown, ours, one_channel(out_dims[1]))
+        for axis in (0, 2, 3, 4):
+            if isinstance(in_dims[axis], int) and isinstance(out_dims[axis], int) and in_dims[axis] != out_dims[axis]:
+                shapes = f"{_shape(in_dims)} into {_shape(out_dims)}"
+                raise refusal(shown, ours, f"the model turns {shapes}; it must keep the batch and spatial size")
+        metadata.layout_declared = isinstance(out_dims[1], int) and all(
+            isinstance(in_dims[axis], str) and in_dims[axis] == out_dims[axis] for axis in (0, 2, 3, 4)
+        )
+    if metadata.num_classes == 0 and out_dims is not None and isinstance(out_dims[1], int):
+        metadata.num_classes = out_dims[1]
     return metadata
+
+
+def refusal(shown: str, ours: bool, problem: str) -> UserError:
+    """The one-line error for a model that cannot segment: ``problem``, said after the missing metadata of a
+    graph wnet-zoo did not export (whose maker most likely meant it for something else)."""
+    origin = "" if ours else "no wnet-zoo metadata (not a wnet-zoo export), and "
+    return UserError(f"{shown}: {origin}{problem}; export one with 'wnet-zoo export'")
+
+
+def one_channel(channels: int) -> str:
+    """Why an output of ``channels`` (< 2) channels cannot be used."""
+    return f"its output has {channels} channel{'s' * (channels != 1)}, but class probabilities need 2 or more"
+
+
+def _dim(dim: onnx.TensorShapeProto.Dimension) -> int | str | None:
+    """A declared size: a number, the name of a dynamic axis, or None when not declared."""
+    if dim.HasField("dim_value"):
+        return dim.dim_value
+    return dim.dim_param or None
+
+
+def _shape(dims: list[int | str | None]) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+
+
+def _type_name(elem_type: int) -> str:
+    return onnx.TensorProto.DataType.Name(elem_type).lower()

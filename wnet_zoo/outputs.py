@@ -20,6 +20,7 @@ import numpy as np
 import tifffile
 from tqdm.auto import tqdm
 
+from .atomic import check_can_create, part_path, removed_if_left_empty, sweep_stale_parts
 from .data import VoxelSize, compressed_view, override_voxel_size, parse_floats, read_volume, read_voxel_size
 from .errors import UserError
 from .nuclei import NucleiOptions, instances, stage_count
@@ -97,7 +98,7 @@ class OutputSet:
 
     def _stage(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.part")
+        temporary = part_path(path)
         self._pending.append((temporary, path))
         return temporary
 
@@ -175,7 +176,7 @@ def predict_files(
         report: called with one line per event (settings used, each image written).
         **settings: :class:`~wnet_zoo.predictor.Predictor` options (device, threads, tile, overlap, blend, norm, batch).
     """
-    from .executors import open_executor
+    from .executors import check_scheduler, open_executor
     from .predictor import onnx_file
 
     chosen = names(outputs)
@@ -187,60 +188,63 @@ def predict_files(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder")
-    stems = [spec.stem for spec in specs]
-    if len(set(stems)) < len(stems):
-        twice = next(stem for stem in stems if stems.count(stem) > 1)
-        raise UserError(f"two images are named {twice!r}; their results would collide: predict them separately")
-    streamed = {spec: _streams(spec, stream, fmt, resume, scheduler) for spec in specs}
-    planned = {spec: _paths(out, spec, chosen, fmt, streamed[spec]) for spec in specs}
-    todo = [spec for spec in specs if not _complete(out, spec, planned[spec], resume)]
-    for spec in specs:
-        if spec not in todo:
-            report(f"{spec.path.name}: results complete, nothing to resume")
-    _check_outputs(out, todo, planned, overwrite, resume)
-    override = parse_floats(voxel_size, "voxel-size")
-    ready = _check_inputs(todo, streamed, channel)
-    if not todo:
-        return []
-    with onnx_file(model) as onnx_path:
-        predictor = Predictor(onnx_path, **settings)
-        classes = predictor.metadata.num_classes
-        if foreground_class is not None and classes and not 0 <= foreground_class < classes:
-            raise UserError(f"--foreground-class {foreground_class}: the model has classes 0..{classes - 1}")
-        report(predictor.describe())
-        needs_executor = any(streamed[spec] for spec in todo)
-        with open_executor(scheduler if needs_executor else None, predictor.engine.threads) as executor:
-            if needs_executor:
-                report(f"streaming blocks on {executor.description}")
-            results = []
-            for spec in todo:
-                if streamed[spec]:
-                    result = _stream_one(
-                        predictor,
-                        onnx_path,
-                        spec,
-                        planned[spec],
-                        chosen,
-                        fmt,
-                        executor,
-                        overwrite,
-                        resume,
-                        foreground_class,
-                        nuclei,
-                        override,
-                        stream_options,
-                        progress,
-                    )
-                else:
-                    volume = ready.pop(spec) if spec in ready else read_volume(spec.path, channel)
-                    size = override_voxel_size(read_voxel_size(spec.path), override)
-                    probabilities = predictor.probabilities(volume, progress=progress, label=spec.path.name)
-                    foreground, reason = choose_foreground(probabilities, volume, predictor.metadata, foreground_class)
-                    result = ImageResult(spec.path, planned[spec], foreground, reason, None)
-                    _write(result, probabilities, volume, size, nuclei, predictor.metadata.input_log or 0.0, progress)
-                report(result.summary())
-                results.append(result)
-    return results
+    if scheduler is not None:
+        check_scheduler(scheduler)
+    check_can_create(out, "--out")
+    sweep_stale_parts(out)
+    with removed_if_left_empty(out):
+        stems = [spec.stem for spec in specs]
+        if len(set(stems)) < len(stems):
+            twice = next(stem for stem in stems if stems.count(stem) > 1)
+            raise UserError(f"two images are named {twice!r}; their results would collide: predict them separately")
+        streamed = {spec: _streams(spec, stream, fmt, resume, scheduler) for spec in specs}
+        planned = {spec: _paths(out, spec, chosen, fmt, streamed[spec]) for spec in specs}
+        todo = [spec for spec in specs if not _complete(out, spec, planned[spec], resume)]
+        for spec in specs:
+            if spec not in todo:
+                report(f"{spec.path.name}: results complete, nothing to resume")
+        _check_outputs(out, todo, planned, overwrite, resume)
+        override = parse_floats(voxel_size, "voxel-size")
+        ready = _check_inputs(todo, streamed, channel)
+        if not todo:
+            return []
+        with onnx_file(model) as onnx_path:
+            predictor = Predictor(onnx_path, **settings)
+            classes = predictor.metadata.num_classes
+            if foreground_class is not None and classes and not 0 <= foreground_class < classes:
+                raise UserError(f"--foreground-class {foreground_class}: the model has classes 0..{classes - 1}")
+            report(predictor.describe())
+            needs_executor = any(streamed[spec] for spec in todo)
+            with open_executor(scheduler if needs_executor else None, predictor.engine.threads) as executor:
+                if needs_executor:
+                    report(f"streaming blocks on {executor.description}")
+                results = []
+                for spec in todo:
+                    if streamed[spec]:
+                        result = _stream_one(
+                            predictor,
+                            onnx_path,
+                            spec,
+                            planned[spec],
+                            chosen,
+                            fmt,
+                            executor,
+                            overwrite,
+                            resume,
+                            foreground_class,
+                            nuclei,
+                            override,
+                            stream_options,
+                            progress,
+                        )
+                    else:
+                        volume = ready.pop(spec) if spec in ready else read_volume(spec.path, channel)
+                        result = _predict_one(
+                            predictor, spec, planned[spec], volume, override, foreground_class, nuclei, progress
+                        )
+                    report(result.summary())
+                    results.append(result)
+        return results
 
 
 def _streams(spec: SourceSpec, stream: bool | None, fmt: str | None, resume: bool, scheduler: str | None) -> bool:
@@ -302,6 +306,24 @@ def _check_inputs(
     return ready
 
 
+def _predict_one(
+    predictor: Predictor,
+    spec: SourceSpec,
+    paths: dict[str, Path],
+    volume: np.ndarray,
+    override: tuple[float, float, float] | None,
+    foreground_class: int | None,
+    nuclei: NucleiOptions,
+    progress: bool,
+) -> ImageResult:
+    size = override_voxel_size(read_voxel_size(spec.path), override)
+    probabilities = predictor.probabilities(volume, progress=progress, label=spec.path.name)
+    foreground, reason = choose_foreground(probabilities, volume, predictor.metadata, foreground_class)
+    result = ImageResult(spec.path, paths, foreground, reason, None)
+    _write(result, probabilities, volume, size, nuclei, predictor.metadata.input_log or 0.0, progress)
+    return result
+
+
 def _stream_one(
     predictor: Predictor,
     onnx_path: Path,
@@ -319,31 +341,25 @@ def _stream_one(
     progress: bool,
 ) -> ImageResult:
     out = next(iter(paths.values())).parent
-    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     work = work_folder(out, spec.stem)
     if overwrite and work.exists():
         shutil.rmtree(work)
-    try:
-        found = predict_stream(
-            predictor,
-            onnx_path,
-            spec,
-            paths,
-            outputs=chosen,
-            fmt=fmt or ("zarr" if spec.is_zarr else "tiff"),
-            executor=executor,
-            resume=resume,
-            foreground_class=foreground_class,
-            nuclei=nuclei,
-            voxel_size=override,
-            options=options,
-            progress=progress,
-        )
-    except UserError:
-        if made and not any(out.iterdir()):
-            out.rmdir()
-        raise
+    found = predict_stream(
+        predictor,
+        onnx_path,
+        spec,
+        paths,
+        outputs=chosen,
+        fmt=fmt or ("zarr" if spec.is_zarr else "tiff"),
+        executor=executor,
+        resume=resume,
+        foreground_class=foreground_class,
+        nuclei=nuclei,
+        voxel_size=override,
+        options=options,
+        progress=progress,
+    )
     return ImageResult(spec.path, paths, found.foreground_class, found.foreground_from, found.nuclei)
 
 

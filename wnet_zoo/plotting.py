@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +10,8 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
+
+from .atomic import atomic_path  # noqa: E402
 
 
 def plot_losses(rows: Sequence[dict], path: Path) -> None:
@@ -27,10 +28,7 @@ def plot_losses(rows: Sequence[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
         if len(epochs) < 12:
             ax.set_xticks(epochs)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save(fig, path)
 
 
 def plot_preview(volume: np.ndarray, mask: np.ndarray, labels: np.ndarray, path: Path) -> None:
@@ -49,7 +47,10 @@ def plot_preview(volume: np.ndarray, mask: np.ndarray, labels: np.ndarray, path:
     axes[2].set_title(f"instances ({len(np.unique(labels)) - 1} nuclei in the volume)")
     for ax in axes:
         ax.set_axis_off()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=100, format="png")
+    _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    with atomic_path(path) as part:
+        fig.savefig(part, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)

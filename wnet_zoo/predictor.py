@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 
 from .data import VoxelSize, check_volume, parse_triple, read_volume, read_voxel_size, remap
 from .errors import UserError
-from .onnx_model import NORMALIZATION, ModelMetadata, read_metadata
-from .runtime import Engine, open_engine
+from .onnx_model import NORMALIZATION, ModelMetadata, one_channel, read_metadata, refusal
+from .runtime import Engine, open_engine, short_message
 from .tiling import BLEND_MODES, Blender, TilePlan
 
 if TYPE_CHECKING:
@@ -34,13 +34,18 @@ NORMS = ("global", "tile")
 DEFAULT_TILE = (64, 64, 64)
 DEFAULT_OVERLAP = 0.25
 GPU_BATCH = 4
+# How far a probability, and the sum of a voxel's, may stray from [0, 1] and 1: bf16 engines keep ~3 digits
+PROBABILITY_TOLERANCE = 0.05
 _RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 
 
 @contextlib.contextmanager
 def onnx_file(model: str | Path) -> Iterator[Path]:
     """The ONNX file of ``model``: an ``.onnx`` file, or a bioimage.io package (zip, folder or its rdf.yaml)
-    with ``weights: onnx``; a zipped package is unpacked into a temporary folder for the ``with`` block."""
+    with ``weights: onnx``; a zipped package is unpacked into a temporary folder for the ``with`` block.
+
+    Training checkpoints, run folders and TorchScript files are refused with the command that exports them.
+    """
     path = Path(model)
     if not path.exists():
         raise UserError(f"{path}: no such model; give an .onnx file or a bioimage.io package (.zip, folder, rdf.yaml)")
@@ -49,36 +54,98 @@ def onnx_file(model: str | Path) -> Iterator[Path]:
     elif path.suffix.lower() in (".yaml", ".yml"):
         yield _onnx_from_rdf(path)
     elif zipfile.is_zipfile(path):
-        with tempfile.TemporaryDirectory(prefix="wnet-zoo-") as folder, zipfile.ZipFile(path) as archive:
-            archive.extractall(folder)
-            yield _onnx_from_rdf(_rdf_in_folder(Path(folder), path))
+        with tempfile.TemporaryDirectory(prefix="wnet-zoo-") as folder:
+            _unzip_package(path, Path(folder))
+            rdf = _rdf_in_folder(Path(folder), path)
+            onnx_path = _onnx_from_rdf(rdf, f"{path} ({rdf.name})")
+            _SHOWN[onnx_path] = f"{path} ({onnx_path.name})"
+            try:
+                yield onnx_path
+            finally:
+                _SHOWN.pop(onnx_path, None)
+    elif path.suffix.lower() in TORCH_SUFFIXES:
+        raise UserError(_not_exported(path, "a training checkpoint"))
+    elif path.suffix.lower() == ".zip" or _starts_with(path, ZIP_MAGIC):
+        raise UserError(f"{path}: not a readable zip file (damaged or cut short); download or zip the package again")
     else:
         yield path
+
+
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
+RUN_FILES = ("best.pt", "last.pt", "config.yaml")
+ZIP_MAGIC = b"PK\x03\x04"
+# An ONNX file unpacked from a zipped package -> how messages name it: the zip the user gave, and the member.
+# Kept for the ``with`` block of :func:`onnx_file`, so that a Predictor given the unpacked file names the zip.
+_SHOWN: dict[Path, str] = {}
+
+
+def shown_name(path: Path) -> str:
+    """How messages name the ONNX file ``path`` from :func:`onnx_file`: itself, or the zip it came from."""
+    return _SHOWN.get(path, str(path))
+
+
+def _not_exported(path: Path, what: str) -> str:
+    return f"{path}: {what}, not an exported model; export it first: wnet-zoo export {path} --out exported"
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(magic)) == magic
+    except OSError:
+        return False
+
+
+def _unzip_package(path: Path, folder: Path) -> None:
+    """Unpack the bioimage.io package ``path`` into ``folder``; torch files (zips too) are refused."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if not any(name in _RDF_NAMES or name.endswith(".bioimageio.yaml") for name in names):
+                _refuse_torch_zip(path, names)
+            archive.extractall(folder)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:  # damaged members, CRC errors
+        raise UserError(
+            f"{path}: not a readable zip file ({short_message(error)}); download the package again"
+        ) from None
+
+
+def _refuse_torch_zip(path: Path, names: list[str]) -> None:
+    """Refuse what ``torch.save`` (a ``data.pkl`` member) or ``torch.jit.save`` (``code/`` too) wrote."""
+    if not any(name.rsplit("/", 1)[-1] == "data.pkl" for name in names):
+        return
+    if any("/code/" in name or name.endswith("/constants.pkl") for name in names):
+        raise UserError(f"{path}: a TorchScript model, not ONNX; give the .onnx file 'wnet-zoo export' wrote beside it")
+    raise UserError(_not_exported(path, "a training checkpoint"))
 
 
 def _rdf_in_folder(folder: Path, shown: Path | None = None) -> Path:
     found = [folder / name for name in _RDF_NAMES if (folder / name).is_file()]
     found += sorted(folder.glob("*.bioimageio.yaml"))
+    if not found and shown is None and any((folder / name).is_file() for name in RUN_FILES):
+        raise UserError(_not_exported(folder, "a training run folder"))
     if not found:
         raise UserError(f"{shown or folder}: no rdf.yaml inside; give an .onnx file or a bioimage.io package")
     return found[0]
 
 
-def _onnx_from_rdf(rdf: Path) -> Path:
+def _onnx_from_rdf(rdf: Path, shown: str | None = None) -> Path:
+    """The ONNX weights the package description ``rdf`` names; ``shown`` names it in messages."""
+    shown = shown or str(rdf)
     try:
         description = yaml.safe_load(rdf.read_text())
     except (OSError, yaml.YAMLError) as error:
-        raise UserError(f"{rdf}: not a readable bioimage.io rdf.yaml ({type(error).__name__})") from None
+        raise UserError(f"{shown}: not a readable bioimage.io rdf.yaml ({type(error).__name__})") from None
     weights = description.get("weights") if isinstance(description, dict) else None
     entry = weights.get("onnx") if isinstance(weights, dict) else None
     source = entry.get("source") if isinstance(entry, dict) else None
     if not isinstance(source, str):
-        raise UserError(f"{rdf}: the package has no onnx weights; export one with 'wnet-zoo export'")
+        raise UserError(f"{shown}: the package has no onnx weights; export one with 'wnet-zoo export'")
     if "://" in source:
-        raise UserError(f"{rdf}: onnx weights at {source} are remote; download the package with its weights first")
+        raise UserError(f"{shown}: onnx weights at {source} are remote; download the package with its weights first")
     onnx_path = rdf.parent / source
     if not onnx_path.is_file():
-        raise UserError(f"{rdf}: its onnx weights {source} are missing from the package")
+        raise UserError(f"{shown}: its onnx weights {source} are missing from the package")
     return onnx_path
 
 
@@ -130,11 +197,13 @@ class Predictor:
         if batch is not None and batch < 1:
             raise UserError(f"--batch {batch}: give a positive number of tiles")
         with onnx_file(model) as path:
-            self.metadata: ModelMetadata = read_metadata(path)
+            shown = shown_name(path)
+            self.metadata: ModelMetadata = read_metadata(path, shown)
             if self.metadata.normalization != NORMALIZATION:
-                raise UserError(f"{model}: unknown input normalisation {self.metadata.normalization!r}")
+                raise UserError(f"{shown}: unknown input normalisation {self.metadata.normalization!r}")
             self.tile = self._check_tile(parse_triple(tile, "tile") or self.metadata.train_patch or DEFAULT_TILE)
-            self.engine: Engine = open_engine(path, device, threads, self.tile, batch or GPU_BATCH)
+            self.engine: Engine = open_engine(path, device, threads, self.tile, batch or GPU_BATCH, shown)
+            self._check_output(shown)
         self.overlap = float(overlap)
         self.blend = blend
         self.norm = norm
@@ -245,6 +314,45 @@ class Predictor:
         0..100 for ``global`` normalisation and raw for ``tile`` normalisation.
         """
         return self._run(np.stack([self._window(source, tile) for tile in tiles])[:, None])
+
+    def _check_output(self, shown: str) -> None:
+        """Run one tile through a graph wnet-zoo did not export, or whose declared shapes leave its output open,
+        and refuse what is not class probabilities of that tile: it would fail mid-volume, or segment nothing.
+
+        A foreign graph that passes is used, with a warning that it has no wnet-zoo metadata.
+        """
+        ours = self.metadata.from_wnet_zoo
+        if ours and self.metadata.layout_declared:
+            return
+        tile = np.random.default_rng(0).uniform(0, 100, (1, 1, *self.tile)).astype(np.float32)
+        shape = f"(1, 1, {', '.join(map(str, self.tile))})"
+        try:
+            output = np.asarray(self.engine.run(tile))
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise refusal(shown, ours, f"the model fails on a {shape} float32 tile ({short_message(error)})") from None
+        if output.ndim != 5 or output.shape[0] != 1 or output.shape[2:] != tile.shape[2:]:
+            wanted = f"(1, K, {', '.join(map(str, self.tile))})"
+            raise refusal(shown, ours, f"the model turns a {shape} tile into {tuple(output.shape)}, not {wanted}")
+        if output.dtype != np.float32:
+            raise refusal(shown, ours, f"the model's output is {output.dtype}, not float32")
+        classes = output.shape[1]
+        if classes < 2:
+            raise refusal(shown, ours, one_channel(classes))
+        sums = output.sum(axis=1, dtype=np.float64)
+        low, high = float(output.min()), float(output.max())
+        tolerance = PROBABILITY_TOLERANCE
+        if not (-tolerance <= low and high <= 1 + tolerance and np.abs(sums - 1).max() <= tolerance):  # NaN too
+            values = f"values {low:.3g} to {high:.3g}, class sums {sums.min():.3g} to {sums.max():.3g}"
+            raise refusal(shown, ours, f"its output is not class probabilities ({values}, not 0 to 1 summing to 1)")
+        if not self.metadata.num_classes:
+            self.metadata = replace(self.metadata, num_classes=classes)
+        if not ours:
+            LOG.warning(
+                "%s: no wnet-zoo metadata (not a wnet-zoo export); its output looks like %d-class probabilities, "
+                "so it is used as one WNet3D would be (input scaled to 0..100, nuclei class by intensity)",
+                shown,
+                classes,
+            )
 
     def _check_tile(self, tile: tuple[int, int, int]) -> tuple[int, int, int]:
         multiple = self.metadata.spatial_multiple

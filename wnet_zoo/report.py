@@ -12,7 +12,9 @@ import torch
 
 from .config import read_config_file
 from .errors import UserError
-from .events import Event, read_events
+from .events import EVENT_COLUMNS, Event
+
+METRIC_COLUMNS = ("epoch", "ncut", "rec", "total", "lr", "base_lr")  # the columns the report reads
 
 ADVICE = {
     "screening": (
@@ -50,13 +52,12 @@ def run_report(run_dir: str | Path) -> str:
     if not (run / "config.yaml").is_file() or not (run / "metrics.csv").is_file():
         raise UserError(f"{run}: not a run directory with config.yaml and metrics.csv; give a wnet-zoo run folder")
     config = read_config_file(run / "config.yaml")
-    with (run / "metrics.csv").open(newline="") as handle:
-        rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-    events = read_events(run / "events.csv")
+    rows, damage = read_metrics(run / "metrics.csv")
+    events, events_damage = read_whole_events(run / "events.csv")
     checkpoint = _checkpoint(run / "last.pt")
     checks = checkpoint.get("checks") or {}
-    epochs = int(config.get("epochs", len(rows)))
-    lines = [f"run: {run}", f"status: {_status(rows, epochs, events)}"]
+    epochs = int(_config_number(config, "epochs", len(rows)))
+    lines = [f"run: {run}", *damage, *events_damage, f"status: {_status(rows, epochs, events)}"]
     if rows:
         last = rows[-1]
         lines.append(
@@ -77,11 +78,104 @@ def run_report(run_dir: str | Path) -> str:
     return "\n".join(lines)
 
 
-def _number(text: str) -> float:
+def read_metrics(path: Path) -> tuple[list[dict[str, float]], list[str]]:
+    """The whole rows of ``metrics.csv``, and a line naming the rows that are not (none when all are whole).
+
+    Raises:
+        UserError: the file holds no whole row, or lacks the columns of a wnet-zoo metrics file.
+    """
+    header, records, bad, last = _whole_records(path)
+    missing = [name for name in METRIC_COLUMNS if name not in header]
+    if missing and records:
+        raise UserError(
+            f"{path}: not a wnet-zoo metrics file (no column {', '.join(missing)}); give a wnet-zoo run folder"
+        )
+    rows = []
+    for line, record in records:
+        values = [_number(field) for field in record]
+        if any(not field.strip() for field in record):
+            bad.append((line, "empty fields"))
+        elif any(value is None for value in values):
+            bad.append((line, "not numbers"))
+        else:
+            rows.append(dict(zip(header, values, strict=True)))
+    if not rows or missing:
+        raise UserError(
+            f"{path}: no whole row of metrics (empty or cut short); copy it again from the run, or rewrite it from "
+            f"last.pt with wnet-zoo train --resume {path.parent}"
+        )
+    return rows, _damage_line(path, bad, last, len(rows), "epoch")
+
+
+def read_whole_events(path: Path) -> tuple[list[Event], list[str]]:
+    """The whole rows of ``events.csv`` (none when it is missing), and a line naming the rows that are not."""
+    if not path.is_file():
+        return [], []
+    header, records, bad, last = _whole_records(path)
+    if not set(EVENT_COLUMNS) <= set(header):
+        return [], [f"{path.name}: no header of events (empty or cut short); events left out"]
+    events = []
+    for line, record in records:
+        row = dict(zip(header, record, strict=True))
+        try:
+            events.append(Event(int(row["epoch"]), int(row["step"]), row["kind"], row["detail"], row["action"]))
+        except ValueError:
+            bad.append((line, "not an event"))
+    return events, _damage_line(path, bad, last, len(events), "event")
+
+
+def _whole_records(path: Path) -> tuple[list[str], list[tuple[int, list[str]]], list[tuple[int, str]], int]:
+    """A CSV file's header, its records with as many fields as the header (by line number), the line numbers of
+    the others with what is wrong, and the line number of the last record. Training writes these files whole and
+    ends every row with a line break, so a last row without one was cut short (a copy cut short, a full disk)."""
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    numbered = [(line, record) for line, record in enumerate(csv.reader(text.splitlines()), start=1) if record]
+    if not numbered:
+        return [], [], [], 0
+    header, records, bad, last = numbered[0][1], [], [], numbered[-1][0]
+    for line, record in numbered[1:]:
+        if line == last and (len(record) < len(header) or not text.endswith(("\n", "\r"))):
+            bad.append((line, "cut short"))
+        elif len(record) < len(header):
+            bad.append((line, "fields missing"))
+        elif len(record) > len(header):
+            bad.append((line, "extra fields"))
+        else:
+            records.append((line, record))
+    return header, records, bad, last
+
+
+def _damage_line(path: Path, bad: list[tuple[int, str]], last: int, whole: int, noun: str) -> list[str]:
+    """One line naming the incomplete rows (``bad``: line number, what is wrong; ``last``: the last row's line
+    number) and how many whole ones are reported."""
+    if not bad:
+        return []
+    bad = sorted(bad)
+    named = [f"the last row ({why})" if line == last else f"line {line} ({why})" for line, why in bad[:3]]
+    if len(bad) == 1:
+        what = named[0].replace(" (", " is incomplete (", 1)
+    elif len(bad) > 3:
+        what = f"{', '.join(named)} and {len(bad) - 3} more are incomplete"
+    else:
+        what = f"{', '.join(named[:-1])} and {named[-1]} are incomplete"
+    return [f"{path.name}: {what}; reporting {whole} whole {noun}{'' if whole == 1 else 's'}"]
+
+
+def _number(text: str) -> float | None:
+    """The field as a number (``nan`` as written for a loss that was not finite); None when unreadable."""
     try:
         return float(text)
     except ValueError:
-        return math.nan
+        return None
+
+
+def _config_number(config: dict[str, Any], key: str, default: float) -> float:
+    """``config[key]`` as a number; ``default`` when it is missing or unreadable (a config.yaml cut short)."""
+    try:
+        value = float(config[key])
+    except (KeyError, TypeError, ValueError):
+        return default
+    return value if math.isfinite(value) else default
 
 
 def _checkpoint(path: Path) -> dict[str, Any]:
@@ -145,7 +239,7 @@ def _advice(
     if "screening" in kinds:
         advice.append(ADVICE["screening"])
     if "explosion" in kinds:
-        advice.append(ADVICE["explosion"].format(lr10=f"{float(config.get('lr', 1e-3)) / 10:.3g}"))
+        advice.append(ADVICE["explosion"].format(lr10=f"{_config_number(config, 'lr', 1e-3) / 10:.3g}"))
     for event in (e for e in events if e.kind == "balance"):
         text = ADVICE["poor reconstruction"]
         if event.detail.startswith("NCut takes over"):

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import platform
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, shorten
 
 LOG = logging.getLogger("wnet_zoo")
 DEVICES = ("auto", "cuda", "tensorrt", "openvino", "cpu")
@@ -116,6 +117,7 @@ def open_engine(
     threads: int | None = None,
     tile: tuple[int, int, int] | None = None,
     batch: int = 1,
+    shown: str | None = None,
 ) -> Engine:
     """Open ``model`` (an ONNX file) on ``device``.
 
@@ -126,6 +128,7 @@ def open_engine(
         threads: CPU threads (default: all cores).
         tile: the (z, y, x) input shape, for TensorRT's optimisation profile.
         batch: the largest batch that will be run, for TensorRT's optimisation profile.
+        shown: how messages name the model (default: ``model``).
 
     Raises:
         UserError: no onnxruntime, an unknown device, or a device this installation cannot use.
@@ -133,6 +136,8 @@ def open_engine(
     ort = import_onnxruntime()
     if device not in DEVICES:
         raise UserError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
+    if threads is not None and threads < 0:
+        raise UserError(f"--threads {threads}: give a number of threads, or 0 for all cores")
     threads = threads or default_threads()
     available = set(ort.get_available_providers())
     candidates = _auto_devices(available) if device == "auto" else [device]
@@ -142,13 +147,13 @@ def open_engine(
                 f"--device {choice}: this onnxruntime build has no {PROVIDERS[choice]}; "
                 f'pip uninstall onnxruntime, then pip install "wnet-zoo[{_EXTRA[choice]}]"'
             )
-        engine = _make_session(ort, model, choice, threads, tile, batch)
+        engine = _make_session(ort, model, choice, threads, tile, batch, shown)
         if engine.provider == PROVIDERS[choice] or (device == "auto" and engine.on_gpu):
             return engine
         if device != "auto":
             raise UserError(f"--device {choice}: {_why_not_started(ort, choice)}")
         LOG.warning("%s did not start (%s); trying the next device", PROVIDERS[choice], _why_not_started(ort, choice))
-    return _make_session(ort, model, "cpu", threads, tile, batch)
+    return _make_session(ort, model, "cpu", threads, tile, batch, shown)
 
 
 def _auto_devices(available: set[str]) -> list[str]:
@@ -162,7 +167,13 @@ def _auto_devices(available: set[str]) -> list[str]:
 
 
 def _make_session(
-    ort: ModuleType, model: str | Path, device: str, threads: int, tile: tuple[int, int, int] | None, batch: int
+    ort: ModuleType,
+    model: str | Path,
+    device: str,
+    threads: int,
+    tile: tuple[int, int, int] | None,
+    batch: int,
+    shown: str | None = None,
 ) -> Engine:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -192,12 +203,30 @@ def _make_session(
         with _SESSION_LOCK, contextlib.redirect_stdout(printed):
             session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
     except Exception as error:  # onnxruntime raises its own exception types
-        raise UserError(f"{model}: onnxruntime cannot load this model ({str(error).splitlines()[0][:200]})") from None
+        raise UserError(f"{shown or model}: onnxruntime cannot load this model ({short_message(error)})") from None
     finally:
         if printed.getvalue().strip():
             LOG.debug("onnxruntime: %s", " ".join(printed.getvalue().split()))
     used = session.get_providers()[0]
     return Engine(session, used, threads, precision if used == PROVIDERS["openvino"] else "fp32")
+
+
+_ORT_CODE = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+_LOAD_FAILED = re.compile(r"^Load model from .*? failed: ?")
+_INVALID_NODE = re.compile(r"^This is an invalid model\. In Node, .*? , Error ")
+
+
+def short_message(error: BaseException, limit: int = 200) -> str:
+    """The point of an onnxruntime error in one line of at most ``limit`` characters (and an ellipsis).
+
+    Drops what the user cannot act on and what hides the point: the status code prefix, the model path it
+    repeats (a temporary file for a zipped package), the node's signature before its error. Its lines are
+    joined (onnxruntime puts the offending sizes on the second) and a longer text is cut between words.
+    """
+    text = " ".join(str(error).split()) or type(error).__name__
+    for boilerplate in (_ORT_CODE, _LOAD_FAILED, _INVALID_NODE):
+        text = boilerplate.sub("", text)
+    return shorten(text, limit)
 
 
 def _openvino_options(threads: int, precision: str) -> dict[str, str]:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from .data import TIFF_SUFFIXES, VoxelSize, read_voxel_size, select_axes
+from .data import TIFF_SUFFIXES, VoxelSize, open_tiff, read_voxel_size, select_axes
 from .errors import UserError
 
 Region = tuple[slice, slice, slice]
@@ -142,13 +142,8 @@ class TiffSource(VolumeSource):
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
-        try:
-            self._tif = tifffile.TiffFile(spec.path)
-            series = self._tif.series[0]
-        except Exception as error:  # tifffile raises several types for non-TIFF input
-            raise UserError(
-                f"{spec.path}: not a readable TIFF file ({type(error).__name__}); give a 3-D stack"
-            ) from None
+        self._tif = open_tiff(spec.path)
+        series = self._tif.series[0]
         try:
             self._index, self.shape = select_axes(spec.path, series.axes, series.shape, spec.channel)
             self._open(series)

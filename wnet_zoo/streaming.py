@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import blocks
+from .atomic import atomic_path
 from .data import VoxelSize, override_voxel_size
 from .errors import UserError
 from .executors import DaskExecutor, LocalExecutor
@@ -346,9 +347,8 @@ def _make_stores(job: blocks.Job, size: VoxelSize | None, source: VolumeSource) 
 def _publish(job: blocks.Job, paths: dict[str, Path], fmt: str, size: VoxelSize | None, grid: blocks.BlockGrid) -> None:
     """Write the labels table from the blocks' parts, then move (zarr) or write (TIFF) each result to its name."""
     if "labels" in paths and (job.work / "table").is_dir():
-        staged = paths["labels"].with_name(f".{paths['labels'].name}.{os.getpid()}.part")
-        write_table(sorted((job.work / "table").glob("*.npy")), staged)
-        os.replace(staged, paths["labels"])
+        with atomic_path(paths["labels"]) as staged:
+            write_table(sorted((job.work / "table").glob("*.npy")), staged)
         shutil.rmtree(job.work / "table")
     for name in ("probabilities", "mask", "instances"):
         if name not in paths:
@@ -362,9 +362,9 @@ def _publish(job: blocks.Job, paths: dict[str, Path], fmt: str, size: VoxelSize 
             os.replace(job.store(name), final)
             continue
         array = open_zarr(job.store(name), "r")
-        staged = final.with_name(f".{final.name}.{os.getpid()}.part")
-        write_tiff_blocks(staged, array.shape, array.dtype, [grid.region(i) for i in range(len(grid))], array, size)
-        os.replace(staged, final)
+        with atomic_path(final) as staged:
+            regions = [grid.region(i) for i in range(len(grid))]
+            write_tiff_blocks(staged, array.shape, array.dtype, regions, array, size)
 
 
 def write_table(parts: Sequence[Path], path: Path) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_path
 from .inference_encoder import inference_encoder
 from .model import WNet3D
 
@@ -22,10 +22,8 @@ def export_torchscript(model: WNet3D, path: str | Path, example_size: int = 32) 
     encoder = inference_encoder(model)
     parameter = next(encoder.parameters())
     example = torch.rand(1, model.in_channels, example_size, example_size, example_size, dtype=parameter.dtype) * 100
-    tmp = path.with_name(f".{path.name}.tmp")
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), atomic_path(path) as part:
         warnings.simplefilter("ignore")  # tracer notices, and TorchScript's deprecation in favour of torch.export
         traced = torch.jit.trace(encoder, example.to(parameter.device), check_trace=False)
-        torch.jit.save(traced, str(tmp))
-    os.replace(tmp, path)
+        torch.jit.save(traced, str(part))
     return path

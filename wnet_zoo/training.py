@@ -13,7 +13,6 @@ import contextlib
 import csv
 import logging
 import math
-import os
 import random
 import shutil
 import time
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import atomic_path, check_can_create
 from .checkpoints import LoadedWeights, load_weights, save_checkpoint
 from .checks import TrainingChecks, VolumeScreen, check_usable, screen_volume, smoothed, usable_corners
 from .config import TrainConfig, read_config_file, write_config_file
@@ -256,6 +256,7 @@ def _start(
     config.validate()
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; choose another --out, pass --overwrite, or --resume it")
+    check_can_create(out, "--out")
     data = prepare_data(config)
     device = resolve_device(config.device)
     config.images = [str(p.resolve()) for p in data.paths]
@@ -629,12 +630,10 @@ class _Run:
 
 
 def _write_metrics(rows: list[dict[str, Any]], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
+    with atomic_path(path) as part, part.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _seed_everything(seed: int) -> None:

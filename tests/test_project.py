@@ -1,0 +1,43 @@
+"""The two set-up commands a new user runs, and the pins that keep the tests' verdicts from drifting."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DECIDERS = ("pytest", "numpy", "scipy", "scikit-image", "onnx", "onnxruntime", "monai", "bioimageio.core", "pydantic")
+
+
+def _quick_start_commands() -> list[str]:
+    """What .ci/run runs: the lines of the ```bash blocks in README.md's Quick start section."""
+    script = ROOT / ".ci" / "run"
+    awk = re.search(r"awk '(.*?)' README.md", script.read_text(), re.S)
+    assert awk, ".ci/run reads its commands from README.md"
+    found = subprocess.run(["awk", awk.group(1), "README.md"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return found.stdout.splitlines()
+
+
+def test_readme_has_the_two_commands_ci_runs():
+    install, tests = _quick_start_commands()
+    assert install.startswith("pip install torch==2.13.0 && ") and install.endswith("wnet-zoo demo --overwrite")
+    assert tests.endswith("python -m pytest -q")
+    assert all("-c constraints.txt" in command for command in (install, tests))
+
+
+def test_constraints_pin_every_package_that_decides_a_verdict():
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.lower().replace("_", "-")] = version
+    assert all(pins.get(name) for name in DECIDERS), [name for name in DECIDERS if not pins.get(name)]
+    assert "torch" not in pins  # installed first, by the README's command (GPU users bring their own build)
+
+
+def test_code_is_linted_and_formatted():
+    for command in (["ruff", "check", "--quiet", "."], ["ruff", "format", "--check", "--quiet", "."]):
+        found = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, capture_output=True, text=True)
+        assert found.returncode == 0, found.stdout + found.stderr
