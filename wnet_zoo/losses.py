@@ -263,7 +263,9 @@ class WNetLoss(nn.Module):
     """``ncut_weight * SoftNCut(probs, image) + rec_weight * reconstruction_loss(reconstruction, image)``.
 
     Args:
-        intensity_sigma, spatial_sigma, radius: the SoftNCut parameters (see :class:`SoftNCutLoss`).
+        intensity_sigma: SoftNCut's intensity sigma (see :class:`SoftNCutLoss`).
+        spatial_sigma: SoftNCut's spatial sigma, in voxels.
+        radius: SoftNCut's neighbourhood radius, in voxels.
         ncut_weight: weight of the SoftNCut term (CellSeg3D's ``n_cuts_weight``).
         rec_weight: weight of the reconstruction term (CellSeg3D's ``rec_loss_weight``).
         rec_loss: ``"mse"`` or ``"bce"`` (see :func:`reconstruction_loss`).
