@@ -38,9 +38,9 @@ from skimage.segmentation import watershed
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # the source tree this script belongs to, and phantoms.py beside it
 
-from phantoms import HELD_OUT, SETTINGS, make_phantom  # noqa: E402
-
 from wnet_zoo.evaluate import evaluate  # noqa: E402
+
+from phantoms import HELD_OUT, SETTINGS, make_phantom  # noqa: E402
 
 MIN_SIZE = 10
 Baseline = Callable[[np.ndarray, Sequence[float]], np.ndarray]

@@ -55,11 +55,11 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # the source tree this script belongs to, and the benchmarks beside it
 
-from baselines import BASELINES  # noqa: E402
-from phantoms import HELD_OUT, SETTINGS, make_phantom, write_phantom  # noqa: E402
-
 from wnet_zoo.evaluate import evaluate  # noqa: E402
 from wnet_zoo.nuclei import instances  # noqa: E402
+
+from baselines import BASELINES  # noqa: E402
+from phantoms import HELD_OUT, SETTINGS, make_phantom, write_phantom  # noqa: E402
 
 RESULTS = HERE / "results" / "quality.json"
 PIPELINE = "wnet_zoo"

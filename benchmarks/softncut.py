@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmark the source tree this script belongs to
 
 from wnet_zoo.losses import SoftNCutLoss, gaussian_blur, gaussian_taps  # noqa: E402
-from wnet_zoo.reference import cellseg3d_softncut_class  # noqa: E402
+
+from reference import cellseg3d_softncut_class  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "softncut.json"
 INTENSITY_SIGMA, SPATIAL_SIGMA = 1.0, 4.0

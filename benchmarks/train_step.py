@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 
 from wnet_zoo.config import TrainConfig
-from wnet_zoo.reference import cellseg3d_softncut_class, cellseg3d_wnet_class
 from wnet_zoo.training import TrainingStep, bf16_supported
+
+from reference import cellseg3d_softncut_class, cellseg3d_wnet_class
 
 RESULTS = Path(__file__).parent / "results" / "train_step.json"
 

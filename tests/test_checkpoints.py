@@ -6,7 +6,8 @@ import torch
 from wnet_zoo.checkpoints import load_weights, save_checkpoint
 from wnet_zoo.errors import UserError
 from wnet_zoo.model import WNet3D
-from wnet_zoo.reference import cellseg3d_wnet_class
+
+from reference import cellseg3d_wnet_class
 
 
 @pytest.fixture(scope="module")

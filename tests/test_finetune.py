@@ -8,8 +8,9 @@ import yaml
 
 from wnet_zoo.cli import main
 from wnet_zoo.model import WNet3D
-from wnet_zoo.reference import cellseg3d_wnet_class
 from wnet_zoo.training import bf16_supported
+
+from reference import cellseg3d_wnet_class
 
 QUICK = ["--patch", "16,24,24", "--samples-per-epoch", "1", "--batch", "1", "--epochs", "1"]
 

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from wnet_zoo.losses import LossTerms, SoftNCutLoss, WNetLoss, gaussian_blur, reconstruction_loss
-from wnet_zoo.reference import cellseg3d_softncut_class
+
+from reference import cellseg3d_softncut_class
 
 VALUE_RTOL = 1e-4
 GRAD_RTOL = 1e-3

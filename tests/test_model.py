@@ -5,9 +5,9 @@ from scipy import ndimage
 
 from wnet_zoo import architecture, model
 from wnet_zoo.model import WNet3D
-from wnet_zoo.reference import cellseg3d_wnet_class
 
 from closeness import assert_close
+from reference import cellseg3d_wnet_class
 
 
 def test_cellseg3d_state_dict_loads_strictly_and_matches_outputs():

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -14,26 +11,12 @@ import tifffile
 from wnet_zoo.data import read_voxel_size
 from wnet_zoo.evaluate import evaluate
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+import baselines
+import phantoms
+import quality
 
 
-def _load(name: str) -> ModuleType:
-    """A module of benchmarks/ by its file name (benchmarks/ is not a package)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def phantoms() -> ModuleType:
-    return _load("phantoms")
-
-
-def test_every_setting_is_reproducible_and_sized(phantoms: ModuleType):
+def test_every_setting_is_reproducible_and_sized():
     assert phantoms.HELD_OUT in phantoms.SETTINGS
     for name, settings in phantoms.SETTINGS.items():
         image, labels = phantoms.make_phantom(name)
@@ -51,7 +34,7 @@ def test_every_setting_is_reproducible_and_sized(phantoms: ModuleType):
     assert phantoms.make_phantom("sparse", seed=123)[0].tolist() != phantoms.make_phantom("sparse")[0].tolist()
 
 
-def test_script_writes_tiff_pairs_with_their_voxel_size(phantoms: ModuleType, tmp_path: Path):
+def test_script_writes_tiff_pairs_with_their_voxel_size(tmp_path: Path):
     assert phantoms.main([str(tmp_path), "--settings", "anisotropic"]) == 0
     image, labels = phantoms.make_phantom("anisotropic")
     assert np.array_equal(tifffile.imread(tmp_path / "anisotropic.tif"), image)
@@ -60,8 +43,7 @@ def test_script_writes_tiff_pairs_with_their_voxel_size(phantoms: ModuleType, tm
     assert (voxel.z, voxel.y, voxel.x) == pytest.approx(phantoms.SETTINGS["anisotropic"].voxel_size)
 
 
-def test_baselines_label_nuclei(phantoms: ModuleType, capsys: pytest.CaptureFixture[str]):
-    baselines = _load("baselines")
+def test_baselines_label_nuclei(capsys: pytest.CaptureFixture[str]):
     image, truth = phantoms.make_phantom("touching")
     results = baselines.run_baselines(image, phantoms.SETTINGS["touching"].voxel_size)
     assert list(results) == ["otsu_cc", "otsu_watershed", "voronoi_otsu"]
@@ -77,7 +59,6 @@ def test_baselines_label_nuclei(phantoms: ModuleType, capsys: pytest.CaptureFixt
 def test_quality_keeps_the_settings_it_does_not_run_again_each_dated(tmp_path: Path):
     import json
 
-    quality = _load("quality")
     run = {"epochs": None, "threads": None, "train_args": []}
     path = tmp_path / "quality.json"
     earlier = {"sparse": {"fg_dice": 1}, "low_snr": {"fg_dice": 2}, "retired": {"fg_dice": 3}}
@@ -96,7 +77,6 @@ def test_quality_keeps_the_settings_it_does_not_run_again_each_dated(tmp_path: P
 def test_quality_keep_training_exports_and_predicts_again_with_the_earlier_training(tmp_path: Path):
     import json
 
-    quality = _load("quality")
     out, work = tmp_path / "quality.json", tmp_path / "work"
     tiny = ["--settings", "touching", "--epochs", "1", "--train-arg=--channels=4,8,16,32", "--train-arg=--patch=32"]
     assert quality.main([*tiny, "--work", str(work), "--out", str(out)]) == 0

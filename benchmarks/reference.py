@@ -12,7 +12,7 @@ import logging
 import types
 from pathlib import Path
 
-from .errors import UserError
+from wnet_zoo.errors import UserError
 
 _INSTALL_HINT = "install CellSeg3D's reference code: pip install --no-deps napari-cellseg3d==0.2.4"
 _LOGGER_IMPORT = "from napari_cellseg3d.utils import LOGGER as logger"
