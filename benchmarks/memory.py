@@ -41,7 +41,7 @@ def texture() -> np.ndarray:
     """A 64^3 uint16 block of real light-sheet nuclei (the bundled example)."""
     import tifffile
 
-    from wnet_zoo.demo import example_volume
+    from wnet_zoo.example import example_volume
 
     return tifffile.imread(example_volume())[:64, :64, :64].astype(np.uint16)
 

@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmark the source tree this script belongs to
 
 from wnet_zoo.data import read_volume, remap  # noqa: E402
-from wnet_zoo.demo import example_volume  # noqa: E402
+from wnet_zoo.example import example_volume  # noqa: E402
 from wnet_zoo.inference_encoder import StableGroupNorm, inference_encoder  # noqa: E402
 from wnet_zoo.losses import WNetLoss  # noqa: E402
 from wnet_zoo.model import WNet3D  # noqa: E402

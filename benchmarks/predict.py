@@ -208,7 +208,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes (another machine's)")
     args = parser.parse_args()
 
-    from wnet_zoo.demo import example_volume
+    from wnet_zoo.example import example_volume
 
     image = example_volume()
     voxels = 124 * 86 * 94

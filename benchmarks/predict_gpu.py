@@ -108,7 +108,7 @@ def main() -> None:
     import numpy as np
     import tifffile
 
-    from wnet_zoo.demo import example_volume
+    from wnet_zoo.example import example_volume
     from wnet_zoo.runtime import default_threads
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

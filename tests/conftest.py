@@ -9,7 +9,7 @@ import pytest
 import tifffile
 import torch
 
-from wnet_zoo.demo import example_volume
+from wnet_zoo.example import example_volume
 
 TINY_CHANNELS = [4, 8, 16, 32]
 

@@ -26,7 +26,7 @@ from wnet_zoo.checkpoints import load_weights
 from wnet_zoo.cli import main
 from wnet_zoo.config import TrainConfig
 from wnet_zoo.data import remap
-from wnet_zoo.demo import example_volume
+from wnet_zoo.example import example_volume
 from wnet_zoo.export import ExportResult, export_model
 from wnet_zoo.model_card import REQUIRED, default_card_path, read_card
 from wnet_zoo.onnx_model import read_metadata

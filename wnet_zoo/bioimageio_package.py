@@ -24,17 +24,17 @@ import tifffile
 import torch
 import yaml
 
-from . import __version__
 from . import model as model_module
 from .checkpoints import LoadedWeights
 from .data import read_volume, remap
-from .demo import example_volume
 from .errors import UserError, shorten
+from .example import example_volume
 from .model import WNet3D
 from .model_card import ModelCard
 from .onnx_model import OPSET, ModelMetadata
 from .parity import Parity
 from .rdf import read_template, render_text, render_yaml
+from .version import __version__
 from .weight_sources import FULL_WEIGHTS_KEY
 
 ONNX_FILE = "wnet3d.onnx"

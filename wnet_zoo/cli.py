@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__
 from .config import TrainConfig, read_config_file
 from .errors import Terminated, TrainingDiverged, UserError
+from .version import __version__
 
 if TYPE_CHECKING:
     from .training import TrainResult

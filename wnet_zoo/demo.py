@@ -7,7 +7,6 @@ exported ONNX file (probabilities, mask, instances) and draw a preview.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,19 +15,13 @@ import tifffile
 from .atomic import check_can_create
 from .config import TrainConfig
 from .errors import UserError
+from .example import example_volume
+from .export import ExportResult, export_model
 from .plotting import plot_preview
 from .training import TrainResult, train
 
 if TYPE_CHECKING:
-    from .export import ExportResult
     from .outputs import ImageResult
-
-EXAMPLE_NAME = "c5image.tif"
-
-
-def example_volume() -> Path:
-    """Path of the bundled example: a 124 x 86 x 94 light-sheet volume of nuclei from CellSeg3D (MIT)."""
-    return Path(str(resources.files("wnet_zoo") / "examples" / EXAMPLE_NAME))
 
 
 def demo_config() -> TrainConfig:
@@ -77,7 +70,6 @@ class DemoResult:
 
 def run_demo(out: Path, overwrite: bool = False, progress: bool = True) -> DemoResult:
     """Train, export and predict on the bundled example into ``out`` (``run/``, ``export/``, ``predictions/``)."""
-    from .export import export_model  # the exporter's package writer uses example_volume() from here
     from .outputs import predict_files
 
     out = Path(out)

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 import onnx
 
-from . import __version__
 from .architecture import SPATIAL_MULTIPLE
 from .atomic import atomic_path
 from .errors import UserError
+from .version import __version__
 
 if TYPE_CHECKING:
     import torch
