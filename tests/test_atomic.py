@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,10 @@ DEAD_PID = 4_194_305  # above Linux's largest pid (2^22): never a running proces
 def test_atomic_path_publishes_whole_files_and_removes_parts_on_any_interruption(tmp_path: Path):
     target = tmp_path / "result.tif"
     with atomic_path(target) as part:
-        assert part == part_path(target) and part.name == f".result.tif.{os.getpid()}.part"
+        assert (
+            part == part_path(target)
+            and part.name == f".result.tif.{socket.gethostname().split('.')[0]}.{os.getpid()}.part"
+        )
         part.write_text("whole")
     assert target.read_text() == "whole" and not part.exists()
     for interruption in (KeyboardInterrupt(), Terminated(), ValueError("bug")):
@@ -32,22 +36,25 @@ def test_atomic_path_publishes_whole_files_and_removes_parts_on_any_interruption
 
 
 def test_stale_parts_of_dead_processes_are_swept_and_live_ones_kept(tmp_path: Path):
-    dead = tmp_path / f".a_mask.tif.{DEAD_PID}.part"
+    here = socket.gethostname().split(".")[0]
+    dead = tmp_path / f".a_mask.tif.{here}.{DEAD_PID}.part"
     dead.write_bytes(b"x" * 100)
-    dead_folder = tmp_path / f".export.k2j3.{DEAD_PID}.part"
+    dead_folder = tmp_path / f".export.k2j3.{here}.{DEAD_PID}.part"
     (dead_folder / "inner").mkdir(parents=True)
-    live = tmp_path / f".b_mask.tif.{os.getppid()}.part"
+    live = tmp_path / f".b_mask.tif.{here}.{os.getppid()}.part"
     live.write_bytes(b"y")
+    elsewhere = tmp_path / f".c_mask.tif.node-17.{DEAD_PID}.part"  # another machine's job on a shared folder
+    elsewhere.write_bytes(b"z")
     other = tmp_path / ".notes.part"
     other.write_text("not ours")
     assert sorted(sweep_stale_parts(tmp_path)) == sorted([dead, dead_folder])
-    assert live.exists() and other.exists() and not dead.exists() and not dead_folder.exists()
+    assert live.exists() and elsewhere.exists() and other.exists() and not dead.exists() and not dead_folder.exists()
 
 
 def test_predict_sweeps_the_parts_a_killed_run_left_in_out(tmp_path: Path, tiny_onnx: Path, small_tiff: Path):
     out = tmp_path / "out"
     out.mkdir()
-    stale = out / f".crop_mask.tif.{DEAD_PID}.part"
+    stale = out / f".crop_mask.tif.{socket.gethostname().split('.')[0]}.{DEAD_PID}.part"
     stale.write_bytes(b"\0" * 4096)
     assert main(["predict", str(tiny_onnx), str(small_tiff), "--out", str(out), "--device", "cpu"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["crop_instances.tif", "crop_labels.csv", "crop_mask.tif"]
@@ -82,6 +89,18 @@ def test_check_can_create_leaves_nothing_behind(tmp_path: Path):
     (tmp_path / "f").write_text("")
     with pytest.raises(UserError, match="is a file, not a folder"):
         check_can_create(tmp_path / "f")
+    (tmp_path / "ro").mkdir(mode=0o500)
+    if not os.access(tmp_path / "ro", os.W_OK):  # root may write anywhere
+        with pytest.raises(UserError, match="no permission to write there"):
+            check_can_create(tmp_path / "ro")
+
+
+def test_a_failed_rename_leaves_no_part(tmp_path: Path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "inside").write_text("a folder where the file should go")
+    with pytest.raises(OSError), atomic_path(tmp_path / "taken") as part:
+        part.write_text("whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no part left beside it
 
 
 @pytest.mark.slow

@@ -2,8 +2,9 @@
 
 Every output is written under a hidden part name beside its destination, ``.NAME.PID.part``, and renamed into
 place when complete, so an error or an interruption never leaves a half-written result under the real name.
-The process id in the name tells a later run which parts belong to a process that is gone (killed with
-SIGKILL, or a machine that went down): :func:`sweep_stale_parts` removes those, and only those.
+The host and process id in the name tell a later run which parts belong to a process that is gone (killed
+with SIGKILL): :func:`sweep_stale_parts` removes those, and only those. Parts written from another machine (two
+cluster jobs sharing a network folder) are never touched, whatever their process id.
 """
 
 from __future__ import annotations
@@ -12,19 +13,29 @@ import contextlib
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UserError
 
-_PART = re.compile(r"^\..+\.(\d+)\.part$")
+_PART = re.compile(r"^\..+\.([^.]+)\.(\d+)\.part$")
+
+
+def part_suffix() -> str:
+    """The end of this process's part names: ``.HOST.PID.part``."""
+    return f".{_host()}.{os.getpid()}.part"
+
+
+def _host() -> str:
+    return socket.gethostname().split(".")[0] or "localhost"
 
 
 def part_path(path: str | Path) -> Path:
     """The hidden name ``path`` is written under by this process before it is renamed into place."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.part")
+    return path.with_name(f".{path.name}{part_suffix()}")
 
 
 @contextlib.contextmanager
@@ -38,10 +49,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     part = part_path(path)
     try:
         yield part
+        os.replace(part, path)
     except BaseException:
         remove(part)
         raise
-    os.replace(part, path)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -61,7 +72,7 @@ def remove(path: Path) -> None:
 def sweep_stale_parts(folder: str | Path) -> list[Path]:
     """Remove the part files (and folders) in ``folder`` whose process is no longer running; return them.
 
-    A part whose process id belongs to a live process is kept: it may be another run writing there now.
+    A part of a live process, or of another machine, is kept: it may be another run writing there now.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -69,7 +80,7 @@ def sweep_stale_parts(folder: str | Path) -> list[Path]:
     removed = []
     for entry in folder.iterdir():
         match = _PART.match(entry.name)
-        if match and not _alive(int(match.group(1))):
+        if match and match.group(1) == _host() and not _alive(int(match.group(2))):
             remove(entry)
             removed.append(entry)
     return removed
@@ -94,6 +105,8 @@ def check_can_create(folder: str | Path, what: str = "output folder") -> None:
     """
     folder = Path(folder).absolute()
     if folder.is_dir():
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"{folder}: no permission to write there; choose another {what}")
         return
     if folder.exists():
         raise UserError(f"{folder}: is a file, not a folder; choose another {what}")
@@ -103,7 +116,7 @@ def check_can_create(folder: str | Path, what: str = "output folder") -> None:
     if not ancestor.is_dir():
         raise UserError(f"{folder}: cannot be created: {ancestor} is a file; choose another {what}")
     try:
-        probe = tempfile.mkdtemp(prefix=f".{os.getpid()}.", suffix=".part", dir=ancestor)
+        probe = tempfile.mkdtemp(prefix=".wnet-zoo-probe.", dir=ancestor)
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise UserError(f"{folder}: cannot be created in {ancestor} ({reason}); choose another {what}") from None

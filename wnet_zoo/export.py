@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import check_can_create, sweep_stale_parts
+from .atomic import check_can_create, part_suffix, sweep_stale_parts
 from .bioimageio_package import ONNX_FILE, TORCHSCRIPT_FILE, PackageSource, require_bioimageio, write_package
 from .checkpoints import LoadedWeights, load_weights
 from .errors import UserError
@@ -107,7 +107,7 @@ def export_model(
     metadata = training_metadata(weights, model_card.name if model_card else "wnet3d")
     out.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_parts(out.parent)
-    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=f".{os.getpid()}.part", dir=out.parent))
+    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=part_suffix(), dir=out.parent))
     try:
         onnx_path = export_onnx(model, build / ONNX_FILE, metadata)
         torchscript = None if model_card is None else export_torchscript(model, build / TORCHSCRIPT_FILE)
@@ -138,7 +138,7 @@ def _move_into_place(build: Path, out: Path) -> None:
     if not out.exists():
         os.replace(build, out)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=f".{os.getpid()}.part", dir=out.parent))
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=part_suffix(), dir=out.parent))
     os.replace(out, old / out.name)
     os.replace(build, out)
     shutil.rmtree(old, ignore_errors=True)
