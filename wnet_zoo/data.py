@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import warnings
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -79,29 +79,29 @@ def read_stack(path: str | Path, channel: int | None = None) -> np.ndarray:
 
 @contextlib.contextmanager
 def quiet_tifffile() -> Iterator[list[logging.LogRecord]]:
-    """Keep tifffile's log messages and warnings (one per damaged page or strip, thousands for a damaged stack)
-    off the user's terminal; yield the log records, which tell a damaged file from a whole one."""
+    """Keep tifffile's log messages (one per damaged page or strip, thousands for a damaged stack)
+    off the user's terminal; yield this thread's log records, which tell a damaged file from a whole one."""
     logger = logging.getLogger("tifffile")
-    records: list[logging.LogRecord] = []
-    handler = _Collect(records)
-    propagate, logger.propagate = logger.propagate, False
-    logger.addHandler(handler)
+    drop = _Drop(threading.get_ident())
+    logger.addFilter(drop)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield records
+        yield drop.records
     finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
+        logger.removeFilter(drop)
 
 
-class _Collect(logging.Handler):
-    def __init__(self, records: list[logging.LogRecord]) -> None:
-        super().__init__(logging.DEBUG)
-        self.records = records
+class _Drop(logging.Filter):
+    """Drops every tifffile record; keeps those of one thread (other threads may read other files meanwhile)."""
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+    def __init__(self, thread: int) -> None:
+        super().__init__()
+        self.thread = thread
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread == self.thread:
+            self.records.append(record)
+        return False
 
 
 def open_tiff(path: str | Path) -> tifffile.TiffFile:
