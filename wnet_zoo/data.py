@@ -219,7 +219,8 @@ def check_extent(shape: Sequence[int], name: str | Path, shown: Sequence[int] | 
         raise UserError(f"{name}: shape {shown} is a single 2-D plane; a 3-D (Z, Y, X) stack is needed")
     if min(shape) < MIN_EXTENT:
         raise UserError(
-            f"{name}: shape {shown} is too small: every axis needs at least {MIN_EXTENT} voxels (a nucleus must fit)"
+            f"{name}: shape {shown} is too small: every axis needs at least {MIN_EXTENT} voxels (a nucleus must "
+            "fit); give a larger 3-D stack"
         )
 
 
