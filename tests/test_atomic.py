@@ -82,17 +82,20 @@ def test_an_out_that_cannot_be_created_is_refused_before_any_work(
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["afile.txt", small_tiff.name])
 
 
-def test_check_can_create_leaves_nothing_behind(tmp_path: Path):
+def test_check_can_create_leaves_nothing_behind(tmp_path: Path, monkeypatch):
     check_can_create(tmp_path / "a" / "b")
     check_can_create(tmp_path)
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "f").write_text("")
-    with pytest.raises(UserError, match="is a file, not a folder"):
+    with pytest.raises(UserError, match="is a file or a broken link, not a folder"):
         check_can_create(tmp_path / "f")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="broken link"):
+        check_can_create(tmp_path / "dangling")
     (tmp_path / "ro").mkdir(mode=0o500)
-    if not os.access(tmp_path / "ro", os.W_OK):  # root may write anywhere
-        with pytest.raises(UserError, match="no permission to write there"):
-            check_can_create(tmp_path / "ro")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as another user would find it (CI is root)
+    with pytest.raises(UserError, match="no permission to write there"):
+        check_can_create(tmp_path / "ro")
 
 
 def test_a_failed_rename_leaves_no_part(tmp_path: Path):

@@ -139,12 +139,12 @@ def test_truncated_tiffs_are_refused_when_opened_without_tifffile_noise(tmp_path
 
 def test_sources_too_small_to_segment_are_refused(tmp_path):
     rng = np.random.default_rng(0)
-    zarr.create_array(str(tmp_path / "small.zarr"), data=rng.random((5, 7, 9), dtype=np.float32))
+    zarr.create_array(str(tmp_path / "small.zarr"), data=rng.random((2, 7, 9), dtype=np.float32))
     zarr.create_array(str(tmp_path / "plane.zarr"), data=rng.random((1, 1, 1, 48, 48), dtype=np.float32))
     tifffile.imwrite(tmp_path / "row.tif", rng.random((32, 1, 48), dtype=np.float32))
     tifffile.imwrite(tmp_path / "plane.tif", rng.random((1, 48, 48), dtype=np.float32))
     cases = {
-        "small.zarr": r"shape \(5, 7, 9\) is too small: every axis needs at least 7 voxels",
+        "small.zarr": r"shape \(2, 7, 9\) is too small: every axis needs at least 3 voxels",
         "plane.zarr": r"is a single 2-D plane; a 3-D \(Z, Y, X\) stack",
         "row.tif": r"shape \(32, 1, 48\) is a single 2-D plane",
         "plane.tif": r"shape \(1, 48, 48\) is a single 2-D plane",
@@ -152,9 +152,9 @@ def test_sources_too_small_to_segment_are_refused(tmp_path):
     for name, message in cases.items():
         with pytest.raises(UserError, match=message):
             SourceSpec(tmp_path / name).open()
-    zarr.create_array(str(tmp_path / "least.zarr"), data=rng.random((7, 7, 7), dtype=np.float32))
+    zarr.create_array(str(tmp_path / "least.zarr"), data=rng.random((3, 7, 7), dtype=np.float32))
     with SourceSpec(tmp_path / "least.zarr").open() as source:
-        assert source.shape == (7, 7, 7)
+        assert source.shape == (3, 7, 7)
 
 
 def test_five_d_stacks_are_called_five_d(tmp_path, stack):

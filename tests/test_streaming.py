@@ -342,7 +342,7 @@ def test_a_compressing_model_has_its_half_max_boundaries_read_the_compressed_ima
 def test_truncated_or_tiny_tiffs_are_refused_by_predict_in_one_line(tiny_onnx, tmp_path, capsys, caplog):
     from test_data import _truncated_tiffs
 
-    tifffile.imwrite(tmp_path / "tiny.tif", np.random.default_rng(0).random((5, 7, 9), dtype=np.float32))
+    tifffile.imwrite(tmp_path / "tiny.tif", np.random.default_rng(0).random((2, 7, 9), dtype=np.float32))
     cases = {**_truncated_tiffs(tmp_path), "tiny": tmp_path / "tiny.tif"}
     for case, image in cases.items():
         for stream in ("--stream", "--no-stream"):

@@ -74,15 +74,17 @@ def sweep_stale_parts(folder: str | Path) -> list[Path]:
 
     A part of a live process, or of another machine, is kept: it may be another run writing there now.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
+    if os.name == "nt":  # os.kill(pid, 0) would end the process there
         return []
     removed = []
-    for entry in folder.iterdir():
-        match = _PART.match(entry.name)
-        if match and match.group(1) == _host() and not _alive(int(match.group(2))):
-            remove(entry)
-            removed.append(entry)
+    try:
+        for entry in Path(folder).iterdir():
+            match = _PART.match(entry.name)
+            if match and match.group(1) == _host() and not _alive(int(match.group(2))):
+                remove(entry)
+                removed.append(entry)
+    except OSError:  # no folder, or one this user may not list: nothing to sweep (best effort)
+        pass
     return removed
 
 
@@ -104,16 +106,16 @@ def check_can_create(folder: str | Path, what: str = "output folder") -> None:
     Nothing is left behind: the check makes (and removes) a hidden folder in the nearest existing ancestor.
     """
     folder = Path(folder).absolute()
-    if folder.is_dir():
+    if os.path.isdir(folder):  # os.path's tests answer False where Path's raise (a folder this user cannot enter)
         if not os.access(folder, os.W_OK | os.X_OK):
             raise UserError(f"{folder}: no permission to write there; choose another {what}")
         return
-    if folder.exists():
-        raise UserError(f"{folder}: is a file, not a folder; choose another {what}")
+    if os.path.lexists(folder):  # a file, or a link to nothing
+        raise UserError(f"{folder}: is a file or a broken link, not a folder; choose another {what}")
     ancestor = folder.parent
-    while not ancestor.exists():
+    while not os.path.lexists(ancestor):
         ancestor = ancestor.parent
-    if not ancestor.is_dir():
+    if not os.path.isdir(ancestor):
         raise UserError(f"{folder}: cannot be created: {ancestor} is a file; choose another {what}")
     try:
         probe = tempfile.mkdtemp(prefix=".wnet-zoo-probe.", dir=ancestor)

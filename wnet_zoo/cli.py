@@ -573,6 +573,8 @@ def _handle_sigterm() -> Any:
     """
     if threading.current_thread() is not threading.main_thread():
         return None
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:  # started to ignore it (nohup-like): keep it so
+        return None
 
     def terminate(signum: int, frame: Any) -> None:
         raise Terminated()

@@ -99,7 +99,7 @@ class _Drop(logging.Filter):
         self.records: list[logging.LogRecord] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.thread == self.thread:
+        if threading.get_ident() == self.thread:  # a filter runs on the logging thread (record.thread may be off)
             self.records.append(record)
         return False
 
@@ -133,32 +133,44 @@ def open_tiff(path: str | Path) -> tifffile.TiffFile:
     return tif
 
 
+_DAMAGE = ("invalid page offset", "missing data")  # tifffile's words for a page chain cut short, absent planes
+
+
 def _check_complete(path: Path, series: Any, records: list[logging.LogRecord]) -> None:
-    size = path.stat().st_size
     fix = "copy it again, or save it anew"
-    if series.dataoffset is not None:  # contiguous pixels: the claim is exact
+    size = path.stat().st_size
+    one_file = all(page is not None and page.parent is series.pages[0].parent for page in series.pages)
+    if series.dataoffset is not None and one_file:  # contiguous pixels in this file: the claim is exact
         end = int(series.dataoffset) + int(series.nbytes)
         if end > size:
             raise UserError(
                 f"{path}: truncated: its header describes {_bytes(series.nbytes)} of pixels but the file holds "
-                f"{_bytes(size)}; {fix}"
+                f"{_bytes(size, end)}; {fix}"
             )
-        return
+    damaged = any(word in r.getMessage().lower() for r in records for word in _DAMAGE)
+    if damaged or any(page is None for page in series.pages):  # tifffile falls back to what it found, or zeroes
+        raise UserError(
+            f"{path}: truncated: planes of the stack are missing (from this {_bytes(size)} file, or a file of its "
+            f"set); {fix}"
+        )
     for page in series.pages:
+        held = page.parent.filehandle.size  # a page of a multi-file OME set lies in its own file
         ends = [int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts, strict=False) if c]
-        if ends and max(ends) > size:
+        if ends and max(ends) > held:
             raise UserError(
-                f"{path}: truncated: its pixel data runs to {_bytes(max(ends))} but the file holds {_bytes(size)}; "
-                f"{fix}"
+                f"{page.parent.filehandle.path}: truncated: its pixel data runs to {_bytes(max(ends), held)} but the "
+                f"file holds {_bytes(held, max(ends))}; {fix}"
             )
-    if any("invalid page offset" in record.getMessage() for record in records):
-        raise UserError(f"{path}: truncated: its chain of planes breaks off inside the {_bytes(size)} file; {fix}")
 
 
-def _bytes(count: int) -> str:
+def _bytes(count: int, other: int | None = None) -> str:
+    """``count`` bytes for a person; exact where rounding would make it look equal to ``other``."""
     for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if count >= factor:
-            return f"{count / factor:.3g} {unit}"
+            shown = f"{count / factor:.3g} {unit}"
+            if other is not None and shown == _bytes(other):
+                return f"{count:,} bytes"
+            return shown
     return f"{count} bytes"
 
 
@@ -205,9 +217,9 @@ def select_axes(
     return index, extent  # type: ignore[return-value]
 
 
-MIN_EXTENT = 7
-"""The fewest voxels along any axis of a volume to segment: a nucleus a few voxels across, with background on
-both sides, must fit (the smallest stacks the tests segment are 7 voxels deep)."""
+MIN_EXTENT = 3
+"""The fewest voxels along any axis of a volume to segment: a nucleus must have a plane of its own with a plane of
+background on either side. Thin confocal stacks of 3 to 6 planes are ordinary data and segment well enough."""
 
 
 def check_extent(shape: Sequence[int], name: str | Path, shown: Sequence[int] | None = None) -> None:

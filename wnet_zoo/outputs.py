@@ -80,13 +80,14 @@ class OutputSet:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        if kind is None:
-            for temporary, final in self._pending:
-                os.replace(temporary, final)
-        else:
-            for temporary, _ in self._pending:
+        pending, self._pending = self._pending, []
+        try:
+            if kind is None:
+                for temporary, final in pending:
+                    os.replace(temporary, final)
+        finally:
+            for temporary, _ in pending:  # after a failed rename too: no part is left behind
                 temporary.unlink(missing_ok=True)
-        self._pending = []
 
     def tiff(self, path: Path, array: np.ndarray, axes: str, voxel_size: VoxelSize | None = None) -> None:
         """Stage a TIFF file (see :func:`write_tiff`)."""

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .atomic import atomic_path, check_can_create
+from .atomic import atomic_path, check_can_create, sweep_stale_parts
 from .checkpoints import LoadedWeights, load_weights, save_checkpoint
 from .checks import TrainingChecks, VolumeScreen, check_usable, screen_volume, smoothed, usable_corners
 from .config import TrainConfig, read_config_file, write_config_file
@@ -233,6 +233,7 @@ def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True
     last = run_dir / "last.pt"
     if not (run_dir / "config.yaml").is_file() or not last.is_file():
         raise UserError(f"{run_dir}: not a run directory with config.yaml and last.pt; nothing to resume")
+    sweep_stale_parts(run_dir)  # a checkpoint-sized part of a run killed mid-save
     config = TrainConfig.from_dict(read_config_file(run_dir / "config.yaml"), source=str(run_dir / "config.yaml"))
     weights = load_weights(last)
     checkpoint = weights.checkpoint
