@@ -18,7 +18,8 @@ volume). Lengths are in units of the finest voxel side and follow the voxel size
 
 All three drop objects under ``min_size`` (10) voxels, as ``wnet-zoo predict`` does by default.
 :func:`run_baselines` is the API the quality benchmark calls; run as a script, this file scores the three on
-every phantom setting of ``benchmarks/phantoms.py`` with :func:`wnet_zoo.evaluate.evaluate` and prints the table.
+every phantom setting of ``benchmarks/phantoms.py`` with :func:`wnet_zoo.segment.evaluate.evaluate` and prints
+the table.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from skimage.segmentation import watershed
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # the source tree this script belongs to, and phantoms.py beside it
 
-from wnet_zoo.evaluate import evaluate  # noqa: E402
+from wnet_zoo.segment.evaluate import evaluate  # noqa: E402
 
 from phantoms import HELD_OUT, SETTINGS, make_phantom  # noqa: E402
 

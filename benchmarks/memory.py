@@ -41,7 +41,7 @@ def texture() -> np.ndarray:
     """A 64^3 uint16 block of real light-sheet nuclei (the bundled example)."""
     import tifffile
 
-    from wnet_zoo.example import example_volume
+    from wnet_zoo.io.example import example_volume
 
     return tifffile.imread(example_volume())[:64, :64, :64].astype(np.uint16)
 
@@ -75,8 +75,9 @@ def export_model(path: Path) -> None:
     """The small-channel model, random weights (seed 0)."""
     import torch
 
-    from wnet_zoo.model import WNet3D
-    from wnet_zoo.onnx_model import ModelMetadata, export_onnx
+    from wnet_zoo.export.onnx import export_onnx
+    from wnet_zoo.model.wnet import WNet3D
+    from wnet_zoo.predict.metadata import ModelMetadata
 
     torch.manual_seed(0)
     export_onnx(WNet3D(channels=(4, 8, 16, 32)).eval(), path, ModelMetadata(num_classes=2, name="small"))

@@ -51,11 +51,12 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmark the source tree this script belongs to
 
-from wnet_zoo.data import read_volume, remap  # noqa: E402
-from wnet_zoo.example import example_volume  # noqa: E402
-from wnet_zoo.inference_encoder import StableGroupNorm, inference_encoder  # noqa: E402
-from wnet_zoo.losses import WNetLoss  # noqa: E402
-from wnet_zoo.model import WNet3D  # noqa: E402
+from wnet_zoo.export.encoder import StableGroupNorm, inference_encoder  # noqa: E402
+from wnet_zoo.io.example import example_volume  # noqa: E402
+from wnet_zoo.io.intensity import remap  # noqa: E402
+from wnet_zoo.io.volumes import read_volume  # noqa: E402
+from wnet_zoo.model.losses import WNetLoss  # noqa: E402
+from wnet_zoo.model.wnet import WNet3D  # noqa: E402
 
 FINDING = (
     "Cause: GroupNorm. The legacy exporter writes it as Reshape + InstanceNormalization over (C/G)*Z*Y*X values, "
@@ -66,7 +67,7 @@ FINDING = (
     "conv, ReLU, pooling, transposed conv and softmax layers add nothing beyond torch's own float32 error "
     "(in_b_layers, blocks), the einsum-composed weights included. Same at every optimisation level. Fix: "
     "export GroupNorm as StableGroupNorm (means over X, then Y, then Z, then a (C, C) group-averaging "
-    "MatMul; two-pass variance), conv pairs composed once in float64 (wnet_zoo/inference_encoder.py). "
+    "MatMul; two-pass variance), conv pairs composed once in float64 (wnet_zoo/export/encoder.py). "
     "Second runtime issue found on the way: ORT 1.32 rejects Identity(initializer) feeding Mul(Div(1, x), .) "
     "at every optimisation level (EliminateIdentity + DivMulFusion), identity_div_mul_reproduction; the "
     "exporter inlines such initializer copies."
@@ -111,7 +112,7 @@ class LayerTaps(nn.Module):
 
 def export(module: nn.Module, example: torch.Tensor, path: Path, outputs: list[str]) -> Path:
     """Plain legacy export (opset 18), initializer copies inlined as ``export_onnx`` does."""
-    from wnet_zoo.onnx_model import _inline_initializer_copies
+    from wnet_zoo.export.onnx import _inline_initializer_copies
 
     module.eval()
     with warnings.catch_warnings(), torch.no_grad():
@@ -217,7 +218,8 @@ def compare_model(model: WNet3D, x: torch.Tensor, threads: int, repeats: int, fo
         for name, r, b, a in zip(outs, layer_ref, lb, la, strict=True)
     }
 
-    from wnet_zoo.onnx_model import ModelMetadata, export_onnx
+    from wnet_zoo.export.onnx import export_onnx
+    from wnet_zoo.predict.metadata import ModelMetadata
 
     full_before = export(model.encoder, x, folder / "encoder_before.onnx", ["probabilities"])
     full_after = export_onnx(model, folder / "encoder_after.onnx", ModelMetadata(num_classes=model.num_classes))

@@ -95,8 +95,9 @@ def table(model: str, image: str, reference_mask: str, threads: int) -> None:
     import numpy as np
     import tifffile
 
-    from wnet_zoo.data import read_volume
-    from wnet_zoo.predictor import Predictor, choose_foreground
+    from wnet_zoo.io.volumes import read_volume
+    from wnet_zoo.predict.foreground import choose_foreground
+    from wnet_zoo.predict.predictor import Predictor
 
     volume = read_volume(image)
     expected = tifffile.imread(reference_mask).astype(bool)
@@ -147,8 +148,9 @@ def _timed(command: list[str]) -> dict:
 def _prepare(work: Path) -> tuple[Path, Path]:
     import torch
 
-    from wnet_zoo.model import WNet3D
-    from wnet_zoo.onnx_model import ModelMetadata, export_onnx
+    from wnet_zoo.export.onnx import export_onnx
+    from wnet_zoo.model.wnet import WNet3D
+    from wnet_zoo.predict.metadata import ModelMetadata
 
     torch.manual_seed(0)
     model = WNet3D().eval()
@@ -197,7 +199,7 @@ def _versions(python: str) -> dict:
 
 
 def main() -> None:
-    from wnet_zoo.runtime import cpu_supports_bf16, default_threads
+    from wnet_zoo.predict.runtime import cpu_supports_bf16, default_threads
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=default_threads())
@@ -208,7 +210,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes (another machine's)")
     args = parser.parse_args()
 
-    from wnet_zoo.example import example_volume
+    from wnet_zoo.io.example import example_volume
 
     image = example_volume()
     voxels = 124 * 86 * 94

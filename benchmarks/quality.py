@@ -12,7 +12,7 @@ For each phantom setting of ``benchmarks/phantoms.py`` (all by default):
    ``wnet-zoo train IMAGE --out RUN`` with the default options (``--epochs`` and ``--train-arg`` change them,
    for quick runs), ``wnet-zoo export RUN --out EXPORT --onnx`` and
    ``wnet-zoo predict EXPORT/wnet3d.onnx IMAGE --out PRED`` with the default outputs (mask and instances);
-3. the instances are scored against the phantom's labels with :func:`wnet_zoo.evaluate.evaluate`; so is the
+3. the instances are scored against the phantom's labels with :func:`wnet_zoo.segment.evaluate.evaluate`; so is the
    same run's mask split as ``predict --boundary mask --relative-min-size 0`` would (``wnet_zoo_mask_boundary``,
    in this process: what the half-max boundaries and the relative minimum size add), and so are the baselines
    of ``benchmarks/baselines.py`` (timed each). A command that fails (e.g. ``train`` refusing a volume) is
@@ -55,8 +55,8 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # the source tree this script belongs to, and the benchmarks beside it
 
-from wnet_zoo.evaluate import evaluate  # noqa: E402
-from wnet_zoo.nuclei import instances  # noqa: E402
+from wnet_zoo.segment.evaluate import evaluate  # noqa: E402
+from wnet_zoo.segment.nuclei import instances  # noqa: E402
 
 from baselines import BASELINES  # noqa: E402
 from phantoms import HELD_OUT, SETTINGS, make_phantom, write_phantom  # noqa: E402

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmark the source tree this script belongs to
 
-from wnet_zoo.losses import SoftNCutLoss, gaussian_blur, gaussian_taps  # noqa: E402
+from wnet_zoo.model.losses import SoftNCutLoss, gaussian_blur, gaussian_taps  # noqa: E402
 
 from reference import cellseg3d_softncut_class  # noqa: E402
 

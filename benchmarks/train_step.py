@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
-from wnet_zoo.config import TrainConfig
-from wnet_zoo.training import TrainingStep, bf16_supported
+from wnet_zoo.train.config import TrainConfig
+from wnet_zoo.train.device import bf16_supported
+from wnet_zoo.train.step import TrainingStep
 
 from reference import cellseg3d_softncut_class, cellseg3d_wnet_class
 

@@ -9,7 +9,7 @@ import pytest
 import tifffile
 import torch
 
-from wnet_zoo.example import example_volume
+from wnet_zoo.io.example import example_volume
 
 TINY_CHANNELS = [4, 8, 16, 32]
 
@@ -36,8 +36,9 @@ def small_tiff(tmp_path: Path, example: np.ndarray) -> Path:
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory) -> Path:
     """A tiny WNet3D (channels 4, 8, 16, 32) with fixed random weights (seed 0), exported to ONNX."""
-    from wnet_zoo.model import WNet3D
-    from wnet_zoo.onnx_model import ModelMetadata, export_onnx
+    from wnet_zoo.export.onnx import export_onnx
+    from wnet_zoo.model.wnet import WNet3D
+    from wnet_zoo.predict.metadata import ModelMetadata
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "tiny.onnx"

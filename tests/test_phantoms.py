@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from wnet_zoo.data import read_voxel_size
-from wnet_zoo.evaluate import evaluate
+from wnet_zoo.io.voxels import read_voxel_size
+from wnet_zoo.segment.evaluate import evaluate
 
 import baselines
 import phantoms

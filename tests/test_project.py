@@ -41,3 +41,10 @@ def test_code_is_linted_and_formatted():
     for command in (["ruff", "check", "--quiet", "."], ["ruff", "format", "--check", "--quiet", "."]):
         found = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, capture_output=True, text=True)
         assert found.returncode == 0, found.stdout + found.stderr
+
+
+def test_architecture_contract_holds():
+    """The layers, torch-free prediction and no import cycles, as declared in pyproject.toml's importlinter."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    found = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert found.returncode == 0, found.stdout[-3000:] + found.stderr

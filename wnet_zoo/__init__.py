@@ -9,30 +9,30 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .version import __version__
+from wnet_zoo.version import __version__
 
 _MODULES = {
-    "LoadedWeights": "checkpoints",
-    "load_weights": "checkpoints",
-    "save_checkpoint": "checkpoints",
-    "TrainConfig": "config",
-    "read_volume": "data",
-    "remap": "data",
+    "LoadedWeights": "model.checkpoints",
+    "load_weights": "model.checkpoints",
+    "save_checkpoint": "model.checkpoints",
+    "TrainConfig": "train.config",
+    "read_volume": "io.volumes",
+    "remap": "io.intensity",
     "UserError": "errors",
-    "SoftNCutLoss": "losses",
-    "WNetLoss": "losses",
-    "reconstruction_loss": "losses",
-    "WNet3D": "model",
-    "Instances": "nuclei",
-    "NucleiOptions": "nuclei",
-    "instances": "nuclei",
-    "Predictor": "predictor",
-    "predict": "predictor",
-    "TilePlan": "tiling",
-    "TrainResult": "training",
-    "finetune": "training",
-    "resume": "training",
-    "train": "training",
+    "SoftNCutLoss": "model.losses",
+    "WNetLoss": "model.losses",
+    "reconstruction_loss": "model.losses",
+    "WNet3D": "model.wnet",
+    "Instances": "segment.nuclei",
+    "NucleiOptions": "segment.nuclei",
+    "instances": "segment.nuclei",
+    "Predictor": "predict.predictor",
+    "predict": "predict.predictor",
+    "TilePlan": "predict.tiling",
+    "TrainResult": "train.loop",
+    "finetune": "train.runs",
+    "resume": "train.runs",
+    "train": "train.runs",
 }
 
 __all__ = [
@@ -75,13 +75,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .checkpoints import LoadedWeights, load_weights, save_checkpoint
-    from .config import TrainConfig
-    from .data import read_volume, remap
-    from .errors import UserError
-    from .losses import SoftNCutLoss, WNetLoss, reconstruction_loss
-    from .model import WNet3D
-    from .nuclei import Instances, NucleiOptions, instances
-    from .predictor import Predictor, predict
-    from .tiling import TilePlan
-    from .training import TrainResult, finetune, resume, train
+    from wnet_zoo.errors import UserError
+    from wnet_zoo.io.intensity import remap
+    from wnet_zoo.io.volumes import read_volume
+    from wnet_zoo.model.checkpoints import LoadedWeights, load_weights, save_checkpoint
+    from wnet_zoo.model.losses import SoftNCutLoss, WNetLoss, reconstruction_loss
+    from wnet_zoo.model.wnet import WNet3D
+    from wnet_zoo.predict.predictor import Predictor, predict
+    from wnet_zoo.predict.tiling import TilePlan
+    from wnet_zoo.segment.nuclei import Instances, NucleiOptions, instances
+    from wnet_zoo.train.config import TrainConfig
+    from wnet_zoo.train.loop import TrainResult
+    from wnet_zoo.train.runs import finetune, resume, train

@@ -12,16 +12,17 @@ from typing import TYPE_CHECKING
 
 import tifffile
 
-from .atomic import check_can_create
-from .config import TrainConfig
-from .errors import UserError
-from .example import example_volume
-from .export import ExportResult, export_model
-from .plotting import plot_preview
-from .training import TrainResult, train
+from wnet_zoo.errors import UserError
+from wnet_zoo.export.exporter import ExportResult, export_model
+from wnet_zoo.io.atomic import check_can_create
+from wnet_zoo.io.example import example_volume
+from wnet_zoo.train.config import TrainConfig
+from wnet_zoo.train.loop import TrainResult
+from wnet_zoo.train.plotting import plot_preview
+from wnet_zoo.train.runs import train
 
 if TYPE_CHECKING:
-    from .outputs import ImageResult
+    from wnet_zoo.predict.outputs import ImageResult
 
 
 def demo_config() -> TrainConfig:
@@ -70,7 +71,7 @@ class DemoResult:
 
 def run_demo(out: Path, overwrite: bool = False, progress: bool = True) -> DemoResult:
     """Train, export and predict on the bundled example into ``out`` (``run/``, ``export/``, ``predictions/``)."""
-    from .outputs import predict_files
+    from wnet_zoo.predict.files import predict_files
 
     out = Path(out)
     if out.exists() and not overwrite:

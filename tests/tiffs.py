@@ -1,0 +1,25 @@
+"""Damaged TIFF files that the readers of several stages must refuse."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+
+def truncated_tiffs(folder: Path) -> dict[str, Path]:
+    """Real TIFF files cut short: a BigTIFF whose header claims 2 GiB of uncompressed pixels cut to 1 MiB (written
+    without data, as a sparse file); a compressed stack missing the end of its last plane's strips; a compressed
+    stack cut in half, its chain of pages breaking off."""
+    claimed = folder / "claimed.tif"
+    tifffile.imwrite(claimed, shape=(64, 4096, 4096), dtype="uint16", bigtiff=True)
+    os.truncate(claimed, 2**20)
+    planes = np.random.default_rng(0).integers(0, 60000, (16, 64, 64), dtype=np.uint16)
+    strips, half = folder / "strips.tif", folder / "half.tif"
+    for path, keep in ((strips, -100), (half, None)):
+        tifffile.imwrite(path, planes, compression="zlib", rowsperstrip=8)
+        size = path.stat().st_size
+        os.truncate(path, size + keep if keep else size // 2)
+    return {"claimed": claimed, "strips": strips, "half": half}

@@ -1,0 +1,75 @@
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from wnet_zoo.cli import main
+from wnet_zoo.model.checkpoints import load_weights
+
+# float32: bf16 autocast (the default where the CPU has it) is not bit-reproducible (oneDNN's bf16 backward)
+TINY = [
+    *("--channels", "4,8,16,32", "--patch", "16,24,24", "--samples-per-epoch", "2", "--batch", "2", "--lr", "1e-3"),
+    "--no-bf16",
+]
+
+
+def _rows(run: Path) -> list[dict]:
+    with (run / "metrics.csv").open() as handle:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    wa, wb = load_weights(a).state_dict, load_weights(b).state_dict
+    return all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow
+def test_resume_equals_an_uninterrupted_run(tmp_path: Path, small_tiff: Path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(["train", str(small_tiff), "--out", str(straight), "--epochs", "4", *TINY]) == 0
+    assert main(["train", str(small_tiff), "--out", str(split), "--epochs", "2", *TINY]) == 0
+    assert len(_rows(split)) == 2
+    assert main(["train", "--resume", str(split), "--epochs", "4"]) == 0
+    assert _rows(split) == _rows(straight)
+    assert [r["epoch"] for r in _rows(split)] == ["1", "2", "3", "4"]
+    assert _same_weights(split / "last.pt", straight / "last.pt")
+    assert load_weights(split / "last.pt").epoch == 4
+
+
+def test_resume_rejects_bad_requests(tmp_path: Path, small_tiff: Path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(small_tiff), "--out", str(run), "--epochs", "2", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "1"]) == 2
+    assert "done 2 epochs" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--lr", "1"]) == 2
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert len(_rows(run)) == 2
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, small_tiff: Path):
+    run, straight = tmp_path / "killed", tmp_path / "straight"
+    args = [str(small_tiff), "--epochs", "3", "--samples-per-epoch", "4", *TINY[:4], *TINY[6:]]
+    command = [sys.executable, "-m", "wnet_zoo.cli", "train", *args, "--out", str(run)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # into the next epoch
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done = load_weights(run / "last.pt").epoch
+    assert 1 <= done < 3
+    assert not list(run.glob(".*.tmp")) or all(p.stat().st_size >= 0 for p in run.glob(".*.tmp"))
+    assert main(["train", "--resume", str(run)]) == 0
+    assert main(["train", *args, "--out", str(straight)]) == 0
+    assert _rows(run) == _rows(straight)
+    assert _same_weights(run / "last.pt", straight / "last.pt")

@@ -1,0 +1,4 @@
+"""WNet3D itself (one self-contained file, copied into bioimage.io packages), its losses, and loading weights.
+
+Everything here imports torch.
+"""

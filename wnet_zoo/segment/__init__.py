@@ -1,0 +1,1 @@
+"""From a foreground probability to nuclei, torch-free: splitting, boundaries, measurements, evaluation."""

@@ -1,0 +1,96 @@
+"""Merging labels that one convex nucleus was cut into."""
+
+from __future__ import annotations
+
+import numpy as np
+
+CONVEX_MERGE = 1.01  # touching labels merge when the convex hull of their union is at most this x their hulls' sum
+_DOUBLED_CORNERS = 2 * np.indices((2, 2, 2)).reshape(3, -1).T - 1  # a voxel's 8 corners around its centre, x2
+
+
+def merge_convex(labels: np.ndarray, spacing: tuple[float, float, float], ratio: float = CONVEX_MERGE) -> np.ndarray:
+    """Merge each pair of touching labels whose union's convex hull is at most ``ratio`` times the sum of their
+    own hulls' volumes (in ``labels``' dtype, numbered 1..n again; labels are only merged).
+
+    A watershed cuts a convex nucleus in two along an uneven surface (across a plateau of the distance map), so
+    the two parts' hulls overlap and their sum exceeds the union's hull; two touching nuclei leave a waist that
+    their union's hull adds (two balls of 8 voxels radius: 20 % touching, 6.5 % pressed to 0.8 of their diameter
+    apart). A flat cut through a voxelised nucleus adds 1 to 3 % and is left alone: on the phantoms a ratio of
+    1.02 already merges pressed nuclei of the touching setting, while 1.0 and 1.01 mend every split sparse nucleus
+    and change dense (held out) by 0.001 mean F1. Decisions are taken on the labels as given, pair by pair, and
+    merged pairs joined transitively. Labels whose voxels span no volume (flat) are left alone.
+    """
+    from scipy import ndimage
+    from scipy.spatial import ConvexHull, QhullError
+
+    count = int(labels.max(initial=0))
+    if count < 2:
+        return labels
+    keys = []
+    for axis in range(3):
+        ahead = [slice(None)] * 3
+        behind = [slice(None)] * 3
+        ahead[axis], behind[axis] = slice(1, None), slice(None, -1)
+        first, second = labels[tuple(behind)], labels[tuple(ahead)]
+        touching = (first != second) & (first > 0) & (second > 0)
+        low = np.minimum(first[touching], second[touching]).astype(np.int64)
+        high = np.maximum(first[touching], second[touching]).astype(np.int64)
+        keys.append(np.unique(low * (count + 1) + high))
+    pairs = np.unique(np.concatenate(keys))
+    if pairs.size == 0:
+        return labels
+    boxes = ndimage.find_objects(labels)
+    scale = np.asarray(spacing, dtype=np.float64)
+
+    sides = 2 * np.asarray(labels.shape, dtype=np.int64) + 3  # doubled corner coordinates, shifted by 1, fit
+
+    def surface(label: int) -> np.ndarray:
+        """The corners of the label's surface voxels (the hull of the voxels is the hull of those), in order,
+        from the corner of its box: the same numbers wherever the label lies, in a streamed block too."""
+        box = boxes[label - 1]
+        inside = labels[box] == label
+        edge = np.argwhere(inside & ~ndimage.binary_erosion(inside))
+        doubled = (2 * edge[:, None, :] + _DOUBLED_CORNERS + 1).reshape(-1, 3)  # integers: unique as one key
+        keys = np.unique((doubled[:, 0] * sides[1] + doubled[:, 1]) * sides[2] + doubled[:, 2])
+        rest, x = np.divmod(keys, sides[2])
+        z, y = np.divmod(rest, sides[1])
+        return (np.stack([z, y, x], axis=1) - 1) / 2 * scale
+
+    def hull(points: np.ndarray) -> tuple[float, np.ndarray]:
+        """The hull's volume and its vertices (the union's hull is the hull of its parts' vertices)."""
+        try:
+            found = ConvexHull(points)
+        except (QhullError, ValueError):
+            return 0.0, points
+        return float(found.volume), points[found.vertices]
+
+    points: dict[int, np.ndarray] = {}
+    hulls: dict[int, float] = {}
+    parent = np.arange(count + 1)
+
+    def root(label: int) -> int:
+        while parent[label] != label:
+            parent[label] = parent[parent[label]]
+            label = int(parent[label])
+        return label
+
+    corners = np.array([[s.start for s in box] if box else [0, 0, 0] for box in boxes], dtype=np.int64)
+    for key in pairs.tolist():
+        a, b = divmod(key, count + 1)
+        for label in (a, b):
+            if label not in points:
+                hulls[label], points[label] = hull(surface(label))
+        if not (hulls[a] and hulls[b]):
+            continue
+        origin = np.minimum(corners[a - 1], corners[b - 1])
+        union = np.vstack(
+            [points[a] + (corners[a - 1] - origin) * scale, points[b] + (corners[b - 1] - origin) * scale]
+        )
+        # hull volumes of voxel corners are exact fractions and can equal the limit: ties merge, whatever rounding
+        if hull(union)[0] <= ratio * (hulls[a] + hulls[b]) * (1 + 1e-9):
+            parent[root(b)] = root(a)
+    roots = np.array([root(label) for label in range(count + 1)])
+    if np.array_equal(roots, np.arange(count + 1)):
+        return labels
+    _, numbers = np.unique(roots, return_inverse=True)
+    return numbers.astype(labels.dtype)[labels]
