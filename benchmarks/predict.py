@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +107,7 @@ def table(model: str, image: str, reference_mask: str, threads: int) -> None:
         predictor = Predictor(model, threads=threads, tile=tile)
         predictor.engine.run(np.zeros((1, 1, tile, tile, tile), dtype=np.float32))  # compile outside the timing
         for overlap in OVERLAPS:
-            predictor.overlap = overlap
+            predictor.tiling = replace(predictor.tiling, overlap=overlap)
             start = time.perf_counter()
             probabilities = predictor.probabilities(volume)
             seconds = time.perf_counter() - start

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -48,3 +49,22 @@ def test_architecture_contract_holds():
     lint = Path(sys.executable).with_name("lint-imports")
     found = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
     assert found.returncode == 0, found.stdout[-3000:] + found.stderr
+
+
+FLAG = re.compile(r"(?<![\w-])--[a-z]|\bwnet-zoo (?:train|finetune|export|predict|report|evaluate|demo)\b")
+
+
+def test_no_flag_or_command_line_outside_the_cli():
+    """Messages name settings through wnet_zoo.errors.setting / command, so Python users read Python names;
+    only wnet_zoo/cli knows flags. Docstrings may describe the command line."""
+    found = []
+    for path in sorted((ROOT / "wnet_zoo").rglob("*.py")):
+        if path.relative_to(ROOT / "wnet_zoo").parts[0] == "cli":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+        for node in ast.walk(tree):
+            text = node.value if isinstance(node, ast.Constant) and id(node) not in docstrings else None
+            if isinstance(text, str) and FLAG.search(text):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:70]!r}")
+    assert not found, "\n".join(found)

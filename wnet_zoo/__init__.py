@@ -24,7 +24,7 @@ _MODULES = {
     "reconstruction_loss": "model.losses",
     "WNet3D": "model.wnet",
     "Instances": "segment.nuclei",
-    "NucleiOptions": "segment.nuclei",
+    "NucleiOptions": "segment.options",
     "instances": "segment.nuclei",
     "Predictor": "predict.predictor",
     "predict": "predict.predictor",
@@ -83,7 +83,8 @@ if TYPE_CHECKING:
     from wnet_zoo.model.wnet import WNet3D
     from wnet_zoo.predict.predictor import Predictor, predict
     from wnet_zoo.predict.tiling import TilePlan
-    from wnet_zoo.segment.nuclei import Instances, NucleiOptions, instances
+    from wnet_zoo.segment.nuclei import Instances, instances
+    from wnet_zoo.segment.options import NucleiOptions
     from wnet_zoo.train.config import TrainConfig
     from wnet_zoo.train.loop import TrainResult
     from wnet_zoo.train.runs import finetune, resume, train

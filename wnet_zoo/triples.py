@@ -1,4 +1,5 @@
-"""Parsing ``z,y,x`` triples (sizes and voxel sizes) given as text or numbers."""
+"""``z,y,x`` triples (sizes and voxel sizes) given as text, one number or a sequence, as tuples: the one
+parser the command line's option types and the Python API share."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 
 
 def parse_floats(text: str | Sequence[float] | None, name: str) -> tuple[float, float, float] | None:
@@ -20,7 +21,7 @@ def parse_floats(text: str | Sequence[float] | None, name: str) -> tuple[float, 
     if len(values) == 1:
         values = values * 3
     if len(values) != 3 or not all(v > 0 and np.isfinite(v) for v in values):
-        raise UserError(f"--{name} {text!r}: give one value or z,y,x of positive numbers, e.g. 2,0.5,0.5")
+        raise UserError(f"{setting(name, text)}: give one value or z,y,x of positive numbers, e.g. 2,0.5,0.5")
     return (values[0], values[1], values[2])
 
 
@@ -34,11 +35,11 @@ def parse_triple(text: str | int | Sequence[int] | None, name: str) -> tuple[int
         try:
             values = [int(part) for part in text.replace("x", ",").split(",") if part.strip()]
         except ValueError:
-            raise UserError(f"--{name} {text!r}: give one size or z,y,x, e.g. 64 or 32,64,64") from None
+            raise UserError(f"{setting(name, text)}: give one size or z,y,x, e.g. 64 or 32,64,64") from None
     else:
         values = [int(v) for v in text]
     if len(values) == 1:
         values = values * 3
     if len(values) != 3 or any(v <= 0 for v in values):
-        raise UserError(f"--{name} {text!r}: give one size or z,y,x of positive integers, e.g. 64 or 32,64,64")
+        raise UserError(f"{setting(name, text)}: give one size or z,y,x of positive integers, e.g. 64 or 32,64,64")
     return (values[0], values[1], values[2])

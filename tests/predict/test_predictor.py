@@ -28,6 +28,7 @@ from wnet_zoo.model.wnet import WNet3D
 from wnet_zoo.predict.foreground import choose_foreground
 from wnet_zoo.predict.metadata import ModelMetadata
 from wnet_zoo.predict.predictor import Predictor, predict
+from wnet_zoo.predict.settings import Tiling
 from wnet_zoo.predict.tiling import TilePlan
 from wnet_zoo.segment.half_max import HALF_MAX_SHELL
 
@@ -76,7 +77,7 @@ def test_default_tiling_equals_cellseg3d_path(tiny, cpu, example, crop):
     volume = np.ascontiguousarray(example[crop])
     reference = cellseg3d_path(tiny[1], volume)
     ours = cpu.probabilities(volume)
-    assert cpu.tile == (64, 64, 64) and cpu.overlap == 0.25 and cpu.blend == "gaussian" and cpu.norm == "global"
+    assert cpu.tile == (64, 64, 64) and cpu.tiling == Tiling((64, 64, 64), 0.25, "gaussian", "global")
     assert ours.shape == reference.shape == (2, *volume.shape) and ours.dtype == np.float32
     difference = np.abs(ours - reference)
     assert difference.max() <= 1e-2 and difference.mean() <= 1e-4

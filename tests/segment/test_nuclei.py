@@ -168,7 +168,8 @@ def test_a_false_positive_on_plain_background_does_not_grow(monkeypatch):
 
 
 def test_instances_name_each_stage_as_it_starts():
-    from wnet_zoo.segment.nuclei import NucleiOptions, stage_count
+    from wnet_zoo.segment.nuclei import stage_count
+    from wnet_zoo.segment.options import NucleiOptions
 
     image, _, mask = blurred_nuclei()
     names: list[str] = []

@@ -16,10 +16,11 @@ import click
 from wnet_zoo.cli.demo import demo
 from wnet_zoo.cli.evaluate import evaluate
 from wnet_zoo.cli.export import export
+from wnet_zoo.cli.naming import CliNaming
 from wnet_zoo.cli.predict import predict
 from wnet_zoo.cli.report import report
 from wnet_zoo.cli.train import finetune, train
-from wnet_zoo.errors import Terminated, TrainingDiverged, UserError
+from wnet_zoo.errors import Terminated, TrainingDiverged, UserError, naming
 from wnet_zoo.version import __version__
 
 LOG = logging.getLogger("wnet_zoo")
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging()
     previous = _handle_sigterm()
     try:
-        cli.main(args=argv, prog_name="wnet-zoo", standalone_mode=False)
+        with naming(CliNaming()):
+            cli.main(args=argv, prog_name="wnet-zoo", standalone_mode=False)
     except UserError as error:
         click.echo(f"Error: {error}", err=True)
         return 2

@@ -1,10 +1,23 @@
-"""``wnet-zoo predict``: probabilities, masks and nuclei for images, with an exported ONNX model."""
+"""``wnet-zoo predict``: probabilities, masks and nuclei for images, with an exported ONNX model.
+
+The options' defaults and choices come from the settings objects they build (:class:`~wnet_zoo.predict.settings.Tiling`,
+:class:`~wnet_zoo.predict.settings.EngineSettings`, :class:`~wnet_zoo.segment.options.NucleiOptions`,
+:class:`~wnet_zoo.predict.stream.options.StreamOptions`), so each default is declared once.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import click
+
+from wnet_zoo.cli.types import Floats, Triple
+from wnet_zoo.predict.outputs import OUTPUTS
+from wnet_zoo.predict.runtime import DEVICES
+from wnet_zoo.predict.settings import NORMS, EngineSettings, Tiling
+from wnet_zoo.predict.stream.options import FORMATS, StreamOptions
+from wnet_zoo.predict.tiling import BLEND_MODES
+from wnet_zoo.segment.options import NucleiOptions
 
 
 @click.command()
@@ -15,57 +28,69 @@ import click
     "--output",
     "outputs",
     multiple=True,
-    type=click.Choice(["probabilities", "mask", "instances"]),
+    type=click.Choice(OUTPUTS),
     help="Result to write, repeatable: probabilities, mask, instances (+ labels CSV). Default: mask and instances.",
 )
 @click.option("--channel", type=int, default=None, help="Channel of 4-D (C, Z, Y, X) stacks.")
 @click.option(
     "--device",
-    type=click.Choice(["auto", "cuda", "tensorrt", "openvino", "cpu"]),
-    default="auto",
+    type=click.Choice(DEVICES),
+    default=EngineSettings.device,
     show_default=True,
     help="auto: TensorRT or CUDA with a GPU, else OpenVINO when installed, else CPU.",
 )
 @click.option("--threads", type=click.IntRange(min=0), default=None, help="CPU threads. Default (and 0): all cores.")
-@click.option("--tile", default=None, help="Window, one size or z,y,x (multiples of 8). Default: training patch or 64.")
-@click.option("--overlap", type=float, default=0.25, show_default=True, help="Fraction of a window shared.")
+@click.option(
+    "--tile",
+    type=Triple("tile"),
+    default=None,
+    help="Window, one size or z,y,x (multiples of 8). Default: training patch or 64.",
+)
+@click.option("--overlap", type=float, default=Tiling.overlap, show_default=True, help="Fraction of a window shared.")
 @click.option(
     "--blend",
-    type=click.Choice(["gaussian", "constant"]),
-    default="gaussian",
+    type=click.Choice(BLEND_MODES),
+    default=Tiling.blend,
     show_default=True,
     help="Weighting of overlapping windows: MONAI's Gaussian (sigma 0.125 of the window) or flat.",
 )
 @click.option(
     "--norm",
-    type=click.Choice(["global", "tile"]),
-    default="global",
+    type=click.Choice(NORMS),
+    default=Tiling.norm,
     show_default=True,
     help="Remap to 0..100 over the whole volume (as trained) or per window (for comparison).",
 )
 @click.option("--batch", type=int, default=None, help="Windows per engine run. Default: 4 on GPUs, 1 on CPUs.")
 @click.option("--foreground-class", type=int, default=None, help="Nuclei class. Default: metadata, else brightest.")
-@click.option("--min-size", type=int, default=10, show_default=True, help="Smallest nucleus kept, in voxels.")
+@click.option(
+    "--min-size", type=int, default=NucleiOptions.min_size, show_default=True, help="Smallest nucleus kept, in voxels."
+)
 @click.option(
     "--relative-min-size",
     type=float,
-    default=0.1,
+    default=NucleiOptions.relative_min_size,
     show_default=True,
     help="Also drop nuclei under this fraction of the typical nucleus volume (0: off).",
 )
 @click.option(
     "--boundary",
     type=click.Choice(["half-max", "mask"]),
-    default="half-max",
+    default=NucleiOptions.boundary.replace("_", "-"),
     show_default=True,
     help="Nucleus edges where the smoothed image is halfway up from the surroundings, or the model's mask as is.",
 )
-@click.option("--voxel-size", default=None, help="z,y,x voxel size. Default: the TIFF's metadata, else isotropic.")
+@click.option(
+    "--voxel-size",
+    type=Floats("voxel_size"),
+    default=None,
+    help="z,y,x voxel size. Default: the TIFF's metadata, else isotropic.",
+)
 @click.option("--level", type=int, default=None, help="Resolution level of OME-Zarr images. Default: 0 (full).")
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["zarr", "tiff"]),
+    type=click.Choice(FORMATS),
     default=None,
     help="Result format. Default: zarr for zarr inputs, TIFF otherwise.",
 )
@@ -76,15 +101,32 @@ import click
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted streaming prediction, skipping finished blocks.")
 @click.option("--scheduler", default=None, help="Run blocks on Dask: local:N (N local workers) or tcp://HOST:PORT.")
-@click.option("--block", type=int, default=192, show_default=True, help="Streaming output block edge, multiple of 64.")
 @click.option(
-    "--instance-halo", type=int, default=24, show_default=True, help="Voxels around a block when splitting nuclei."
+    "--block",
+    type=int,
+    default=StreamOptions.block,
+    show_default=True,
+    help="Streaming output block edge, multiple of 64.",
+)
+@click.option(
+    "--instance-halo",
+    type=int,
+    default=StreamOptions.instance_halo,
+    show_default=True,
+    help="Voxels around a block when splitting nuclei.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing results.")
 def predict(
     model: str,
     images: tuple[str, ...],
     out: str,
+    device: str,
+    threads: int | None,
+    batch: int | None,
+    tile: tuple[int, int, int] | None,
+    overlap: float,
+    blend: str,
+    norm: str,
     block: int,
     instance_halo: int,
     min_size: int,
@@ -100,9 +142,16 @@ def predict(
       wnet-zoo predict model.onnx brain.ome.zarr --out results --scheduler local:4
     """
     from wnet_zoo.predict.files import predict_files
-    from wnet_zoo.predict.stream.streaming import StreamOptions
-    from wnet_zoo.segment.nuclei import NucleiOptions
 
-    options["stream_options"] = StreamOptions(block=block, instance_halo=instance_halo)
-    options["nuclei"] = NucleiOptions(min_size, relative_min_size, boundary.replace("-", "_"))
-    predict_files(model, images, out, progress=True, report=click.echo, **options)
+    predict_files(
+        model,
+        images,
+        out,
+        tiling=Tiling(tile, overlap, blend, norm),
+        engine=EngineSettings(device, threads, batch),
+        nuclei=NucleiOptions(min_size, relative_min_size, boundary.replace("-", "_")),
+        stream_options=StreamOptions(block=block, instance_halo=instance_halo),
+        progress=True,
+        report=click.echo,
+        **options,
+    )

@@ -11,25 +11,45 @@ import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 from wnet_zoo.io.atomic import check_can_create, removed_if_left_empty, sweep_stale_parts
 from wnet_zoo.io.intensity import compressed_view
 from wnet_zoo.io.sources import SourceSpec, collect_sources
 from wnet_zoo.io.volumes import read_volume
 from wnet_zoo.io.voxels import VoxelSize, override_voxel_size, read_voxel_size
 from wnet_zoo.predict.foreground import choose_foreground
+from wnet_zoo.predict.model_files import onnx_file
 from wnet_zoo.predict.outputs import ImageResult, OutputSet, check_free, names, output_paths
 from wnet_zoo.predict.predictor import Predictor
-from wnet_zoo.predict.stream.streaming import FORMATS, StreamOptions, predict_stream, result_paths, work_folder
-from wnet_zoo.segment.nuclei import NucleiOptions, instances, stage_count
+from wnet_zoo.predict.settings import EngineSettings, Tiling, settings_from
+from wnet_zoo.predict.stream.executors import DaskExecutor, LocalExecutor, check_scheduler, open_executor
+from wnet_zoo.predict.stream.options import FORMATS, StreamOptions
+from wnet_zoo.predict.stream.streaming import predict_stream, result_paths, work_folder
+from wnet_zoo.segment.nuclei import instances, stage_count
+from wnet_zoo.segment.options import NucleiOptions
 from wnet_zoo.triples import parse_floats
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to make of every image of one call: which results, in which format, how nuclei are split."""
+
+    outputs: tuple[str, ...]
+    fmt: str | None
+    overwrite: bool
+    resume: bool
+    foreground_class: int | None
+    nuclei: NucleiOptions
+    voxel_size: tuple[float, float, float] | None
+    stream_options: StreamOptions | None
+    progress: bool
 
 
 def predict_files(
@@ -51,7 +71,9 @@ def predict_files(
     stream_options: StreamOptions | None = None,
     progress: bool = False,
     report: Callable[[str], Any] = print,
-    **settings: Any,
+    tiling: Tiling | None = None,
+    engine: EngineSettings | None = None,
+    **fields: Any,
 ) -> list[ImageResult]:
     """Predict every image and write the requested results into ``out``.
 
@@ -65,7 +87,7 @@ def predict_files(
         channel: channel of 4-D volumes.
         level: resolution level of OME-Zarr images (default 0, the full resolution).
         foreground_class: the nuclei class, overriding the model's metadata and the intensity rule.
-        nuclei: how the foreground becomes nuclei (default :class:`~wnet_zoo.segment.nuclei.NucleiOptions`: half-max
+        nuclei: how the foreground becomes nuclei (default :class:`~wnet_zoo.segment.options.NucleiOptions`: half-max
             boundaries, nuclei under 10 voxels or a tenth of the typical nucleus removed).
         voxel_size: (z, y, x) voxel size overriding the files' metadata (``"2,0.5,0.5"`` or a sequence).
         fmt: ``zarr`` or ``tiff`` results (default: zarr for zarr inputs, TIFF otherwise).
@@ -76,24 +98,33 @@ def predict_files(
         stream_options: block sizes and halos of streaming prediction.
         progress: show progress bars.
         report: called with one line per event (settings used, each image written).
-        **settings: :class:`~wnet_zoo.predict.predictor.Predictor` options (device, threads, tile, overlap,
-            blend, norm, batch).
+        tiling: windows and stitching (see :class:`~wnet_zoo.predict.settings.Tiling`).
+        engine: device, threads and batch (see :class:`~wnet_zoo.predict.settings.EngineSettings`).
+        **fields: the fields of either as keywords (``device="cpu"``, ``tile=32``).
     """
-    from wnet_zoo.predict.model_files import onnx_file
-    from wnet_zoo.predict.stream.executors import check_scheduler, open_executor
-
-    chosen = names(outputs)
+    tiling, engine = settings_from(tiling, engine, fields)
     nuclei = nuclei or NucleiOptions()
     nuclei.validate()
     if fmt is not None and fmt not in FORMATS:
-        raise UserError(f"--format {fmt!r}: choose zarr or tiff")
+        raise UserError(f"{setting('fmt', fmt)}: choose zarr or tiff")
+    request = Request(
+        names(outputs),
+        fmt,
+        overwrite,
+        resume,
+        foreground_class,
+        nuclei,
+        parse_floats(voxel_size, "voxel_size"),
+        stream_options,
+        progress,
+    )
     specs = collect_sources(images, channel, level)
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder")
+        raise UserError(f"{setting('out', out)} is a file; give a folder")
     if scheduler is not None:
         check_scheduler(scheduler)
-    check_can_create(out, "--out")
+    check_can_create(out, setting("out"))
     sweep_stale_parts(out)
     with removed_if_left_empty(out):
         stems = [spec.stem for spec in specs]
@@ -101,21 +132,21 @@ def predict_files(
             twice = next(stem for stem in stems if stems.count(stem) > 1)
             raise UserError(f"two images are named {twice!r}; their results would collide: predict them separately")
         streamed = {spec: _streams(spec, stream, fmt, resume, scheduler) for spec in specs}
-        planned = {spec: _paths(out, spec, chosen, fmt, streamed[spec]) for spec in specs}
+        planned = {spec: _paths(out, spec, request.outputs, fmt, streamed[spec]) for spec in specs}
         todo = [spec for spec in specs if not _complete(out, spec, planned[spec], resume)]
         for spec in specs:
             if spec not in todo:
                 report(f"{spec.path.name}: results complete, nothing to resume")
         _check_outputs(out, todo, planned, overwrite, resume)
-        override = parse_floats(voxel_size, "voxel-size")
         ready = _check_inputs(todo, streamed, channel)
         if not todo:
             return []
         with onnx_file(model) as onnx_path:
-            predictor = Predictor(onnx_path, **settings)
+            predictor = Predictor(onnx_path, tiling=tiling, engine=engine)
             classes = predictor.metadata.num_classes
             if foreground_class is not None and classes and not 0 <= foreground_class < classes:
-                raise UserError(f"--foreground-class {foreground_class}: the model has classes 0..{classes - 1}")
+                wrong = setting("foreground_class", foreground_class)
+                raise UserError(f"{wrong}: the model has classes 0..{classes - 1}")
             report(predictor.describe())
             needs_executor = any(streamed[spec] for spec in todo)
             with open_executor(scheduler if needs_executor else None, predictor.engine.threads) as executor:
@@ -124,27 +155,10 @@ def predict_files(
                 results = []
                 for spec in todo:
                     if streamed[spec]:
-                        result = _stream_one(
-                            predictor,
-                            onnx_path,
-                            spec,
-                            planned[spec],
-                            chosen,
-                            fmt,
-                            executor,
-                            overwrite,
-                            resume,
-                            foreground_class,
-                            nuclei,
-                            override,
-                            stream_options,
-                            progress,
-                        )
+                        result = _stream_one(predictor, onnx_path, spec, planned[spec], executor, request)
                     else:
                         volume = ready.pop(spec) if spec in ready else read_volume(spec.path, channel)
-                        result = _predict_one(
-                            predictor, spec, planned[spec], volume, override, foreground_class, nuclei, progress
-                        )
+                        result = _predict_one(predictor, spec, planned[spec], volume, request)
                     report(result.summary())
                     results.append(result)
         return results
@@ -153,7 +167,8 @@ def predict_files(
 def _streams(spec: SourceSpec, stream: bool | None, fmt: str | None, resume: bool, scheduler: str | None) -> bool:
     if stream is not None:
         if not stream and (scheduler or resume or spec.is_zarr or fmt == "zarr"):
-            raise UserError("--no-stream: zarr volumes, zarr results, --resume and --scheduler need streaming")
+            needs = f"zarr volumes, zarr results, {setting('resume')} and {setting('scheduler')} need streaming"
+            raise UserError(f"{setting('stream', False)}: {needs}")
         return stream
     if spec.is_zarr or fmt == "zarr" or resume or scheduler:
         return True
@@ -189,7 +204,10 @@ def _check_outputs(
         return
     left = [work_folder(out, spec.stem) for spec in specs if work_folder(out, spec.stem).exists()]
     if left:
-        raise UserError(f"{left[0]} holds an interrupted prediction; pass --resume to continue it or --overwrite")
+        raise UserError(
+            f"{left[0]} holds an interrupted prediction; pass {setting('resume', True)} to continue it "
+            f"or {setting('overwrite', True)}"
+        )
 
 
 def _check_inputs(
@@ -201,7 +219,8 @@ def _check_inputs(
         if streamed[spec]:
             spec.open().close()
         elif spec.level not in (None, 0):
-            raise UserError(f"{spec.path}: --level applies to OME-Zarr images; a TIFF has one level, drop --level")
+            level = setting("level")
+            raise UserError(f"{spec.path}: {level} applies to OME-Zarr images; a TIFF has one level, drop {level}")
         elif not ready:
             ready[spec] = read_volume(spec.path, channel)
         else:
@@ -210,20 +229,14 @@ def _check_inputs(
 
 
 def _predict_one(
-    predictor: Predictor,
-    spec: SourceSpec,
-    paths: dict[str, Path],
-    volume: np.ndarray,
-    override: tuple[float, float, float] | None,
-    foreground_class: int | None,
-    nuclei: NucleiOptions,
-    progress: bool,
+    predictor: Predictor, spec: SourceSpec, paths: dict[str, Path], volume: np.ndarray, request: Request
 ) -> ImageResult:
-    size = override_voxel_size(read_voxel_size(spec.path), override)
-    probabilities = predictor.probabilities(volume, progress=progress, label=spec.path.name)
-    foreground, reason = choose_foreground(probabilities, volume, predictor.metadata, foreground_class)
+    size = override_voxel_size(read_voxel_size(spec.path), request.voxel_size)
+    probabilities = predictor.probabilities(volume, progress=request.progress, label=spec.path.name)
+    foreground, reason = choose_foreground(probabilities, volume, predictor.metadata, request.foreground_class)
     result = ImageResult(spec.path, paths, foreground, reason, None)
-    _write(result, probabilities, volume, size, nuclei, predictor.metadata.input_log or 0.0, progress)
+    input_log = predictor.metadata.input_log or 0.0
+    _write(result, probabilities, volume, size, request.nuclei, input_log, request.progress)
     return result
 
 
@@ -232,36 +245,28 @@ def _stream_one(
     onnx_path: Path,
     spec: SourceSpec,
     paths: dict[str, Path],
-    chosen: Sequence[str],
-    fmt: str | None,
-    executor: Any,
-    overwrite: bool,
-    resume: bool,
-    foreground_class: int | None,
-    nuclei: NucleiOptions,
-    override: tuple[float, float, float] | None,
-    options: StreamOptions | None,
-    progress: bool,
+    executor: LocalExecutor | DaskExecutor,
+    request: Request,
 ) -> ImageResult:
     out = next(iter(paths.values())).parent
     out.mkdir(parents=True, exist_ok=True)
     work = work_folder(out, spec.stem)
-    if overwrite and work.exists():
+    if request.overwrite and work.exists():
         shutil.rmtree(work)
     found = predict_stream(
         predictor,
         onnx_path,
         spec,
         paths,
-        outputs=chosen,
-        fmt=fmt or ("zarr" if spec.is_zarr else "tiff"),
+        outputs=request.outputs,
+        fmt=request.fmt or ("zarr" if spec.is_zarr else "tiff"),
         executor=executor,
-        resume=resume,
-        foreground_class=foreground_class,
-        nuclei=nuclei,
-        voxel_size=override,
-        options=options,
-        progress=progress,
+        resume=request.resume,
+        foreground_class=request.foreground_class,
+        nuclei=request.nuclei,
+        voxel_size=request.voxel_size,
+        options=request.stream_options,
+        progress=request.progress,
     )
     return ImageResult(spec.path, paths, found.foreground_class, found.foreground_from, found.nuclei)
 

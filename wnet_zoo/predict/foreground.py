@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 from wnet_zoo.predict.metadata import ModelMetadata
 
 # How far a probability, and the sum of a voxel's, may stray from [0, 1] and 1: bf16 engines keep ~3 digits
@@ -33,7 +33,7 @@ def foreground_from_totals(
     classes = len(voxels)
     if override is not None:
         if not 0 <= override < classes:
-            raise UserError(f"--foreground-class {override}: the model has classes 0..{classes - 1}")
+            raise UserError(f"{setting('foreground_class', override)}: the model has classes 0..{classes - 1}")
         return override, "user"
     known = _metadata_class(metadata, classes)
     if known is not None:

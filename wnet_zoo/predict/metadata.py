@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnx
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, command
 from wnet_zoo.model.architecture import SPATIAL_MULTIPLE
 from wnet_zoo.version import __version__
 
@@ -111,7 +111,7 @@ def read_metadata(path: str | Path, shown: str | None = None) -> ModelMetadata:
     try:
         graph = onnx.load(str(path), load_external_data=False)
     except Exception:  # protobuf raises DecodeError and friends
-        raise UserError(f"{shown}: not an ONNX model; export one with 'wnet-zoo export'") from None
+        raise UserError(f"{shown}: not an ONNX model; export one with {command('export_model')}") from None
     metadata = ModelMetadata.from_props({p.key: p.value for p in graph.metadata_props})
     ours = metadata.from_wnet_zoo
     constants = {tensor.name for tensor in graph.graph.initializer}  # older graphs list them as inputs too
@@ -148,8 +148,8 @@ def read_metadata(path: str | Path, shown: str | None = None) -> ModelMetadata:
 def refusal(shown: str, ours: bool, problem: str) -> UserError:
     """The one-line error for a model that cannot segment: ``problem``, said after the missing metadata of a
     graph wnet-zoo did not export (whose maker most likely meant it for something else)."""
-    origin = "" if ours else "no wnet-zoo metadata (not a wnet-zoo export), and "
-    return UserError(f"{shown}: {origin}{problem}; export one with 'wnet-zoo export'")
+    origin = "" if ours else "no wnet-zoo metadata (not exported by wnet-zoo), and "
+    return UserError(f"{shown}: {origin}{problem}; export one with {command('export_model')}")
 
 
 def one_channel(channels: int) -> str:

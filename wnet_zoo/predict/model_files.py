@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, command
 from wnet_zoo.predict.runtime import short_message
 
 _RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
@@ -64,7 +64,7 @@ def shown_name(path: Path) -> str:
 
 
 def _not_exported(path: Path, what: str) -> str:
-    return f"{path}: {what}, not an exported model; export it first: wnet-zoo export {path} --out exported"
+    return f"{path}: {what}, not an exported model; export it first: {command('export_model', path, out='exported')}"
 
 
 def _starts_with(path: Path, magic: bytes) -> bool:
@@ -94,7 +94,7 @@ def _refuse_torch_zip(path: Path, names: list[str]) -> None:
     if not any(name.rsplit("/", 1)[-1] == "data.pkl" for name in names):
         return
     if any("/code/" in name or name.endswith("/constants.pkl") for name in names):
-        raise UserError(f"{path}: a TorchScript model, not ONNX; give the .onnx file 'wnet-zoo export' wrote beside it")
+        raise UserError(f"{path}: a TorchScript model, not ONNX; give the .onnx file written beside it")
     raise UserError(_not_exported(path, "a training checkpoint"))
 
 
@@ -119,7 +119,7 @@ def _onnx_from_rdf(rdf: Path, shown: str | None = None) -> Path:
     entry = weights.get("onnx") if isinstance(weights, dict) else None
     source = entry.get("source") if isinstance(entry, dict) else None
     if not isinstance(source, str):
-        raise UserError(f"{shown}: the package has no onnx weights; export one with 'wnet-zoo export'")
+        raise UserError(f"{shown}: the package has no onnx weights; export one with {command('export_model')}")
     if "://" in source:
         raise UserError(f"{shown}: onnx weights at {source} are remote; download the package with its weights first")
     onnx_path = rdf.parent / source

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tifffile
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 from wnet_zoo.io.atomic import part_path
 from wnet_zoo.io.voxels import VoxelSize
 
@@ -39,7 +39,9 @@ def check_free(paths: Iterable[Path], overwrite: bool) -> None:
     existing = [path for path in paths if path.exists()]
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise UserError(f"{existing[0]} already exists{more}; pass --overwrite or choose another --out")
+        raise UserError(
+            f"{existing[0]} already exists{more}; pass {setting('overwrite', True)} or choose another {setting('out')}"
+        )
 
 
 def write_tiff(path: Path, array: np.ndarray, axes: str, voxel_size: VoxelSize | None = None) -> None:
@@ -98,7 +100,7 @@ def names(outputs: Sequence[str] | None) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(outputs or DEFAULT_OUTPUTS))
     unknown = [name for name in chosen if name not in OUTPUTS]
     if unknown:
-        raise UserError(f"--output {unknown[0]!r}: choose from {', '.join(OUTPUTS)}")
+        raise UserError(f"{setting('outputs', unknown[0])}: choose from {', '.join(OUTPUTS)}")
     return chosen
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 from wnet_zoo.io.intensity import remap
 from wnet_zoo.io.volumes import check_volume, read_volume
 from wnet_zoo.io.voxels import VoxelSize, read_voxel_size
@@ -24,17 +24,13 @@ from wnet_zoo.predict.foreground import PROBABILITY_TOLERANCE, choose_foreground
 from wnet_zoo.predict.metadata import NORMALIZATION, ModelMetadata, one_channel, read_metadata, refusal
 from wnet_zoo.predict.model_files import onnx_file, shown_name
 from wnet_zoo.predict.runtime import Engine, open_engine, short_message
-from wnet_zoo.predict.tiling import BLEND_MODES, Blender, TilePlan
-from wnet_zoo.triples import parse_triple
+from wnet_zoo.predict.settings import DEFAULT_TILE, GPU_BATCH, EngineSettings, Tiling, settings_from, settings_record
+from wnet_zoo.predict.tiling import Blender, TilePlan
 
 if TYPE_CHECKING:
     import xarray as xr
 
 LOG = logging.getLogger("wnet_zoo")
-NORMS = ("global", "tile")
-DEFAULT_TILE = (64, 64, 64)
-DEFAULT_OVERLAP = 0.25
-GPU_BATCH = 4
 
 
 def input_transform(metadata: ModelMetadata) -> str:
@@ -53,59 +49,50 @@ class Predictor:
 
     Args:
         model: an ``.onnx`` file from ``wnet-zoo export`` or a bioimage.io package with onnx weights.
-        device: ``auto``, ``cuda``, ``tensorrt``, ``openvino`` or ``cpu`` (see
-            :func:`wnet_zoo.predict.runtime.open_engine`).
-        threads: CPU threads (default: all cores).
-        tile: (z, y, x) window, one size or ``"z,y,x"``, multiples of 8 (default: the training patch recorded
-            in the model, else 64^3).
-        overlap: fraction of a window shared with its neighbour, in [0, 1).
-        blend: ``gaussian`` (MONAI's importance map at sigma 0.125 of the window) or ``constant``.
-        norm: ``global`` (the whole volume to 0..100 once, as the model was trained) or ``tile`` (each window
-            on its own; for comparison only).
-        batch: windows per engine run (default: 4 on GPUs, 1 on CPUs); halved when too large for the device.
+        tiling: windows and stitching (default :class:`~wnet_zoo.predict.settings.Tiling`: the training patch
+            recorded in the model, else 64^3, overlap 0.25, Gaussian blending, global normalisation).
+        engine: device, threads and batch (default :class:`~wnet_zoo.predict.settings.EngineSettings`).
+        **fields: the fields of either, as keywords, instead of the objects (``Predictor(model, tile=32)``).
+
+    Attributes:
+        tiling: the settings in use, the tile resolved.
+        engine_settings: as given.
+        engine: the open ONNX Runtime session.
     """
 
     def __init__(
         self,
         model: str | Path,
         *,
-        device: str = "auto",
-        threads: int | None = None,
-        tile: int | str | Sequence[int] | None = None,
-        overlap: float = DEFAULT_OVERLAP,
-        blend: str = "gaussian",
-        norm: str = "global",
-        batch: int | None = None,
+        tiling: Tiling | None = None,
+        engine: EngineSettings | None = None,
+        **fields: Any,
     ) -> None:
-        if blend not in BLEND_MODES:
-            raise UserError(f"--blend {blend!r}: choose one of {', '.join(BLEND_MODES)}")
-        if norm not in NORMS:
-            raise UserError(f"--norm {norm!r}: choose one of {', '.join(NORMS)}")
-        if not 0 <= overlap < 1:
-            raise UserError(f"--overlap {overlap:g}: give a fraction in [0, 1), e.g. 0.25")
-        if batch is not None and batch < 1:
-            raise UserError(f"--batch {batch}: give a positive number of tiles")
+        tiling, engine = settings_from(tiling, engine, fields)
         with onnx_file(model) as path:
             shown = shown_name(path)
             self.metadata: ModelMetadata = read_metadata(path, shown)
             if self.metadata.normalization != NORMALIZATION:
                 raise UserError(f"{shown}: unknown input normalisation {self.metadata.normalization!r}")
-            self.tile = self._check_tile(parse_triple(tile, "tile") or self.metadata.train_patch or DEFAULT_TILE)
-            self.engine: Engine = open_engine(path, device, threads, self.tile, batch or GPU_BATCH, shown)
+            tile = self._check_tile(tiling.tile or self.metadata.train_patch or DEFAULT_TILE)
+            self.tiling = replace(tiling, tile=tile)
+            self.engine_settings = engine
+            self.engine: Engine = open_engine(
+                path, engine.device, engine.threads, tile, engine.batch or GPU_BATCH, shown
+            )
             self._check_output(shown)
-        self.overlap = float(overlap)
-        self.blend = blend
-        self.norm = norm
-        self.batch = batch or (GPU_BATCH if self.engine.on_gpu else 1)
-        self.settings: dict[str, Any] = {
-            "device": device,
-            "threads": threads,
-            "tile": list(self.tile),
-            "overlap": self.overlap,
-            "blend": blend,
-            "norm": norm,
-            "batch": batch,
-        }
+        self.batch = engine.batch or (GPU_BATCH if self.engine.on_gpu else 1)
+
+    @property
+    def tile(self) -> tuple[int, int, int]:
+        """The (z, y, x) window in use."""
+        assert self.tiling.tile is not None
+        return self.tiling.tile
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings as one plain dict (see :func:`~wnet_zoo.predict.settings.settings_record`)."""
+        return settings_record(self.tiling, self.engine_settings)
 
     @property
     def provider(self) -> str:
@@ -126,14 +113,15 @@ class Predictor:
         threads = f"{self.engine.threads} thread{'s' * (self.engine.threads != 1)}"
         return (
             f"provider {self.provider} ({threads}, {self.engine.precision}); "
-            f"tile {tile}, overlap {self.overlap:g}, {self.blend} blend, {self.norm} norm, batch {self.batch}"
+            f"tile {tile}, overlap {self.tiling.overlap:g}, {self.tiling.blend} blend, {self.tiling.norm} norm, "
+            f"batch {self.batch}"
             f"{input_transform(self.metadata)}"
         )
 
     def probabilities(self, volume: np.ndarray, progress: bool = False, label: str | None = None) -> np.ndarray:
         """Class probabilities (K, Z, Y, X) of a checked float32 volume (Z, Y, X), blended over the tiles."""
-        plan = TilePlan.create(volume.shape, self.tile, self.overlap, self.blend)
-        if self.norm == "global":
+        plan = TilePlan.create(volume.shape, self.tile, self.tiling.overlap, self.tiling.blend)
+        if self.tiling.norm == "global":
             source = plan.pad_volume(remap(volume), 0.0)
         else:
             source = plan.pad_volume(np.asarray(volume, dtype=np.float32), float(volume.min()))
@@ -177,9 +165,9 @@ class Predictor:
             "precision": self.engine.precision,
             "threads": self.engine.threads,
             "tile": list(self.tile),
-            "overlap": self.overlap,
-            "blend": self.blend,
-            "norm": self.norm,
+            "overlap": self.tiling.overlap,
+            "blend": self.tiling.blend,
+            "norm": self.tiling.norm,
             "batch": self.batch,
             "model": self.metadata.name,
             "model_version": self.metadata.version,
@@ -237,7 +225,7 @@ class Predictor:
             self.metadata = replace(self.metadata, num_classes=classes)
         if not ours:
             LOG.warning(
-                "%s: no wnet-zoo metadata (not a wnet-zoo export); its output looks like %d-class probabilities, "
+                "%s: no wnet-zoo metadata (not exported by wnet-zoo); its output looks like %d-class probabilities, "
                 "so it is used as one WNet3D would be (input scaled to 0..100, nuclei class by intensity)",
                 shown,
                 classes,
@@ -246,12 +234,12 @@ class Predictor:
     def _check_tile(self, tile: tuple[int, int, int]) -> tuple[int, int, int]:
         multiple = self.metadata.spatial_multiple
         if any(t % multiple for t in tile):
-            raise UserError(f"--tile {','.join(map(str, tile))}: each size must be a multiple of {multiple}, e.g. 64")
+            raise UserError(f"{setting('tile', tile)}: each size must be a multiple of {multiple}, e.g. 64")
         return tile
 
     def _window(self, source: np.ndarray, tile: tuple[slice, ...]) -> np.ndarray:
         window = source[tile]
-        if self.norm == "global":
+        if self.tiling.norm == "global":
             return window
         low, high = float(window.min()), float(window.max())
         return remap(window, low, high) if high > low else np.zeros_like(window)
@@ -293,7 +281,9 @@ def predict(
     foreground_class: int | None = None,
     voxel_size: VoxelSize | None = None,
     progress: bool = False,
-    **settings: Any,
+    tiling: Tiling | None = None,
+    engine: EngineSettings | None = None,
+    **fields: Any,
 ) -> xr.DataArray:
     """Class probabilities of one 3-D image, stitched from tiles run on ONNX Runtime.
 
@@ -304,15 +294,16 @@ def predict(
         foreground_class: the nuclei class, overriding the model's metadata and the intensity rule.
         voxel_size: recorded in the attributes (default: the TIFF file's, if any).
         progress: show a progress bar over tiles.
-        **settings: :class:`Predictor` options when ``model`` is a path (device, threads, tile, overlap,
-            blend, norm, batch).
+        tiling: windows and stitching, when ``model`` is a path (see :class:`Predictor`).
+        engine: device, threads and batch, when ``model`` is a path.
+        **fields: the fields of either as keywords (``device="cpu"``, ``tile=32``).
 
     Returns:
         float32 ``DataArray`` with dims (c, z, y, x), the input's spatial shape, class coordinates, and
         attributes: provider, precision, threads, tile, overlap, blend, norm, batch, model, model_version,
         foreground_class (and foreground_from), voxel_size/voxel_unit when known, source for files.
     """
-    predictor = model if isinstance(model, Predictor) else Predictor(model, **settings)
+    predictor = model if isinstance(model, Predictor) else Predictor(model, tiling=tiling, engine=engine, **fields)
     return predictor.predict(
         image, channel=channel, foreground_class=foreground_class, voxel_size=voxel_size, progress=progress
     )

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from wnet_zoo.errors import UserError, shorten
+from wnet_zoo.errors import UserError, setting, shorten
 
 LOG = logging.getLogger("wnet_zoo")
 DEVICES = ("auto", "cuda", "tensorrt", "openvino", "cpu")
@@ -135,23 +135,23 @@ def open_engine(
     """
     ort = import_onnxruntime()
     if device not in DEVICES:
-        raise UserError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
+        raise UserError(f"{setting('device', device)}: choose one of {', '.join(DEVICES)}")
     if threads is not None and threads < 0:
-        raise UserError(f"--threads {threads}: give a number of threads, or 0 for all cores")
+        raise UserError(f"{setting('threads', threads)}: give a number of threads, or 0 for all cores")
     threads = threads or default_threads()
     available = set(ort.get_available_providers())
     candidates = _auto_devices(available) if device == "auto" else [device]
     for choice in candidates:
         if PROVIDERS[choice] not in available:
             raise UserError(
-                f"--device {choice}: this onnxruntime build has no {PROVIDERS[choice]}; "
+                f"{setting('device', choice)}: this onnxruntime build has no {PROVIDERS[choice]}; "
                 f'pip uninstall onnxruntime, then pip install "wnet-zoo[{_EXTRA[choice]}]"'
             )
         engine = _make_session(ort, model, choice, threads, tile, batch, shown)
         if engine.provider == PROVIDERS[choice] or (device == "auto" and engine.on_gpu):
             return engine
         if device != "auto":
-            raise UserError(f"--device {choice}: {_why_not_started(ort, choice)}")
+            raise UserError(f"{setting('device', choice)}: {_why_not_started(ort, choice)}")
         LOG.warning("%s did not start (%s); trying the next device", PROVIDERS[choice], _why_not_started(ort, choice))
     return _make_session(ort, model, "cpu", threads, tile, batch, shown)
 
@@ -274,14 +274,17 @@ def _why_not_started(ort: ModuleType, device: str) -> str:
     if device not in GPU_DEVICES:
         return "onnxruntime fell back to its CPU provider"
     if not _loadable(_driver_library()):
-        return f"no NVIDIA GPU driver found ({_driver_library()} cannot be loaded); use --device cpu or auto"
+        device_setting = setting("device")
+        return f"no NVIDIA GPU driver found ({_driver_library()} cannot be loaded); use {device_setting} cpu or auto"
     major = str(getattr(ort, "cuda_version", "") or "").split(".")[0]
     if major and not _loadable(_cuda_runtime_library(major)):
         return f'the CUDA {major} runtime libraries are missing; pip install "wnet-zoo[gpu]" installs them'
     if not _loadable(_cudnn_library()):
         return 'cuDNN 9 is missing; pip install "wnet-zoo[gpu]" installs it'
     if device == "tensorrt" and not _loadable(*_tensorrt_libraries()):
-        return f"the TensorRT libraries are missing; pip install tensorrt-cu{major or 13}, or use --device cuda"
+        return (
+            f"the TensorRT libraries are missing; pip install tensorrt-cu{major or 13}, or use {setting('device')} cuda"
+        )
     return "onnxruntime could not start it with this driver and these CUDA libraries; update the NVIDIA driver"
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 from wnet_zoo.io.sources import Region
 
 BLEND_MODES = ("gaussian", "constant")
@@ -39,7 +39,7 @@ def importance_map(tile: Sequence[int], blend: str = "gaussian", sigma_scale: fl
     if blend == "constant":
         return np.ones(tuple(tile), dtype=np.float32)
     if blend != "gaussian":
-        raise UserError(f"--blend {blend!r}: choose one of {', '.join(BLEND_MODES)}")
+        raise UserError(f"{setting('blend', blend)}: choose one of {', '.join(BLEND_MODES)}")
     weights: np.ndarray | None = None
     for axis, size in enumerate(tile):
         x = np.arange(-(size - 1) / 2.0, (size - 1) / 2.0 + 1, dtype=np.float32)
@@ -80,7 +80,7 @@ class TilePlan:
 
     def __post_init__(self) -> None:
         if any(not 0 <= o < 1 for o in self.overlap):
-            raise UserError(f"--overlap {self.overlap[0]:g}: give a fraction in [0, 1), e.g. 0.25")
+            raise UserError(f"{setting('overlap', self.overlap[0])}: give a fraction in [0, 1), e.g. 0.25")
         missing = [max(t - s, 0) for s, t in zip(self.shape, self.tile, strict=True)]
         pad = tuple((m // 2, m - m // 2) for m in missing)
         padded = tuple(s + m for s, m in zip(self.shape, missing, strict=True))

@@ -33,7 +33,6 @@ where they are used, so a prediction without instances starts without them.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -43,49 +42,16 @@ from wnet_zoo.segment.convex import CONVEX_MERGE, merge_convex
 from wnet_zoo.segment.geometry import _ellipsoid, euclidean_distance, relative_spacing
 from wnet_zoo.segment.half_max import half_max_foreground
 from wnet_zoo.segment.measure import measure, typical_volume
+from wnet_zoo.segment.options import (
+    DEFAULT_MIN_DISTANCE,
+    DEFAULT_MIN_SIZE,
+    DEFAULT_RELATIVE_MIN_SIZE,
+    DEFAULT_SPOT_SIGMA,
+    NucleiOptions,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-DEFAULT_MIN_SIZE = 10
-DEFAULT_SPOT_SIGMA = 1.0
-DEFAULT_MIN_DISTANCE = 3.0
-DEFAULT_RELATIVE_MIN_SIZE = 0.1
-BOUNDARIES = ("auto", "mask", "half_max")
-
-
-@dataclass(frozen=True)
-class NucleiOptions:
-    """How the prediction pipeline turns the foreground class into nuclei (see :func:`instances`).
-
-    Attributes:
-        min_size: nuclei with fewer voxels are removed.
-        relative_min_size: nuclei under this fraction of the typical nucleus volume are removed too (0: off).
-        boundary: ``"half_max"`` (each nucleus's edge where its smoothed intensity is halfway up from its
-            surroundings) or ``"mask"`` (the model's foreground as it is).
-        spot_sigma: smoothing of the distance map before seeding, in units of the finest voxel side.
-        min_distance: seeds closer than this (in units of the finest voxel side) merge.
-    """
-
-    min_size: int = DEFAULT_MIN_SIZE
-    relative_min_size: float = DEFAULT_RELATIVE_MIN_SIZE
-    boundary: str = "half_max"
-    spot_sigma: float = DEFAULT_SPOT_SIGMA
-    min_distance: float = DEFAULT_MIN_DISTANCE
-
-    def validate(self) -> None:
-        """Raise ``UserError`` for settings that cannot split nuclei."""
-        if self.boundary not in BOUNDARIES:
-            raise UserError(f"boundary {self.boundary!r}: choose one of {', '.join(BOUNDARIES)}")
-        if not 0 <= self.relative_min_size < 1:
-            raise UserError(f"relative_min_size {self.relative_min_size}: give a fraction in [0, 1), e.g. 0.1")
-        if self.min_size < 0:
-            raise UserError(f"min_size {self.min_size}: give a number of voxels >= 0")
-
-    def min_size_for(self, typical: float) -> int:
-        """The smallest nucleus kept, given the typical nucleus volume (see :func:`typical_volume`)."""
-        return max(self.min_size, int(self.relative_min_size * typical))
 
 
 class Instances(NamedTuple):

@@ -10,12 +10,12 @@ from typing import Any
 
 import yaml
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 from wnet_zoo.io.atomic import write_text
 from wnet_zoo.model.architecture import DEFAULT_CHANNELS
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Every training parameter. The loss's defaults are those of CellSeg3D's WNet3D training page; the schedule's
     (``lr``, ``epochs``, ``bf16``, ``stop_at_plateau``) let a run from scratch end by itself within 20 minutes on
@@ -23,6 +23,8 @@ class TrainConfig:
     where the hardware computes it natively.
 
     Keys on disk and on the command line are the field names with ``-`` for ``_`` (``--ncut-weight``).
+    A config is never changed: the training functions record what they resolve in a copy
+    (:func:`dataclasses.replace`).
     ``lr`` is the rate training starts at; ``base_lr`` the rate it derives from (``lr = base_lr * lr_factor``
     when fine-tuning, ``base_lr = lr`` otherwise); ``from_weights`` names the pretrained source of a fine-tuning run.
     The fields from ``screen`` on configure the training checks (see :mod:`wnet_zoo.train.checks.coordinator`).
@@ -83,7 +85,7 @@ class TrainConfig:
             if name not in known:
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f"did you mean {close[0].replace('_', '-')!r}?" if close else "keys are the option names"
-                raise UserError(f"{source}: unknown key {key!r}; {hint} (see 'wnet-zoo train --help')")
+                raise UserError(f"{source}: unknown key {key!r}; {hint}")
             values[name] = _coerce(name, value, source)
         config = cls(**values)
         config.validate()
@@ -92,40 +94,43 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ``UserError`` for values that cannot train."""
         checks = [
-            (self.num_classes >= 2, "--num-classes must be at least 2"),
-            (self.rec_loss in ("mse", "bce"), "--rec-loss must be mse or bce"),
+            (self.num_classes >= 2, f"{setting('num_classes')} must be at least 2"),
+            (self.rec_loss in ("mse", "bce"), f"{setting('rec_loss')} must be mse or bce"),
             (
                 self.intensity_sigma > 0 and self.spatial_sigma > 0,
-                "--intensity-sigma and --spatial-sigma must be > 0",
+                f"{setting('intensity_sigma')} and {setting('spatial_sigma')} must be > 0",
             ),
-            (int(self.radius) == self.radius and self.radius >= 1, "--radius must be a whole number >= 1"),
+            (int(self.radius) == self.radius and self.radius >= 1, f"{setting('radius')} must be a whole number >= 1"),
             (
                 self.input_smoothing is None or 0 <= self.input_smoothing <= 8,
-                "--input-smoothing must be a sigma in [0, 8] voxels, e.g. 1 (0: off)",
+                f"{setting('input_smoothing')} must be a sigma in [0, 8] voxels, e.g. 1 (0: off)",
             ),
             (
                 self.input_log is None or 0 <= self.input_log <= 100,
-                "--input-log must be an offset in [0, 100] on the 0..100 scale, e.g. 1 (0: off)",
+                f"{setting('input_log')} must be an offset in [0, 100] on the 0..100 scale, e.g. 1 (0: off)",
             ),
-            (self.ncut_weight >= 0 and self.rec_weight >= 0, "--ncut-weight and --rec-weight must be >= 0"),
-            (self.epochs >= 1, "--epochs must be at least 1"),
+            (
+                self.ncut_weight >= 0 and self.rec_weight >= 0,
+                f"{setting('ncut_weight')} and {setting('rec_weight')} must be >= 0",
+            ),
+            (self.epochs >= 1, f"{setting('epochs')} must be at least 1"),
             (
                 self.samples_per_epoch >= 1 and self.batch >= 1,
-                "--samples-per-epoch and --batch must be at least 1",
+                f"{setting('samples_per_epoch')} and {setting('batch')} must be at least 1",
             ),
-            (self.lr > 0 and self.lr_factor > 0, "--lr and --lr-factor must be > 0"),
-            (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
-            (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
+            (self.lr > 0 and self.lr_factor > 0, f"{setting('lr')} and {setting('lr_factor')} must be > 0"),
+            (0 <= self.dropout < 1, f"{setting('dropout')} must be in [0, 1)"),
+            (self.device in ("auto", "cpu", "cuda"), f"{setting('device')} must be auto, cpu or cuda"),
             (
                 len(self.channels) == 4 and all(c > 0 and c % 4 == 0 for c in self.channels),
-                "--channels must be 4 positive multiples of 4, e.g. 64,128,256,512",
+                f"{setting('channels')} must be 4 positive multiples of 4, e.g. 64,128,256,512",
             ),
-            (0 <= self.min_foreground < 1, "--min-foreground must be in [0, 1), e.g. 0.001"),
+            (0 <= self.min_foreground < 1, f"{setting('min_foreground')} must be in [0, 1), e.g. 0.001"),
             (
                 self.plateau_window >= 0 and self.plateau_tolerance > 0,
-                "--plateau-window must be >= 0 (0: off) and --plateau-tolerance > 0",
+                f"{setting('plateau_window')} must be >= 0 (0: off) and {setting('plateau_tolerance')} > 0",
             ),
-            (self.max_explosions >= 1, "--max-explosions must be at least 1"),
+            (self.max_explosions >= 1, f"{setting('max_explosions')} must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:

@@ -17,7 +17,8 @@ from wnet_zoo.cli import main
 from wnet_zoo.errors import UserError
 from wnet_zoo.predict.files import predict_files
 from wnet_zoo.predict.stream.executors import kept_environment, open_executor
-from wnet_zoo.predict.stream.streaming import StreamOptions, work_folder
+from wnet_zoo.predict.stream.options import StreamOptions
+from wnet_zoo.predict.stream.streaming import work_folder
 
 from closeness import assert_close
 
@@ -105,7 +106,7 @@ def test_a_killed_worker_costs_only_its_tasks(tiny_onnx, image, one_process, tmp
 )
 def test_a_malformed_scheduler_is_refused_at_once(scheduler, hint):
     expected = (
-        f"--scheduler {scheduler}: give local:N (N local workers, e.g. local:2) or a Dask scheduler's address, "
+        f"scheduler={scheduler!r}: give local:N (N local workers, e.g. local:2) or a Dask scheduler's address, "
         f"tcp://HOST:PORT (or tls://, ws://, wss://){hint}"
     )
     with pytest.raises(UserError) as raised, open_executor(scheduler):
@@ -114,11 +115,13 @@ def test_a_malformed_scheduler_is_refused_at_once(scheduler, hint):
 
 
 def test_predict_refuses_a_malformed_scheduler_and_negative_threads(tiny_onnx, image, tmp_path, capsys):
-    with pytest.raises(UserError, match=r"^--scheduler foo: give local:N"):
+    with pytest.raises(UserError, match=r"^scheduler='foo': give local:N"):
         predict_files(tiny_onnx, [image], tmp_path / "out", scheduler="foo", report=lambda line: None, **SETTINGS)
     assert not (tmp_path / "out").exists()
 
     args = ["predict", str(tiny_onnx), str(image), "--out", str(tmp_path / "out")]
+    assert main([*args, "--scheduler", "foo"]) == 2
+    assert capsys.readouterr().err.startswith("Error: --scheduler 'foo': give local:N")
     assert main([*args, "--threads", "-3"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) <= 2 and error[0].startswith("Error: Invalid value for '--threads': -3 is not in the range x>=0")

@@ -7,7 +7,7 @@ import numpy as np
 from wnet_zoo.predict.stream.jobs import BlockGrid
 from wnet_zoo.predict.stream.label_merge import merge_labels
 from wnet_zoo.segment.measure import COLUMNS
-from wnet_zoo.segment.nuclei import NucleiOptions
+from wnet_zoo.segment.options import NucleiOptions
 
 
 def _labelled(count, inner, edge, voxels, xs):

@@ -16,8 +16,9 @@ from wnet_zoo.errors import UserError
 from wnet_zoo.io.voxels import read_voxel_size
 from wnet_zoo.predict.files import predict_files
 from wnet_zoo.predict.stream import blocks
-from wnet_zoo.predict.stream.streaming import StreamOptions, work_folder
-from wnet_zoo.segment.nuclei import NucleiOptions
+from wnet_zoo.predict.stream.options import StreamOptions
+from wnet_zoo.predict.stream.streaming import work_folder
+from wnet_zoo.segment.options import NucleiOptions
 
 from tiffs import truncated_tiffs
 
@@ -179,7 +180,7 @@ def test_resume_skips_finished_blocks_and_gives_the_same_result(tiny_onnx, volum
     assert calls == {"statistics": 12, "probabilities": 12, "label": 3}
     assert len(list((work / "done" / "label").iterdir())) == 2 and not (tmp_path / "out" / "crop_mask.zarr").exists()
 
-    with pytest.raises(UserError, match="--resume"):
+    with pytest.raises(UserError, match="pass resume=True to continue"):
         predict_files(tiny_onnx, *args, **options)
     with pytest.raises(UserError, match="other settings"):
         predict_files(tiny_onnx, *args, resume=True, **{**options, "nuclei": NucleiOptions(min_size=3)})

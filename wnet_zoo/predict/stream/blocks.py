@@ -68,7 +68,7 @@ def statistics(job: Job, index: int) -> dict[str, np.ndarray]:
 def probabilities(job: Job, index: int) -> dict[str, np.ndarray]:
     """Phase 2: blend the block from its covering tiles; write probabilities and the arg-max class."""
     predictor = predictor_for(job)
-    plan = TilePlan.create(job.shape, predictor.tile, predictor.overlap, predictor.blend)
+    plan = TilePlan.create(job.shape, predictor.tile, predictor.tiling.overlap, predictor.tiling.blend)
     region = job.grid.region(index)
     with job.source.open() as source:
         window = plan.source_region(region)
@@ -78,7 +78,7 @@ def probabilities(job: Job, index: int) -> dict[str, np.ndarray]:
         for r, (b, _), w in zip(region, plan.pad, window, strict=True)
     )
     intensity = raw[inner].copy()
-    if predictor.norm == "global":
+    if predictor.tiling.norm == "global":
         data = remap(raw, job.low, job.high)
         data[_pad_mask(plan, window, data.shape)] = 0.0
     else:

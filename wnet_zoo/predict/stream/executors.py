@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 from wnet_zoo.predict.stream import blocks
 from wnet_zoo.predict.stream.jobs import Job
 from wnet_zoo.predict.stream.worker import release_tiles
@@ -98,7 +98,7 @@ def open_executor(scheduler: str | None, threads: int | None = None) -> Iterator
     try:
         from distributed import Client, LocalCluster
     except ImportError:
-        raise UserError("--scheduler needs Dask: pip install 'wnet-zoo[dask]'") from None
+        raise UserError(f"{setting('scheduler')} needs Dask: pip install 'wnet-zoo[dask]'") from None
     if scheduler.startswith("local:"):
         count = _worker_count(scheduler)
         per_worker = max((threads or os.cpu_count() or 1) // count, 1)
@@ -120,9 +120,9 @@ def open_executor(scheduler: str | None, threads: int | None = None) -> Iterator
         client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError, ValueError) as error:
         raise UserError(
-            f"--scheduler {scheduler}: no Dask scheduler answered within {CONNECT_TIMEOUT_S} s"
+            f"{setting('scheduler', scheduler)}: no Dask scheduler answered within {CONNECT_TIMEOUT_S} s"
             f" ({type(error).__name__});"
-            "\nstart one (dask scheduler; dask worker ADDRESS) or use --scheduler local:N"
+            f"\nstart one (dask scheduler; dask worker ADDRESS) or use {setting('scheduler', 'local:N')}"
         ) from None
     with client:
         yield DaskExecutor(client)
@@ -149,7 +149,7 @@ def check_scheduler(scheduler: str) -> None:
     if _is_address(scheduler):
         return
     hint = f"; did you mean tcp://{scheduler}?" if "://" not in scheduler and _is_address(f"tcp://{scheduler}") else ""
-    raise UserError(f"--scheduler {scheduler}: give {_FORMS}{hint}")
+    raise UserError(f"{setting('scheduler', scheduler)}: give {_FORMS}{hint}")
 
 
 def _is_address(text: str) -> bool:
@@ -171,5 +171,5 @@ def _is_address(text: str) -> bool:
 def _worker_count(scheduler: str) -> int:
     text = scheduler.partition(":")[2]
     if not text.isdigit() or int(text) < 1:
-        raise UserError(f"--scheduler {scheduler}: give {_FORMS}")
+        raise UserError(f"{setting('scheduler', scheduler)}: give {_FORMS}")
     return int(text)

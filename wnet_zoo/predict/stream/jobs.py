@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from wnet_zoo.io.sources import Region, SourceSpec
-from wnet_zoo.segment.nuclei import NucleiOptions
+from wnet_zoo.segment.options import NucleiOptions
 
 FACE_AXES = (0, 1, 2)
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from wnet_zoo.predict.stream.jobs import FACE_AXES, BlockGrid
 from wnet_zoo.segment.measure import table_rows, typical_volume_of
-from wnet_zoo.segment.nuclei import NucleiOptions
+from wnet_zoo.segment.options import NucleiOptions
 
 Summary = dict[str, np.ndarray]
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 from wnet_zoo.io.atomic import atomic_path
 from wnet_zoo.io.sources import SourceSpec, VolumeSource
 from wnet_zoo.io.stores import create_zarr, open_zarr, write_tiff_blocks
@@ -36,45 +36,12 @@ from wnet_zoo.predict.stream import blocks
 from wnet_zoo.predict.stream.executors import DaskExecutor, LocalExecutor
 from wnet_zoo.predict.stream.jobs import BlockGrid, Job
 from wnet_zoo.predict.stream.label_merge import merge_labels
+from wnet_zoo.predict.stream.options import StreamOptions
 from wnet_zoo.predict.stream.worker import adopt, predictor_for
 from wnet_zoo.segment.geometry import relative_spacing
-from wnet_zoo.segment.nuclei import NucleiOptions
+from wnet_zoo.segment.options import NucleiOptions
 
-FORMATS = ("zarr", "tiff")
-DEFAULT_BLOCK = 192
-DEFAULT_LABEL_BLOCK = 128
-DEFAULT_CHUNK = 64
-DEFAULT_INSTANCE_HALO = 24
 _SUFFIX = {"zarr": ".zarr", "tiff": ".tif"}
-
-
-@dataclass(frozen=True)
-class StreamOptions:
-    """How streaming prediction cuts the work.
-
-    Attributes:
-        block: output block edge of the probability phase (a multiple of ``chunk``).
-        label_block: block edge of the mask and instance phases (a multiple of ``chunk``).
-        chunk: zarr chunk edge of the results.
-        instance_halo: voxels added around a block when splitting nuclei; nuclei (and clumps of them)
-            smaller than this get the labels in-memory prediction gives.
-        cache_mb: tile outputs kept for the next block, in MiB.
-    """
-
-    block: int = DEFAULT_BLOCK
-    label_block: int = DEFAULT_LABEL_BLOCK
-    chunk: int = DEFAULT_CHUNK
-    instance_halo: int = DEFAULT_INSTANCE_HALO
-    cache_mb: int = 128
-
-    def __post_init__(self) -> None:
-        if self.chunk < 1:
-            raise UserError(f"chunk {self.chunk}: give a positive chunk edge, e.g. 64")
-        for name, value in (("--block", self.block), ("label block", self.label_block)):
-            if value < self.chunk or value % self.chunk:
-                raise UserError(f"{name} {value}: give a positive multiple of the chunk size {self.chunk}, e.g. 192")
-        if self.instance_halo < 1:
-            raise UserError(f"--instance-halo {self.instance_halo}: give at least 1 voxel, e.g. 24")
 
 
 def fit_block(shape: Sequence[int], edge: int, chunk: int, halo: int) -> tuple[int, int, int]:
@@ -146,7 +113,7 @@ def predict_stream(
         executor: where blocks run (see :mod:`wnet_zoo.predict.stream.executors`).
         resume: continue the work folder an interrupted run left; without it such a folder is an error.
         foreground_class: the nuclei class (default: metadata, else the brightest class).
-        nuclei: how the foreground becomes nuclei (default :class:`~wnet_zoo.segment.nuclei.NucleiOptions`).
+        nuclei: how the foreground becomes nuclei (default :class:`~wnet_zoo.segment.options.NucleiOptions`).
         voxel_size: (z, y, x) overriding the input's voxel size (in its unit).
         options: block sizes and halos.
     """
@@ -245,11 +212,13 @@ def _prepare(work: Path, fingerprint: str, resume: bool) -> bool:
     if work.exists():
         if not resume:
             raise UserError(
-                f"{work} holds an interrupted prediction; pass --resume to continue it or --overwrite to start over"
+                f"{work} holds an interrupted prediction; pass {setting('resume', True)} to continue it "
+                f"or {setting('overwrite', True)} to start over"
             )
         if not record.is_file() or record.read_text().strip() != fingerprint:
             raise UserError(
-                f"{work}: --resume with other settings, model or input than the interrupted run; use --overwrite"
+                f"{work}: {setting('resume', True)} with other settings, model or input than the interrupted run; "
+                f"use {setting('overwrite', True)}"
             )
         return False
     for phase in blocks.PHASES:
