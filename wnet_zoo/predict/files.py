@@ -29,7 +29,7 @@ from wnet_zoo.predict.model_files import onnx_file
 from wnet_zoo.predict.outputs import ImageResult, OutputSet, check_free, names, output_paths
 from wnet_zoo.predict.predictor import Predictor
 from wnet_zoo.predict.settings import EngineSettings, Tiling, settings_from
-from wnet_zoo.predict.stream.executors import DaskExecutor, LocalExecutor, check_scheduler, open_executor
+from wnet_zoo.predict.stream.executors import Executor, check_scheduler, open_executor
 from wnet_zoo.predict.stream.options import FORMATS, StreamOptions
 from wnet_zoo.predict.stream.streaming import predict_stream, result_paths, work_folder
 from wnet_zoo.segment.nuclei import instances, stage_count
@@ -245,7 +245,7 @@ def _stream_one(
     onnx_path: Path,
     spec: SourceSpec,
     paths: dict[str, Path],
-    executor: LocalExecutor | DaskExecutor,
+    executor: Executor,
     request: Request,
 ) -> ImageResult:
     out = next(iter(paths.values())).parent

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,7 +29,7 @@ from wnet_zoo.io.intensity import compressed_view, remap
 from wnet_zoo.io.sources import Region, VolumeSource
 from wnet_zoo.io.stores import open_zarr
 from wnet_zoo.predict.stream.jobs import FACE_AXES, Job
-from wnet_zoo.predict.stream.worker import _CACHES, _LOCK, _trim, predictor_for
+from wnet_zoo.predict.stream.worker import STATE, trim_memory
 from wnet_zoo.predict.tiling import TilePlan
 from wnet_zoo.segment.measure import size_counts, table_rows
 from wnet_zoo.segment.nuclei import nuclei_labels
@@ -49,7 +48,7 @@ def run(phase: str, job: Job, index: int, extra: Any = None) -> dict[str, np.nda
         np.savez(partial, **summary)
         os.replace(partial, record)
         del summary
-        _trim()
+        trim_memory()
     with np.load(record) as saved:
         return {name: saved[name] for name in saved.files if not name.startswith("_")}
 
@@ -67,7 +66,7 @@ def statistics(job: Job, index: int) -> dict[str, np.ndarray]:
 
 def probabilities(job: Job, index: int) -> dict[str, np.ndarray]:
     """Phase 2: blend the block from its covering tiles; write probabilities and the arg-max class."""
-    predictor = predictor_for(job)
+    predictor = STATE.predictor_for(job)
     plan = TilePlan.create(job.shape, predictor.tile, predictor.tiling.overlap, predictor.tiling.blend)
     region = job.grid.region(index)
     with job.source.open() as source:
@@ -247,14 +246,10 @@ class _TileOutputs:
         self.window = window
         self.wanted = list(wanted)
         self.limit = job.cache_bytes
-        key = job.key()
-        with _LOCK:
-            if key not in _CACHES:
-                _CACHES.clear()  # one prediction at a time per process: drop another's tiles
-            self.cache = _CACHES.setdefault(key, OrderedDict())
+        self.cache = STATE.tile_cache(job.key())
 
     def __call__(self, index: int) -> np.ndarray:
-        with _LOCK:
+        with STATE.lock:
             if index in self.cache:
                 self.cache.move_to_end(index)
                 return self.cache[index]
@@ -267,7 +262,7 @@ class _TileOutputs:
             for i in batch
         ]
         outputs = self.predictor.tile_outputs(self.data, tiles)
-        with _LOCK:
+        with STATE.lock:
             for i, output in zip(batch, outputs, strict=True):
                 self.cache[i] = output
             while len(self.cache) > 1 and sum(o.nbytes for o in self.cache.values()) > self.limit:

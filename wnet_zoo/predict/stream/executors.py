@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
@@ -27,6 +27,23 @@ SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")  # Dask's network protocols
 _FORMS = (
     "local:N (N local workers, e.g. local:2) or a Dask scheduler's address, tcp://HOST:PORT (or tls://, ws://, wss://)"
 )
+
+
+class Executor(Protocol):
+    """Where the blocks of a phase run: this process (:class:`LocalExecutor`) or Dask (:class:`DaskExecutor`)."""
+
+    description: str
+
+    def map(
+        self, phase: str, job: Job, indices: Sequence[int], extras: Sequence[Any] | None = None, label: str = ""
+    ) -> list[dict[str, Any]]:
+        """Run ``phase`` on the blocks ``indices`` (with one extra argument per block if given); their summaries
+        in block order."""
+        ...
+
+    def release_tiles(self) -> None:
+        """Drop the cached tile outputs wherever the blocks ran."""
+        ...
 
 
 class LocalExecutor:
@@ -88,8 +105,8 @@ class DaskExecutor:
 
 
 @contextlib.contextmanager
-def open_executor(scheduler: str | None, threads: int | None = None) -> Iterator[LocalExecutor | DaskExecutor]:
-    """The executor for ``--scheduler``: None -> this process; ``local:N`` -> a LocalCluster of N worker
+def open_executor(scheduler: str | None, threads: int | None = None) -> Iterator[Executor]:
+    """The executor for ``scheduler``: None -> this process; ``local:N`` -> a LocalCluster of N worker
     processes on 127.0.0.1, stopped afterwards; ``tcp://HOST:PORT`` -> an existing cluster."""
     if scheduler is None:
         yield LocalExecutor()

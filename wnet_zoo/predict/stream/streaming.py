@@ -33,11 +33,11 @@ from wnet_zoo.io.voxels import VoxelSize, override_voxel_size
 from wnet_zoo.predict.foreground import foreground_from_totals
 from wnet_zoo.predict.predictor import Predictor
 from wnet_zoo.predict.stream import blocks
-from wnet_zoo.predict.stream.executors import DaskExecutor, LocalExecutor
+from wnet_zoo.predict.stream.executors import DaskExecutor, Executor
 from wnet_zoo.predict.stream.jobs import BlockGrid, Job
 from wnet_zoo.predict.stream.label_merge import merge_labels
 from wnet_zoo.predict.stream.options import StreamOptions
-from wnet_zoo.predict.stream.worker import adopt, predictor_for
+from wnet_zoo.predict.stream.worker import STATE
 from wnet_zoo.segment.geometry import relative_spacing
 from wnet_zoo.segment.options import NucleiOptions
 
@@ -94,7 +94,7 @@ def predict_stream(
     *,
     outputs: Sequence[str],
     fmt: str,
-    executor: LocalExecutor | DaskExecutor,
+    executor: Executor,
     resume: bool = False,
     foreground_class: int | None = None,
     nuclei: NucleiOptions | None = None,
@@ -149,7 +149,7 @@ def _job(
     outputs: Sequence[str],
     options: StreamOptions,
     size: VoxelSize | None,
-    executor: LocalExecutor | DaskExecutor,
+    executor: Executor,
 ) -> Job:
     settings = dict(predictor.settings)
     distributed = isinstance(executor, DaskExecutor)
@@ -174,7 +174,7 @@ def _job(
         cache_bytes=options.cache_mb * 2**20,
     )
     if not distributed:
-        adopt(job, predictor)
+        STATE.adopt(job, predictor)
     return job
 
 
@@ -231,7 +231,7 @@ def _prepare(work: Path, fingerprint: str, resume: bool) -> bool:
 def _run(
     job: Job,
     source: VolumeSource,
-    executor: LocalExecutor | DaskExecutor,
+    executor: Executor,
     paths: dict[str, Path],
     fmt: str,
     foreground_class: int | None,
@@ -251,7 +251,7 @@ def _run(
 def _compute(
     job: Job,
     source: VolumeSource,
-    executor: LocalExecutor | DaskExecutor,
+    executor: Executor,
     paths: dict[str, Path],
     foreground_class: int | None,
     size: VoxelSize | None,
@@ -280,7 +280,7 @@ def _compute(
     executor.release_tiles()
     voxels = np.sum([s["voxels"] for s in summaries], axis=0)
     sums = np.sum([s["sums"] for s in summaries], axis=0)
-    foreground, reason = foreground_from_totals(voxels, sums, predictor_for(job).metadata, foreground_class)
+    foreground, reason = foreground_from_totals(voxels, sums, STATE.predictor_for(job).metadata, foreground_class)
     job = replace(job, foreground=foreground)
     nuclei = None
     if "mask" in job.outputs or "instances" in job.outputs:
@@ -302,7 +302,7 @@ def _chunks(job: Job) -> tuple[int, int, int]:
 def _make_stores(job: Job, size: VoxelSize | None, source: VolumeSource) -> None:
     """Create the work stores (unless a resumed run made them)."""
     chunks = _chunks(job)
-    count = predictor_for(job).classes
+    count = STATE.predictor_for(job).classes
     wanted: dict[str, tuple[tuple[int, ...], Any, VoxelSize | None]] = {"classes": (job.shape, np.uint8, None)}
     if "probabilities" in job.outputs:
         wanted["probabilities"] = ((count, *job.shape), np.float32, size)

@@ -10,40 +10,59 @@ import numpy as np
 
 from wnet_zoo.predict.stream.jobs import Job, _predictor_key
 
-_LOCK = threading.Lock()
-_PREDICTORS: dict[str, Any] = {}
-_CACHES: dict[str, OrderedDict[int, np.ndarray]] = {}
+
+class WorkerState:
+    """What one process keeps between blocks: one open predictor (for one model and settings) and its cached
+    tile outputs. A new model, new settings or a new prediction drops what was kept for the last one."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.predictors: dict[str, Any] = {}
+        self.caches: dict[str, OrderedDict[int, np.ndarray]] = {}
+
+    def predictor_for(self, job: Job) -> Any:
+        """The :class:`~wnet_zoo.predict.predictor.Predictor` of ``job``, opened on first use."""
+        from wnet_zoo.predict.predictor import Predictor
+
+        key = _predictor_key(job)
+        with self.lock:
+            if key not in self.predictors:
+                self.predictors.clear()
+                self.caches.clear()
+                self.predictors[key] = Predictor(job.model, **job.predictor)
+            return self.predictors[key]
+
+    def adopt(self, job: Job, predictor: Any) -> None:
+        """Use ``predictor`` (already open in this process) for ``job`` instead of opening another."""
+        with self.lock:
+            self.predictors.clear()
+            self.caches.clear()
+            self.predictors[_predictor_key(job)] = predictor
+
+    def tile_cache(self, key: str) -> OrderedDict[int, np.ndarray]:
+        """The tile outputs kept for the prediction ``key`` (one prediction at a time: another's are dropped)."""
+        with self.lock:
+            if key not in self.caches:
+                self.caches.clear()
+            return self.caches.setdefault(key, OrderedDict())
+
+    def release_tiles(self) -> None:
+        """Drop the cached tile outputs (once the probability phase is over) and hand the memory back."""
+        with self.lock:
+            self.caches.clear()
+        trim_memory()
 
 
-def predictor_for(job: Job) -> Any:
-    """One :class:`~wnet_zoo.predict.predictor.Predictor` per model and settings per process (one per Dask worker)."""
-    from wnet_zoo.predict.predictor import Predictor
-
-    key = _predictor_key(job)
-    with _LOCK:
-        if key not in _PREDICTORS:
-            _PREDICTORS.clear()
-            _CACHES.clear()
-            _PREDICTORS[key] = Predictor(job.model, **job.predictor)
-        return _PREDICTORS[key]
-
-
-def adopt(job: Job, predictor: Any) -> None:
-    """Use ``predictor`` (already open in this process) for ``job`` instead of opening another."""
-    with _LOCK:
-        _PREDICTORS.clear()
-        _CACHES.clear()
-        _PREDICTORS[_predictor_key(job)] = predictor
+STATE = WorkerState()
+"""This process's state: the Dask worker's, or that of the process predicting in-process."""
 
 
 def release_tiles() -> None:
-    """Drop this process's cached tile outputs (once the probability phase is over)."""
-    with _LOCK:
-        _CACHES.clear()
-    _trim()
+    """:meth:`WorkerState.release_tiles` of this process (a plain function, for Dask's ``client.run``)."""
+    STATE.release_tiles()
 
 
-def _trim() -> None:
+def trim_memory() -> None:
     """Hand freed memory back to the system (glibc keeps it otherwise, and the resident size creeps up block by
     block with the large, short-lived arrays of the watershed); nothing elsewhere."""
     if _LIBC is not None:
