@@ -29,6 +29,8 @@ _MODULES = {
     "Predictor": "predict.predictor",
     "predict": "predict.predictor",
     "TilePlan": "predict.tiling",
+    "Tiling": "predict.settings",
+    "EngineSettings": "predict.settings",
     "TrainResult": "train.loop",
     "finetune": "train.runs",
     "resume": "train.runs",
@@ -36,12 +38,14 @@ _MODULES = {
 }
 
 __all__ = [
+    "EngineSettings",
     "Instances",
     "LoadedWeights",
     "NucleiOptions",
     "Predictor",
     "SoftNCutLoss",
     "TilePlan",
+    "Tiling",
     "TrainConfig",
     "TrainResult",
     "UserError",
@@ -82,6 +86,7 @@ if TYPE_CHECKING:
     from wnet_zoo.model.losses import SoftNCutLoss, WNetLoss, reconstruction_loss
     from wnet_zoo.model.wnet import WNet3D
     from wnet_zoo.predict.predictor import Predictor, predict
+    from wnet_zoo.predict.settings import EngineSettings, Tiling
     from wnet_zoo.predict.tiling import TilePlan
     from wnet_zoo.segment.nuclei import Instances, instances
     from wnet_zoo.segment.options import NucleiOptions
