@@ -31,7 +31,7 @@ from wnet_zoo.predict.predictor import Predictor
 from wnet_zoo.predict.settings import EngineSettings, Tiling, settings_from
 from wnet_zoo.predict.stream.executors import Executor, check_scheduler, open_executor
 from wnet_zoo.predict.stream.options import FORMATS, StreamOptions
-from wnet_zoo.predict.stream.streaming import predict_stream, result_paths, work_folder
+from wnet_zoo.predict.stream.streaming import predict_stream, work_folder
 from wnet_zoo.segment.nuclei import instances, stage_count
 from wnet_zoo.segment.options import NucleiOptions
 from wnet_zoo.triples import parse_floats
@@ -186,7 +186,7 @@ def _free_memory() -> int:
 
 def _paths(out: Path, spec: SourceSpec, chosen: Sequence[str], fmt: str | None, streamed: bool) -> dict[str, Path]:
     if streamed:
-        return result_paths(out, spec.stem, chosen, fmt or ("zarr" if spec.is_zarr else "tiff"))
+        return output_paths(out, spec.stem, chosen, fmt or ("zarr" if spec.is_zarr else "tiff"))
     return output_paths(out, spec.stem, chosen)
 
 

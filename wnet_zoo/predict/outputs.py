@@ -24,9 +24,13 @@ OUTPUTS = ("probabilities", "mask", "instances")
 DEFAULT_OUTPUTS = ("mask", "instances")
 
 
-def output_paths(out: Path, stem: str, outputs: Iterable[str]) -> dict[str, Path]:
-    """The files written for an image ``stem``: ``<stem>_<output>.tif`` plus ``<stem>_labels.csv`` with instances."""
-    paths = {name: out / f"{stem}_{name}.tif" for name in outputs}
+SUFFIXES = {"zarr": ".zarr", "tiff": ".tif"}
+
+
+def output_paths(out: Path, stem: str, outputs: Iterable[str], fmt: str = "tiff") -> dict[str, Path]:
+    """The files written for an image ``stem``: ``<stem>_<output>.tif`` (or ``.zarr``) plus
+    ``<stem>_labels.csv`` with instances."""
+    paths = {name: out / f"{stem}_{name}{SUFFIXES[fmt]}" for name in outputs}
     if "instances" in paths:
         paths["labels"] = out / f"{stem}_labels.csv"
     return paths

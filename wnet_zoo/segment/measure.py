@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -64,24 +65,40 @@ def table_rows(labels: np.ndarray, totals: dict[str, np.ndarray]) -> np.ndarray:
     return np.stack([np.asarray(columns[c], dtype=np.float64) for c in COLUMNS], axis=1)
 
 
-def measure(labels: np.ndarray, intensity: np.ndarray) -> pd.DataFrame:
-    """The table of :class:`Instances` for a label image with labels 1..N and an intensity image."""
-    import pandas as pd
+def label_totals(labels: np.ndarray, intensity: np.ndarray, offset: Sequence[int] = (0, 0, 0)) -> dict[str, np.ndarray]:
+    """Per label 1..n of ``labels``: ``voxels``, coordinate sums ``sum_z/y/x``, box ``start_z/y/x`` and
+    ``stop_z/y/x`` (0 for a label absent here) and summed ``intensity``; coordinates shifted by ``offset`` (a
+    block's corner in the volume). Totals of the blocks of one nucleus add up to the whole nucleus's."""
     from scipy import ndimage
 
     count = int(labels.max(initial=0))
     flat = labels.ravel()
-    voxels = np.bincount(flat, minlength=count + 1)[1:]
-    rows: dict[str, np.ndarray] = {"label": np.arange(1, count + 1), "voxels": voxels}
+    totals = {"voxels": np.bincount(flat, minlength=count + 1)[1:].astype(np.int64)}
+    grids = np.indices(labels.shape, sparse=True)
     for axis, name in enumerate("zyx"):
-        coordinate = np.indices(labels.shape, sparse=True)[axis]
-        sums = np.bincount(flat, weights=np.broadcast_to(coordinate, labels.shape).ravel(), minlength=count + 1)
-        rows[f"centroid_{name}"] = sums[1:] / np.maximum(voxels, 1)
-    boxes = ndimage.find_objects(labels, max_label=count)
+        coordinate = np.broadcast_to(grids[axis] + offset[axis], labels.shape).ravel()
+        totals[f"sum_{name}"] = np.bincount(flat, weights=coordinate, minlength=count + 1)[1:]
+    boxes = ndimage.find_objects(labels.astype(np.int32, copy=False), max_label=count)
     for axis, name in enumerate("zyx"):
-        rows[f"bbox_{name}_start"] = np.array([box[axis].start for box in boxes], dtype=np.int64)
-    for axis, name in enumerate("zyx"):
-        rows[f"bbox_{name}_stop"] = np.array([box[axis].stop for box in boxes], dtype=np.int64)
-    sums = np.bincount(flat, weights=intensity.ravel().astype(np.float64), minlength=count + 1)
-    rows["mean_intensity"] = sums[1:] / np.maximum(voxels, 1)
+        totals[f"start_{name}"] = np.array([b[axis].start + offset[axis] if b else 0 for b in boxes], dtype=np.int64)
+        totals[f"stop_{name}"] = np.array([b[axis].stop + offset[axis] if b else 0 for b in boxes], dtype=np.int64)
+    weights = intensity.ravel().astype(np.float64)
+    totals["intensity"] = np.bincount(flat, weights=weights, minlength=count + 1)[1:]
+    return totals
+
+
+def measure(labels: np.ndarray, intensity: np.ndarray) -> pd.DataFrame:
+    """The table of :class:`~wnet_zoo.segment.nuclei.Instances` for a label image with labels 1..N and an
+    intensity image (counts and boxes as integers)."""
+    import pandas as pd
+
+    totals = label_totals(labels, intensity)
+    voxels = totals["voxels"]
+    safe = np.maximum(voxels, 1)
+    rows: dict[str, np.ndarray] = {"label": np.arange(1, len(voxels) + 1), "voxels": voxels}
+    for name in "zyx":
+        rows[f"centroid_{name}"] = totals[f"sum_{name}"] / safe
+        rows[f"bbox_{name}_start"] = totals[f"start_{name}"]
+        rows[f"bbox_{name}_stop"] = totals[f"stop_{name}"]
+    rows["mean_intensity"] = totals["intensity"] / safe
     return pd.DataFrame({column: rows[column] for column in COLUMNS})

@@ -31,7 +31,7 @@ from wnet_zoo.io.stores import open_zarr
 from wnet_zoo.predict.stream.jobs import FACE_AXES, Job
 from wnet_zoo.predict.stream.worker import STATE, trim_memory
 from wnet_zoo.predict.tiling import TilePlan
-from wnet_zoo.segment.measure import size_counts, table_rows
+from wnet_zoo.segment.measure import label_totals, size_counts, table_rows
 from wnet_zoo.segment.nuclei import nuclei_labels
 
 PHASES = ("statistics", "probabilities", "label", "pairs", "relabel")
@@ -129,7 +129,7 @@ def label(job: Job, index: int) -> dict[str, np.ndarray]:
     first = 0 if own.size and own[0] == 0 else 1
     numbers = compact.reshape(labels[core].shape).astype(np.uint32) + first
     open_zarr(job.store("raw_labels"))[region] = numbers
-    measured = _measure(numbers, intensity[core], region)
+    measured = label_totals(numbers, intensity[core], [axis.start for axis in region])
     count = int(measured["voxels"].size)
     summary: dict[str, np.ndarray] = {f"_{name}": values for name, values in measured.items()}
     on_edge = np.zeros(count + 1, dtype=bool)
@@ -268,27 +268,6 @@ class _TileOutputs:
             while len(self.cache) > 1 and sum(o.nbytes for o in self.cache.values()) > self.limit:
                 self.cache.popitem(last=False)
         return outputs[0]
-
-
-def _measure(numbers: np.ndarray, intensity: np.ndarray, region: Region) -> dict[str, np.ndarray]:
-    """Per label 1..n of the block: voxels, coordinate sums (volume coordinates), box and summed intensity."""
-    from scipy import ndimage
-
-    count = int(numbers.max(initial=0))
-    flat = numbers.ravel()
-    summary: dict[str, np.ndarray] = {}
-    summary["voxels"] = np.bincount(flat, minlength=count + 1)[1:].astype(np.int64)
-    grids = np.indices(numbers.shape, sparse=True)
-    for axis, name in enumerate("zyx"):
-        coordinate = np.broadcast_to(grids[axis] + region[axis].start, numbers.shape).ravel()
-        summary[f"sum_{name}"] = np.bincount(flat, weights=coordinate, minlength=count + 1)[1:]
-    boxes = ndimage.find_objects(numbers.astype(np.int32), max_label=count)
-    for axis, name in enumerate("zyx"):
-        offset = region[axis].start
-        summary[f"start_{name}"] = np.array([b[axis].start + offset if b else 0 for b in boxes], dtype=np.int64)
-        summary[f"stop_{name}"] = np.array([b[axis].stop + offset if b else 0 for b in boxes], dtype=np.int64)
-    summary["intensity"] = np.bincount(flat, weights=intensity.ravel().astype(np.float64), minlength=count + 1)[1:]
-    return summary
 
 
 _PHASE_FUNCTIONS: dict[str, Callable[..., dict[str, np.ndarray]]] = {

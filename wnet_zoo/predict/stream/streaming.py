@@ -41,8 +41,6 @@ from wnet_zoo.predict.stream.worker import STATE
 from wnet_zoo.segment.geometry import relative_spacing
 from wnet_zoo.segment.options import NucleiOptions
 
-_SUFFIX = {"zarr": ".zarr", "tiff": ".tif"}
-
 
 def fit_block(shape: Sequence[int], edge: int, chunk: int, halo: int) -> tuple[int, int, int]:
     """Block edges (multiples of ``chunk``) whose block plus ``halo`` holds about as many voxels as an
@@ -60,14 +58,6 @@ def fit_block(shape: Sequence[int], edge: int, chunk: int, halo: int) -> tuple[i
         grown = max(chunk, int(round(side / chunk)) * chunk)
         block = [min(grown, whole[i]) if i in growing else block[i] for i in range(3)]
     return (block[0], block[1], block[2])
-
-
-def result_paths(out: Path, stem: str, outputs: Sequence[str], fmt: str) -> dict[str, Path]:
-    """The results of one streamed image: ``<stem>_<output>.zarr`` or ``.tif``, plus the labels table."""
-    paths = {name: out / f"{stem}_{name}{_SUFFIX[fmt]}" for name in outputs}
-    if "instances" in paths:
-        paths["labels"] = out / f"{stem}_labels.csv"
-    return paths
 
 
 def work_folder(out: Path, stem: str) -> Path:
@@ -102,7 +92,7 @@ def predict_stream(
     options: StreamOptions | None = None,
     progress: bool = False,
 ) -> StreamResult:
-    """Predict one volume block by block and write ``paths`` (see :func:`result_paths`).
+    """Predict one volume block by block and write ``paths`` (see :func:`~wnet_zoo.predict.outputs.output_paths`).
 
     Args:
         predictor: the open model and its tiling settings.
