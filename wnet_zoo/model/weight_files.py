@@ -14,9 +14,8 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import yaml
-
 from wnet_zoo.errors import UserError
+from wnet_zoo.io.packages import read_rdf, wnet_zoo_config
 
 EXPECTED = (
     "expected a wnet-zoo run directory or checkpoint, a dict with a 'model' state dict, a WNet3D state dict "
@@ -66,12 +65,8 @@ def _is_package(path: Path) -> bool:
 
 
 def _package_weights_name(text: str, where: Path) -> str:
-    try:
-        rdf = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise UserError(f"{where}: rdf.yaml is not valid YAML; {EXPECTED}") from None
-    ours = ((rdf or {}).get("config") or {}).get("wnet_zoo") or {}
-    if isinstance(ours, dict) and ours.get(FULL_WEIGHTS_KEY):
+    ours = wnet_zoo_config(read_rdf(text, f"{where}: rdf.yaml", f"; {EXPECTED}"))
+    if ours.get(FULL_WEIGHTS_KEY):
         return str(ours[FULL_WEIGHTS_KEY])
     raise UserError(f"{where}: not a bioimage.io package exported by wnet-zoo (no full WNet3D weights); {EXPECTED}")
 

@@ -10,9 +10,8 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import yaml
-
 from wnet_zoo.errors import UserError, command
+from wnet_zoo.io.packages import read_rdf
 from wnet_zoo.predict.runtime import short_message
 
 _RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
@@ -112,10 +111,10 @@ def _onnx_from_rdf(rdf: Path, shown: str | None = None) -> Path:
     """The ONNX weights the package description ``rdf`` names; ``shown`` names it in messages."""
     shown = shown or str(rdf)
     try:
-        description = yaml.safe_load(rdf.read_text())
-    except (OSError, yaml.YAMLError) as error:
+        text = rdf.read_text()
+    except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"{shown}: not a readable bioimage.io rdf.yaml ({type(error).__name__})") from None
-    weights = description.get("weights") if isinstance(description, dict) else None
+    weights = read_rdf(text, shown).get("weights")
     entry = weights.get("onnx") if isinstance(weights, dict) else None
     source = entry.get("source") if isinstance(entry, dict) else None
     if not isinstance(source, str):
