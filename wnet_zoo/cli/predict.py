@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from wnet_zoo.cli.types import Floats, Triple
+from wnet_zoo.cli.types import Triple
 from wnet_zoo.predict.outputs import OUTPUTS
 from wnet_zoo.predict.runtime import DEVICES
 from wnet_zoo.predict.settings import NORMS, EngineSettings, Tiling
@@ -82,7 +82,7 @@ from wnet_zoo.segment.options import NucleiOptions
 )
 @click.option(
     "--voxel-size",
-    type=Floats("voxel_size"),
+    type=Triple("voxel_size", floats=True),
     default=None,
     help="z,y,x voxel size. Default: the TIFF's metadata, else isotropic.",
 )
