@@ -125,12 +125,12 @@ def main(argv: list[str] | None = None) -> int:
             labels = baseline(image, SETTINGS[name].voxel_size)
             seconds = time.perf_counter() - start
             score = evaluate(labels, truth)
-            setting = f"{name}*" if name == HELD_OUT else name
+            setting = f"{name}*" if name in HELD_OUT else name
             print(
                 f"{setting:13s} {method:15s} {score.foreground_dice:7.3f} {score.f1_at_05:7.3f} "
                 f"{score.mean_f1:7.3f} {seconds:7.2f}"
             )
-    print(f"* {HELD_OUT}: held out of tuning")
+    print(f"* held out of tuning: {', '.join(HELD_OUT)}")
     return 0
 
 

@@ -36,8 +36,16 @@ The settings (:data:`SETTINGS`; share of nuclei touching another in brackets):
 - ``dim_bright``: clusters in which half the nuclei are 8x dimmer than their neighbours [50%].
 - ``saturated``: a 12-bit camera; 15% of the nuclei 30x brighter, clipped at 4095, and over-exposed voxels
   scattered through the volume [0%].
-- ``dense``: about 1400 nuclei filling 40% of the volume [95%]. Held out (:data:`HELD_OUT`): never used to
-  choose defaults, so it checks that they generalise.
+- ``dense``: about 1400 nuclei filling 40% of the volume [95%].
+- ``packed``: tissue-like packing, about 40% of the volume nuclei touching in 3-D, 1.6x brighter than the haze
+  between them [95%].
+- ``low_contrast``: nuclei 1.3x the background, out-of-focus haze between them.
+- ``textured``: strong chromatin texture, bright chromatin spots and two dim nucleoli per nucleus.
+- ``confocal_offset``: 12-bit counts with a camera offset of 400 and an uneven autofluorescent background.
+- ``tissue``: all of the above at once, as float32.
+
+Held out (:data:`HELD_OUT`): ``dense``, ``confocal_offset`` and ``tissue`` are never used to choose defaults,
+so they check that the defaults generalise.
 
 Every setting is seeded: the same name and seed give identical arrays. The volumes hold 0.2 to 1 M voxels and
 build in well under a second each.
@@ -87,6 +95,15 @@ class PhantomSettings:
         camera_max: largest count the camera records (4095 for a 12-bit camera, 65535 for 16 bits).
         hot_voxels: fraction of voxels that read ``camera_max`` (over-exposed speckles).
         min_voxels: smallest labelled fragment kept.
+        nucleoli: dim spots per nucleus (nucleoli, radius about 1 µm).
+        nucleolus_factor: brightness factor inside a nucleolus.
+        chromatin: relative amplitude of fine bright chromatin spots inside nuclei (0: none).
+        haze: out-of-focus light: this fraction of the signal added again, blurred by ``haze_sigma``.
+        haze_sigma: standard deviation of the haze's blur.
+        background_structure: relative amplitude of a smooth, uneven background (autofluorescence,
+            cytoplasm), of feature size ``background_scale``.
+        background_scale: standard deviation of the background structure's smoothing.
+        floats: the image as float32 (photon counts scaled by the gain, offset removed) instead of camera counts.
         seed: default random seed.
     """
 
@@ -116,6 +133,14 @@ class PhantomSettings:
     camera_max: int = 65535
     hot_voxels: float = 0.0
     min_voxels: int = 30
+    nucleoli: int = 0
+    nucleolus_factor: float = 0.5
+    chromatin: float = 0.0
+    haze: float = 0.0
+    haze_sigma: float = 6.0
+    background_structure: float = 0.0
+    background_scale: float = 8.0
+    floats: bool = False
     seed: int = 0
 
 
@@ -201,7 +226,77 @@ SETTINGS: dict[str, PhantomSettings] = {
         seed=8,
     ),
 }
-HELD_OUT = "dense"  # never used to choose defaults: the check that they generalise
+SETTINGS.update(
+    {
+        "packed": PhantomSettings(
+            "Packed tissue: nuclei touching in 3-D fill about 40% of the volume, 1.6x the haze between them.",
+            shape=(48, 96, 96),
+            count=900,
+            radius=(3.0, 5.0),
+            contact=0.78,
+            brightness=60.0,
+            background=40.0,
+            haze=0.3,
+            seed=9,
+        ),
+        "low_contrast": PhantomSettings(
+            "Nuclei 1.3x the background, with out-of-focus haze between them.",
+            shape=(48, 96, 96),
+            count=120,
+            contact=1.0,
+            brightness=40.0,
+            background=100.0,
+            haze=0.4,
+            seed=10,
+        ),
+        "textured": PhantomSettings(
+            "Nuclei with strong chromatin texture, bright chromatin spots and dim nucleoli.",
+            shape=(48, 96, 96),
+            count=100,
+            contact=1.0,
+            texture=0.35,
+            chromatin=0.6,
+            nucleoli=2,
+            nucleolus_factor=0.35,
+            seed=11,
+        ),
+        "confocal_offset": PhantomSettings(
+            "A 12-bit confocal: a camera offset of 400 counts, an uneven autofluorescent background.",
+            shape=(40, 112, 112),
+            count=140,
+            contact=1.0,
+            brightness=60.0,
+            background=30.0,
+            background_structure=0.6,
+            gain=4.0,
+            offset=400.0,
+            read_noise=6.0,
+            camera_max=4095,
+            seed=12,
+        ),
+        "tissue": PhantomSettings(
+            "All of the above at once, in float32: packed, low-contrast, textured nuclei on an uneven, hazy "
+            "background.",
+            shape=(48, 104, 104),
+            count=1000,
+            radius=(3.0, 5.0),
+            contact=0.8,
+            brightness=45.0,
+            brightness_spread=0.3,
+            background=80.0,
+            texture=0.3,
+            chromatin=0.4,
+            nucleoli=1,
+            nucleolus_factor=0.5,
+            haze=0.35,
+            background_structure=0.4,
+            floats=True,
+            seed=13,
+        ),
+    }
+)
+HELD_OUT = ("dense", "confocal_offset", "tissue")
+"""Settings never used to choose defaults: the check that they generalise (decided before any tuning on them)."""
 
 
 def make_phantom(name: str, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -290,17 +385,54 @@ def _image(settings: PhantomSettings, labels: np.ndarray, rng: np.random.Generat
     texture = ndimage.gaussian_filter(rng.standard_normal(settings.shape).astype(np.float32), 1.0 / spacing)
     texture *= settings.texture / max(float(texture.std()), 1e-12)
     signal = brightness.astype(np.float32)[labels] * np.clip(1 + texture, 0.2, None)
+    if settings.chromatin:
+        spots = ndimage.gaussian_filter(rng.standard_normal(settings.shape).astype(np.float32), 0.5 / spacing)
+        spots = np.maximum(spots - 2 * float(spots.std()), 0)
+        signal *= 1 + settings.chromatin * spots / max(float(spots.max()), 1e-12) * 4
+    if settings.nucleoli:
+        signal *= _nucleoli(settings, labels, rng)
     y = np.linspace(-1, 1, settings.shape[1], dtype=np.float32)[:, None]
     x = np.linspace(0, 1, settings.shape[2], dtype=np.float32)[None, :]
     illumination = np.exp(-settings.fade_x * x) * (1 - settings.beam_y * (1 - np.exp(-2 * y**2)) / (1 - np.exp(-2)))
-    photons = ndimage.gaussian_filter(
-        signal * illumination + settings.background, np.array(settings.psf_sigma) / spacing
-    )
+    lit = signal * illumination
+    if settings.haze:
+        lit = lit + settings.haze * ndimage.gaussian_filter(lit, settings.haze_sigma / spacing)
+    background = np.float32(settings.background)
+    if settings.background_structure:
+        field = ndimage.gaussian_filter(rng.standard_normal(settings.shape), settings.background_scale / spacing)
+        field *= settings.background_structure / max(float(field.std()), 1e-12)
+        background = settings.background * np.clip(1 + field, 0.1, None).astype(np.float32)
+    photons = ndimage.gaussian_filter(lit + background, np.array(settings.psf_sigma) / spacing)
     counts = rng.poisson(np.maximum(photons, 0)) * settings.gain + settings.offset
     counts += rng.normal(0.0, settings.read_noise, settings.shape)
     hot = rng.random(settings.shape) < settings.hot_voxels
     counts[hot] = settings.camera_max
+    if settings.floats:
+        return ((np.clip(counts, 0, settings.camera_max) - settings.offset) / settings.gain).astype(np.float32)
     return np.clip(np.rint(counts), 0, settings.camera_max).astype(np.uint16)
+
+
+def _nucleoli(settings: PhantomSettings, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A brightness factor: ``nucleolus_factor`` in spots of about 1 µm radius, ``nucleoli`` per nucleus."""
+    spacing = np.array(settings.voxel_size)
+    factor = np.ones(settings.shape, dtype=np.float32)
+    owners = labels.ravel()
+    inside = np.flatnonzero(owners)
+    order = inside[np.argsort(owners[inside], kind="stable")]
+    starts = np.searchsorted(owners[order], np.arange(1, int(labels.max()) + 2))
+    for label in range(int(labels.max())):
+        voxels = order[starts[label] : starts[label + 1]]
+        for flat in rng.choice(voxels, size=min(settings.nucleoli, voxels.size), replace=False):
+            centre = np.unravel_index(flat, settings.shape)
+            box = tuple(slice(max(c - 3, 0), min(c + 4, n)) for c, n in zip(centre, settings.shape, strict=True))
+            z, y, x = (np.arange(b.start, b.stop) for b in box)
+            distance2 = (
+                ((z[:, None, None] - centre[0]) * spacing[0]) ** 2
+                + ((y[None, :, None] - centre[1]) * spacing[1]) ** 2
+                + ((x[None, None, :] - centre[2]) * spacing[2]) ** 2
+            )
+            factor[box][(distance2 <= 1.0) & (labels[box] == label + 1)] = settings.nucleolus_factor
+    return factor
 
 
 def write_phantom(name: str, out: Path, seed: int | None = None) -> tuple[Path, Path]:
@@ -326,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.settings:
         start = time.perf_counter()
         image_path, labels_path = write_phantom(name, args.out, args.seed)
-        held_out = "  (held out of tuning)" if name == HELD_OUT else ""
+        held_out = "  (held out of tuning)" if name in HELD_OUT else ""
         print(f"{name:12s} {image_path} {labels_path} {time.perf_counter() - start:.1f} s{held_out}")
     return 0
 

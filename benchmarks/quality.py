@@ -216,7 +216,7 @@ def benchmark_setting(
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "shape": list(image.shape),
         "voxel_size": list(voxel_size),
-        "held_out": name == HELD_OUT,
+        "held_out": name in HELD_OUT,
         "methods": methods,
         "best_baseline": best,
         "meets_goals": bool(
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         "what": "default user pipeline (train, export --onnx, predict) vs classical baselines on the phantoms",
         "run": run,
         "machine": machine(args.threads),
-        "held_out": HELD_OUT,
+        "held_out": list(HELD_OUT),
         "settings": earlier_settings(args.out, run, args.settings),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

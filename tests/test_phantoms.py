@@ -17,12 +17,13 @@ import quality
 
 
 def test_every_setting_is_reproducible_and_sized():
-    assert phantoms.HELD_OUT in phantoms.SETTINGS
+    assert set(phantoms.HELD_OUT) <= set(phantoms.SETTINGS) and len(phantoms.HELD_OUT) == 3
     for name, settings in phantoms.SETTINGS.items():
         image, labels = phantoms.make_phantom(name)
         again_image, again_labels = phantoms.make_phantom(name)
         assert np.array_equal(image, again_image) and np.array_equal(labels, again_labels), name
-        assert image.dtype == labels.dtype == np.uint16 and image.shape == labels.shape == settings.shape
+        assert image.dtype == (np.float32 if settings.floats else np.uint16) and labels.dtype == np.uint16, name
+        assert image.shape == labels.shape == settings.shape
         assert 0.2e6 <= image.size <= 1e6, name
         count = int(labels.max())
         assert np.array_equal(np.unique(labels), np.arange(count + 1)), name  # labels 1..N, none missing
@@ -32,6 +33,30 @@ def test_every_setting_is_reproducible_and_sized():
         inside, outside = image[labels > 0].mean(), image[labels == 0].mean()
         assert inside > outside, name  # nuclei are brighter than the background on average
     assert phantoms.make_phantom("sparse", seed=123)[0].tolist() != phantoms.make_phantom("sparse")[0].tolist()
+
+
+def test_tissue_like_settings_are_packed_dim_and_textured():
+    """The settings real stacks look like: packed nuclei (a third to a half of the voxels), low contrast against
+    a hazy or uneven background, textured nuclei, offset counts and float images."""
+
+    def contrast(name: str, offset: float) -> float:
+        image, labels = phantoms.make_phantom(name)
+        return float((image[labels > 0].mean() - offset) / (image[labels == 0].mean() - offset))
+
+    for name in ("packed", "tissue"):
+        labels = phantoms.make_phantom(name)[1]
+        assert 0.35 <= (labels > 0).mean() <= 0.5, name
+    assert 1.2 <= contrast("low_contrast", 100.0) <= 1.4
+    assert 1.2 <= contrast("tissue", 0.0) <= 1.5
+
+    def variation(name: str) -> float:
+        image, labels = phantoms.make_phantom(name)
+        inside = image[labels > 0].astype(float) - 100.0
+        return float(inside.std() / inside.mean())
+
+    assert variation("textured") > 1.2 * variation("sparse")  # chromatin spots and nucleoli, not uniform blobs
+    counts = phantoms.make_phantom("confocal_offset")[0]
+    assert counts.min() >= 300 and counts.max() <= 4095
 
 
 def test_script_writes_tiff_pairs_with_their_voxel_size(tmp_path: Path):
