@@ -204,14 +204,22 @@ def test_cli_writes_every_output_with_the_voxel_size(tiny, tmp_path, example, ca
     tifffile.imwrite(image, crop, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 2.0, "unit": "micron"})
     out = tmp_path / "out"
     args = ["predict", tiny[0], image, "--out", out, "--device", "cpu", "--tile", "32"]
-    code, stdout, err = _run([*args, "--output", "probabilities", "--output", "mask", "--output", "instances"], capsys)
+    every = ["--output", "probabilities", "--output", "mask", "--output", "raw-mask", "--output", "instances"]
+    code, stdout, err = _run([*args, *every], capsys)
     assert code == 0
     assert "CPUExecutionProvider" in stdout and "stack.tif" in stdout
     assert "stack.tif: nuclei" in err and "measure" in err  # a progress bar over the instance stages
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["stack_instances.tif", "stack_labels.csv", "stack_mask.tif", "stack_probabilities.tif"]
+    assert names == [
+        "stack_instances.tif",
+        "stack_labels.csv",
+        "stack_mask.tif",
+        "stack_probabilities.tif",
+        "stack_raw_mask.tif",
+    ]
     probabilities = tifffile.imread(out / "stack_probabilities.tif")
     mask = tifffile.imread(out / "stack_mask.tif")
+    raw_mask = tifffile.imread(out / "stack_raw_mask.tif")
     labels = tifffile.imread(out / "stack_instances.tif")
     assert probabilities.shape == (2, *crop.shape) and probabilities.dtype == np.float32
     assert mask.shape == labels.shape == crop.shape
@@ -219,8 +227,10 @@ def test_cli_writes_every_output_with_the_voxel_size(tiny, tmp_path, example, ca
     expected = predict(tiny[0], image, device="cpu", tile=32)
     np.testing.assert_allclose(probabilities, expected.values, atol=1e-6)
     foreground = expected.attrs["foreground_class"]
-    np.testing.assert_array_equal(mask, (expected.values.argmax(axis=0) == foreground).astype(np.uint8))
-    near_mask = ndimage.binary_dilation(mask, np.ones((3, 3, 3), bool), iterations=int(HALF_MAX_SHELL))
+    np.testing.assert_array_equal(raw_mask, (expected.values.argmax(axis=0) == foreground).astype(np.uint8))
+    np.testing.assert_array_equal(mask, (labels > 0).astype(np.uint8))  # one foreground: the nuclei's
+    assert mask.dtype == raw_mask.dtype == np.uint8 and mask.sum() > 0 and not np.array_equal(mask, raw_mask)
+    near_mask = ndimage.binary_dilation(raw_mask, np.ones((3, 3, 3), bool), iterations=int(HALF_MAX_SHELL))
     assert not np.any(labels[~near_mask])  # half-max boundaries move out of the mask by at most the shell
     table = (out / "stack_labels.csv").read_text().splitlines()
     assert table[0].startswith("label,voxels,centroid_z,centroid_y,centroid_x,bbox_z_start")
@@ -343,7 +353,7 @@ def test_missing_runtime_and_missing_gpu_say_what_to_install(tiny, tmp_path, sma
     assert not (tmp_path / "other").exists()
 
 
-@pytest.mark.parametrize(("outputs", "imported"), [([], ["scipy"]), (["--output", "mask"], [])])
+@pytest.mark.parametrize(("outputs", "imported"), [([], ["scipy"]), (["--output", "raw-mask"], [])])
 def test_the_predict_command_runs_without_torch(tiny_onnx: Path, small_tiff: Path, tmp_path: Path, outputs, imported):
     """``wnet-zoo predict`` needs ONNX Runtime only: torch (1.5 s to import) stays out of its process, and scipy
     (0.3 s) too when no instances are asked for."""
@@ -355,7 +365,7 @@ def test_the_predict_command_runs_without_torch(tiny_onnx: Path, small_tiff: Pat
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == f"0 {imported}"
-    written = "instances" if not outputs else "mask"
+    written = "instances" if not outputs else "raw_mask"
     assert (tmp_path / "out" / f"{small_tiff.stem}_{written}.tif").is_file()
 
 

@@ -28,8 +28,9 @@ from wnet_zoo.segment.options import NucleiOptions
     "--output",
     "outputs",
     multiple=True,
-    type=click.Choice(OUTPUTS),
-    help="Result to write, repeatable: probabilities, mask, instances (+ labels CSV). Default: mask and instances.",
+    type=click.Choice([name.replace("_", "-") for name in OUTPUTS]),
+    help="Result to write, repeatable: probabilities, mask (the nuclei's foreground, equal to instances > 0), "
+    "raw-mask (the model's nuclei class as it is), instances (+ labels CSV). Default: mask and instances.",
 )
 @click.option("--channel", type=int, default=None, help="Channel of 4-D (C, Z, Y, X) stacks.")
 @click.option(

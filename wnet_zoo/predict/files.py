@@ -26,7 +26,7 @@ from wnet_zoo.io.volumes import read_volume
 from wnet_zoo.io.voxels import VoxelSize, override_voxel_size, read_voxel_size
 from wnet_zoo.predict.foreground import choose_foreground
 from wnet_zoo.predict.model_files import onnx_file
-from wnet_zoo.predict.outputs import ImageResult, OutputSet, check_free, names, output_paths
+from wnet_zoo.predict.outputs import NEEDS_NUCLEI, ImageResult, OutputSet, check_free, names, output_paths
 from wnet_zoo.predict.predictor import Predictor
 from wnet_zoo.predict.settings import EngineSettings, Tiling, settings_from
 from wnet_zoo.predict.stream.executors import Executor, check_scheduler, open_executor
@@ -81,8 +81,9 @@ def predict_files(
         model: an exported ``.onnx`` file or a bioimage.io package with onnx weights.
         images: 3-D TIFF files, zarr arrays, OME-Zarr images, or folders of them.
         out: folder for the results (created when the first result is written).
-        outputs: any of ``probabilities`` (K, Z, Y, X float32), ``mask`` (uint8 0/1 of the foreground class)
-            and ``instances`` (uint16/uint32 labels plus ``<stem>_labels.csv``); default mask and instances.
+        outputs: any of ``probabilities`` (K, Z, Y, X float32), ``mask`` (uint8 0/1: the nuclei's foreground,
+            equal to ``instances > 0``), ``raw_mask`` (uint8 0/1: the model's nuclei class as it is) and
+            ``instances`` (uint16/uint32 labels plus ``<stem>_labels.csv``); default mask and instances.
         overwrite: replace existing results; without it they stop the run before any work.
         channel: channel of 4-D volumes.
         level: resolution level of OME-Zarr images (default 0, the full resolution).
@@ -285,9 +286,9 @@ def _write(
     with OutputSet() as staged:
         if "probabilities" in paths:
             staged.tiff(paths["probabilities"], probabilities, "CZYX", size)
-        if "mask" in paths:
-            staged.tiff(paths["mask"], mask.astype(np.uint8), "ZYX", size)
-        if "instances" in paths:
+        if "raw_mask" in paths:
+            staged.tiff(paths["raw_mask"], mask.astype(np.uint8), "ZYX", size)
+        if any(name in paths for name in NEEDS_NUCLEI):
             spacing = None if size is None else size[:3]
             label = f"{result.image.name}: nuclei"
             with _stage_progress(label, stage_count(nuclei, volume), progress) as step:
@@ -300,8 +301,11 @@ def _write(
                     step=step,
                     **asdict(nuclei),
                 )
-            staged.tiff(paths["instances"], found.labels, "ZYX", size)
-            staged.csv(paths["labels"], found.table)
+            if "mask" in paths:
+                staged.tiff(paths["mask"], (found.labels > 0).astype(np.uint8), "ZYX", size)
+            if "instances" in paths:
+                staged.tiff(paths["instances"], found.labels, "ZYX", size)
+                staged.csv(paths["labels"], found.table)
             result.nuclei = len(found.table)
 
 

@@ -20,8 +20,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-OUTPUTS = ("probabilities", "mask", "instances")
+OUTPUTS = ("probabilities", "mask", "raw_mask", "instances")
+"""``mask`` is the foreground the instances describe (``instances > 0``: refined boundaries, small nuclei
+dropped), so the two agree voxel for voxel; ``raw_mask`` is the model's nuclei class as it is (arg-max)."""
 DEFAULT_OUTPUTS = ("mask", "instances")
+NEEDS_NUCLEI = ("mask", "instances")
+"""The outputs made from the nuclei (and so from the instance pipeline)."""
 
 
 SUFFIXES = {"zarr": ".zarr", "tiff": ".tif"}
@@ -101,7 +105,7 @@ class OutputSet:
 
 def names(outputs: Sequence[str] | None) -> tuple[str, ...]:
     """The requested outputs, checked and de-duplicated in order; the default ones when none are given."""
-    chosen = tuple(dict.fromkeys(outputs or DEFAULT_OUTPUTS))
+    chosen = tuple(dict.fromkeys(name.replace("-", "_") for name in outputs or DEFAULT_OUTPUTS))
     unknown = [name for name in chosen if name not in OUTPUTS]
     if unknown:
         raise UserError(f"{setting('outputs', unknown[0])}: choose from {', '.join(OUTPUTS)}")

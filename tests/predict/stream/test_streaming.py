@@ -24,7 +24,7 @@ from tiffs import truncated_tiffs
 
 SMALL = StreamOptions(block=32, label_block=32, chunk=16, instance_halo=24)
 WIDE_HALO = StreamOptions(block=32, label_block=32, chunk=16, instance_halo=32)
-ALL = ("probabilities", "mask", "instances")
+ALL = ("probabilities", "mask", "raw_mask", "instances")
 SETTINGS = {"device": "cpu", "threads": 2, "tile": 16}
 
 
@@ -66,6 +66,8 @@ def _read(out: Path, stem: str, fmt: str) -> dict[str, object]:
 def _assert_same(streamed: dict[str, object], reference: dict[str, object]) -> None:
     np.testing.assert_array_equal(streamed["probabilities"], reference["probabilities"])
     np.testing.assert_array_equal(streamed["mask"], reference["mask"])
+    np.testing.assert_array_equal(streamed["raw_mask"], reference["raw_mask"])
+    np.testing.assert_array_equal(streamed["mask"], streamed["instances"] > 0)  # one foreground, also in blocks
     ours, theirs = streamed["instances"], reference["instances"]
     assert ours.dtype == theirs.dtype and ours.max() == theirs.max() > 20
     pairs = np.unique(np.stack([ours.ravel(), theirs.ravel()]), axis=1)
@@ -97,6 +99,7 @@ def test_streamed_tiff_equals_in_memory(tiny_onnx, volume, in_memory, tmp_path):
         "crop_labels.csv",
         "crop_mask.tif",
         "crop_probabilities.tif",
+        "crop_raw_mask.tif",
     ]
 
 
@@ -334,7 +337,7 @@ def test_a_compressing_model_has_its_half_max_boundaries_read_the_compressed_ima
         )
         results[stream] = _read(out, "crop", "tif")
     _assert_same(results[True], results[False])
-    probabilities, mask = results[False]["probabilities"], results[False]["mask"] > 0
+    probabilities, mask = results[False]["probabilities"], results[False]["raw_mask"] > 0
     foreground = probabilities[:, mask].mean(axis=1).argmax()
     seen = compress_intensities(remap(volume), 2.0)
     found = instances(probabilities[foreground], volume, mask=mask, boundary_intensity=seen).labels

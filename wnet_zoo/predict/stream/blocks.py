@@ -28,6 +28,7 @@ import numpy as np
 from wnet_zoo.io.intensity import compressed_view, remap
 from wnet_zoo.io.sources import Region, VolumeSource
 from wnet_zoo.io.stores import open_zarr
+from wnet_zoo.predict.outputs import NEEDS_NUCLEI
 from wnet_zoo.predict.stream.jobs import FACE_AXES, Job
 from wnet_zoo.predict.stream.worker import STATE, trim_memory
 from wnet_zoo.predict.tiling import TilePlan
@@ -109,15 +110,16 @@ def label(job: Job, index: int) -> dict[str, np.ndarray]:
     """
     grid = job.label_grid
     region = grid.region(index)
-    halo = job.instance_halo if "instances" in job.outputs else 0
+    nuclei = any(name in job.outputs for name in NEEDS_NUCLEI)
+    halo = job.instance_halo if nuclei else 0
     extended = tuple(
         slice(max(r.start - halo, 0), min(r.stop + halo, s)) for r, s in zip(region, job.shape, strict=True)
     )
     core = tuple(slice(r.start - e.start, r.stop - e.start) for r, e in zip(region, extended, strict=True))
     foreground = open_zarr(job.store("classes"), "r")[extended] == job.foreground
-    if "mask" in job.outputs:
-        open_zarr(job.store("mask"))[region] = foreground[core].astype(np.uint8)
-    if "instances" not in job.outputs:
+    if "raw_mask" in job.outputs:
+        open_zarr(job.store("raw_mask"))[region] = foreground[core].astype(np.uint8)
+    if not nuclei:
         return {}
     with job.source.open() as source:
         intensity = source.read(extended)
@@ -193,8 +195,12 @@ def relabel(job: Job, index: int, extra: dict[str, Any]) -> dict[str, np.ndarray
     lookup[kept] = extra["first"] + np.arange(1, kept.size + 1)
     lookup[extra["edge"]] = extra["edge_final"]
     numbers = np.asarray(open_zarr(job.store("raw_labels"), "r")[region])
-    result = open_zarr(job.store("instances"))
-    result[region] = lookup.astype(result.dtype)[numbers]
+    final = lookup[numbers]
+    if "instances" in job.outputs:
+        result = open_zarr(job.store("instances"))
+        result[region] = final.astype(result.dtype)
+    if "mask" in job.outputs:
+        open_zarr(job.store("mask"))[region] = (final > 0).astype(np.uint8)
     own = table_rows(lookup[kept], {name: values[kept - 1] for name, values in measured.items()})
     table = np.concatenate([own, np.asarray(extra["rows"]).reshape(-1, own.shape[1])])
     part = job.work / "table" / f"{index:08d}.npy"

@@ -31,6 +31,7 @@ from wnet_zoo.io.sources import SourceSpec, VolumeSource
 from wnet_zoo.io.stores import create_zarr, open_zarr, write_tiff_blocks
 from wnet_zoo.io.voxels import VoxelSize, override_voxel_size
 from wnet_zoo.predict.foreground import foreground_from_totals
+from wnet_zoo.predict.outputs import NEEDS_NUCLEI, OUTPUTS
 from wnet_zoo.predict.predictor import Predictor
 from wnet_zoo.predict.stream import blocks
 from wnet_zoo.predict.stream.executors import DaskExecutor, Executor
@@ -273,12 +274,13 @@ def _compute(
     foreground, reason = foreground_from_totals(voxels, sums, STATE.predictor_for(job).metadata, foreground_class)
     job = replace(job, foreground=foreground)
     nuclei = None
-    if "mask" in job.outputs or "instances" in job.outputs:
+    nuclei_wanted = any(name in job.outputs for name in NEEDS_NUCLEI)
+    if nuclei_wanted or "raw_mask" in job.outputs:
         labelled = executor.map("label", job, range(len(label_grid)), label=label("nuclei"))
-        if "instances" in job.outputs:
+        if nuclei_wanted:
             paired = executor.map("pairs", job, range(len(label_grid)), label=label("borders"))
             merged = merge_labels(label_grid, labelled, paired, job.nuclei)
-            if not job.store("instances").exists():  # a resumed relabelling keeps the blocks it wrote
+            if "instances" in job.outputs and not job.store("instances").exists():  # resumed: keep its blocks
                 create_zarr(job.store("instances"), job.shape, merged.dtype, _chunks(job), size, source.ome)
             executor.map("relabel", job, range(len(label_grid)), merged.extras, label=label("labels"))
             nuclei = merged.count
@@ -296,9 +298,10 @@ def _make_stores(job: Job, size: VoxelSize | None, source: VolumeSource) -> None
     wanted: dict[str, tuple[tuple[int, ...], Any, VoxelSize | None]] = {"classes": (job.shape, np.uint8, None)}
     if "probabilities" in job.outputs:
         wanted["probabilities"] = ((count, *job.shape), np.float32, size)
-    if "mask" in job.outputs:
-        wanted["mask"] = (job.shape, np.uint8, size)
-    if "instances" in job.outputs:
+    for name in ("mask", "raw_mask"):
+        if name in job.outputs:
+            wanted[name] = (job.shape, np.uint8, size)
+    if any(name in job.outputs for name in NEEDS_NUCLEI):
         wanted["raw_labels"] = (job.shape, np.uint32, None)
     for name, (shape, dtype, voxel_size) in wanted.items():
         store = job.store(name)
@@ -314,7 +317,7 @@ def _publish(job: Job, paths: dict[str, Path], fmt: str, size: VoxelSize | None,
         with atomic_path(paths["labels"]) as staged:
             write_table(sorted((job.work / "table").glob("*.npy")), staged)
         shutil.rmtree(job.work / "table")
-    for name in ("probabilities", "mask", "instances"):
+    for name in OUTPUTS:
         if name not in paths:
             continue
         final = paths[name]
