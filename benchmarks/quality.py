@@ -11,9 +11,11 @@ For each phantom setting of ``benchmarks/phantoms.py`` (all by default):
 2. the pipeline a user runs, each step a ``wnet-zoo`` command in its own process:
    ``wnet-zoo train IMAGE --out RUN`` with the default options (``--epochs`` and ``--train-arg`` change them,
    for quick runs), ``wnet-zoo export RUN --out EXPORT --onnx`` and
-   ``wnet-zoo predict EXPORT/wnet3d.onnx IMAGE --out PRED`` with the default outputs (mask and instances);
-3. the instances are scored against the phantom's labels with :func:`wnet_zoo.segment.evaluate.evaluate`; so is the
-   same run's mask split as ``predict --boundary mask --relative-min-size 0`` would (``wnet_zoo_mask_boundary``,
+   ``wnet-zoo predict EXPORT/wnet3d.onnx IMAGE --out PRED`` with the default outputs (mask and instances) and
+   the raw mask;
+3. the instances are scored against the phantom's labels with :func:`wnet_zoo.segment.evaluate.evaluate`, and the
+   mask file on its own (``mask_fg_dice``, the foreground a user gets); so is the same run's raw mask split as
+   ``predict --boundary mask --relative-min-size 0`` would (``wnet_zoo_mask_boundary``,
    in this process: what the half-max boundaries and the relative minimum size add), and so are the baselines
    of ``benchmarks/baselines.py`` (timed each). A command that fails (e.g. ``train`` refusing a volume) is
    recorded with its message and scores 0.
@@ -143,6 +145,7 @@ def run_pipeline(
     cli = list(CLI)
     train = [*cli, "train", str(image), "--out", str(run), *(["--epochs", str(epochs)] if epochs else []), *train_args]
     predict = [*cli, "predict", str(export / "wnet3d.onnx"), str(image), "--out", str(prediction)]
+    predict += ["--output", "mask", "--output", "raw-mask", "--output", "instances"]  # the defaults, and the raw mask
     predict += ["--threads", str(threads)] if threads else []
     again = [] if trained_in is None else ["--overwrite"]
     seconds = {
@@ -154,7 +157,8 @@ def run_pipeline(
 
 
 def mask_boundary_instances(mask_file: Path, image: np.ndarray, voxel_size: Sequence[float]) -> np.ndarray:
-    """Nuclei of the mask ``predict`` wrote, split without the half-max boundary or the relative minimum size."""
+    """Nuclei of the raw mask ``predict`` wrote (the model's class), split without the half-max boundary or the
+    relative minimum size."""
     mask = tifffile.imread(mask_file) > 0
     found = instances(
         mask.astype(np.float32), image, mask=mask, voxel_size=voxel_size, boundary="mask", relative_min_size=0
@@ -195,13 +199,15 @@ def benchmark_setting(
         methods = {PIPELINE: failed, MASK_BOUNDARY: dict(failed)}
     else:
         pipeline = scores(tifffile.imread(instances_file), truth, sum(stages.values()))
+        mask = tifffile.imread(instances_file.with_name(f"{image_path.stem}_mask.tif")) > 0
+        pipeline["mask_fg_dice"] = round(float(2 * (mask & (truth > 0)).sum() / (mask.sum() + (truth > 0).sum())), 4)
         pipeline["stage_seconds"] = {stage: round(value, 2) for stage, value in stages.items()}
         pipeline["foreground_class"] = foreground_class(work / f"{name}_export" / "wnet3d.onnx")
         pipeline["training"] = training
         if kept is not None:
             pipeline["training_from"] = kept["methods"][PIPELINE].get("training_from", kept["date"])
         start = time.perf_counter()
-        labels = mask_boundary_instances(instances_file.with_name(f"{image_path.stem}_mask.tif"), image, voxel_size)
+        labels = mask_boundary_instances(instances_file.with_name(f"{image_path.stem}_raw_mask.tif"), image, voxel_size)
         methods = {
             PIPELINE: pipeline,
             MASK_BOUNDARY: scores(labels, truth, time.perf_counter() - start + pipeline["seconds"]),
