@@ -15,9 +15,8 @@ def merge_convex(labels: np.ndarray, spacing: tuple[float, float, float], ratio:
     A watershed cuts a convex nucleus in two along an uneven surface (across a plateau of the distance map), so
     the two parts' hulls overlap and their sum exceeds the union's hull; two touching nuclei leave a waist that
     their union's hull adds (two balls of 8 voxels radius: 20 % touching, 6.5 % pressed to 0.8 of their diameter
-    apart). A flat cut through a voxelised nucleus adds 1 to 3 % and is left alone: on the phantoms a ratio of
-    1.02 already merges pressed nuclei of the touching setting, while 1.0 and 1.01 mend every split sparse nucleus
-    and change dense (held out) by 0.001 mean F1. Decisions are taken on the labels as given, pair by pair, and
+    apart). A flat cut through a voxelised nucleus adds 1 to 3 % and is left alone (how the ratio was chosen:
+    ``benchmarks/README.md``). Decisions are taken on the labels as given, pair by pair, and
     merged pairs joined transitively. Labels whose voxels span no volume (flat) are left alone.
     """
     from scipy import ndimage

@@ -9,19 +9,18 @@ elongated nucleus can hold two distance maxima and be cut in two along its lengt
 union is as convex as the two apart (:func:`merge_convex`) are merged back, while two touching nuclei, whose
 union has a waist, stay apart.
 
-Two refinements take the image into account (both on by default, as ``wnet-zoo predict`` runs them; on the
-phantoms of ``benchmarks/phantoms.py`` they lift the mean instance F1 from 0.43 to 0.75):
+Two refinements take the image into account (both on by default, as ``wnet-zoo predict`` runs them; what they
+add on the phantoms is in ``benchmarks/README.md``):
 
-- ``boundary="half_max"`` (the default when the image is given): the model's mask tends to cover the blurred
-  rim of each nucleus (its nuclei class takes almost everything above the flat background: on the phantoms one
-  to two voxels beyond the true edge, more after short training). The edge of a blurred object lies where its
-  intensity is halfway between the object and its surroundings, so each nucleus of the mask, with its
+- ``boundary="half_max"`` (the default when the image is given): the model's mask tends to cover the blurred rim of
+  each nucleus (its nuclei class takes almost everything above the flat background). The edge of a blurred object
+  lies where its intensity is halfway between the object and its surroundings, so each nucleus of the mask, with its
   surroundings, keeps the voxels whose smoothed intensity reaches halfway from its local background (the 10th
   percentile just outside the mask around it: its darkest part, as where nuclei are packed most voxels around one
   belong to the blurred rims of its neighbours) to its own peak (90th percentile), and the result is split again.
-  Where nuclei are packed the model calls their rims background instead (their neighbours' light), and the
-  boundary moves out, up to the surroundings' width. The level is each nucleus's own, so dim nuclei beside bright
-  ones, uneven illumination and clipped nuclei keep their true size, where one global threshold fails.
+  Where nuclei are packed the model calls their rims background instead (their neighbours' light), and the boundary
+  moves out, up to the surroundings' width. The level is each nucleus's own, so dim nuclei beside bright ones,
+  uneven illumination and clipped nuclei keep their true size, where one global threshold fails.
 - ``relative_min_size`` (default 0.1): also drop objects smaller than this fraction of the typical nucleus (the
   volume of the nucleus that holds the median foreground voxel), such as isolated hot pixels blurred into small
   blobs, whatever the nuclei's size in voxels.
