@@ -6,8 +6,11 @@ from typing import Any
 
 from wnet_zoo.errors import UNSET
 
-FLAGS = {"outputs": "output", "fmt": "format", "onnx_only": "onnx", "json_out": "json"}
+FLAGS = {"outputs": "output", "fmt": "format", "onnx_only": "onnx", "json_out": "json", "source": "from"}
 """Library parameters whose flag has another name (the rest: ``--`` and the name with ``-`` for ``_``)."""
+
+OFF_FLAGS = {"skip_empty_patches": "keep-empty-patches"}
+"""Boolean settings whose off switch is not ``--no-`` and the name."""
 
 COMMANDS = {
     "train": ("train", None),
@@ -30,7 +33,7 @@ class CliNaming:
         if value is UNSET or value is True or value is None:
             return f"--{flag}"
         if value is False:
-            return f"--no-{flag}"
+            return f"--{OFF_FLAGS.get(name, 'no-' + flag)}"
         return f"--{flag} {_text(value)}"
 
     def command(self, name: str, *args: Any, **kwargs: Any) -> str:
