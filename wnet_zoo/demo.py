@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import tifffile
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 from wnet_zoo.export.exporter import ExportResult, export_model
 from wnet_zoo.io.atomic import check_can_create
 from wnet_zoo.io.example import example_volume
@@ -75,8 +75,8 @@ def run_demo(out: Path, overwrite: bool = False, progress: bool = True) -> DemoR
 
     out = Path(out)
     if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
-    check_can_create(out, "--out")
+        raise UserError(f"{out} already exists; choose another {setting('out')} or pass {setting('overwrite', True)}")
+    check_can_create(out, setting("out"))
     out.mkdir(parents=True, exist_ok=True)
     training = train(demo_config(), out / "run", overwrite=True, progress=progress)
     exported = export_model(training.run_dir, out / "export", overwrite=True)

@@ -31,7 +31,7 @@ def test_channel_selection(tmp_path: Path):
     path = tmp_path / "c.tif"
     tifffile.imwrite(path, stack)
     assert read_volume(path, channel=1).min() >= 5
-    with pytest.raises(UserError, match="--channel N"):
+    with pytest.raises(UserError, match="choose one with channel=N$"):
         read_volume(path)
     with pytest.raises(UserError, match="out of range"):
         read_volume(path, channel=2)
@@ -191,7 +191,7 @@ def test_channel_messages_count_the_dimensions_truly():
     with pytest.raises(UserError, match="4-D stack of shape") as caught:
         select_axes("im.tif", "CZYX", (2, 8, 16, 16), None)
     with pytest.raises(
-        UserError, match=r"--channel 0: the stack of shape \(1, 1, 8, 16, 16\) has one channel"
+        UserError, match=r"^channel=0: the stack of shape \(1, 1, 8, 16, 16\) has one channel"
     ) as caught:
         select_axes("im.zarr", "TCZYX", (1, 1, 8, 16, 16), 0)
     assert "4-D" not in str(caught.value)

@@ -195,7 +195,7 @@ def test_an_empty_truth_or_prediction_is_warned_about(tmp_path: Path, capsys: py
         "are false positives; check that TRUTH is the labels volume"
     )
     assert evaluate(empty, truth).summary().splitlines()[-1] == (
-        "warning: the prediction holds no objects: every score is 0; check the model's output (--output instances)"
+        "warning: the prediction holds no objects: every score is 0; check the model's output (outputs=['instances'])"
     )
     both = evaluate(empty, empty).summary().splitlines()
     assert both[-1] == "warning: neither volume holds an object: the scores of 1 mean nothing; check the inputs"

@@ -349,3 +349,33 @@ def test_config_file_keys_accept_what_their_options_accept(tmp_path: Path, small
         assert main(["train", str(small_tiff), "--out", str(tmp_path / "o"), "--config", str(config), *typed]) == 2
         error = capsys.readouterr().err.strip().splitlines()
         assert len(error) == 1 and wanted in error[0], (text, error)
+
+
+def test_python_callers_read_python_names_and_their_config_is_left_as_it_is(tmp_path: Path, small_tiff: Path):
+    import dataclasses
+
+    from wnet_zoo.cli.naming import CliNaming
+    from wnet_zoo.errors import UserError, naming
+    from wnet_zoo.train.runs import train
+
+    bad = TrainConfig(images=[str(small_tiff)], patch=[33, 64, 64], device="cpu")
+    with pytest.raises(UserError) as caught:
+        train(bad, tmp_path / "bad", progress=False)
+    assert str(caught.value).startswith("patch=(33, 64, 64): each size must be a multiple of 8")
+    assert "--" not in str(caught.value) and not (tmp_path / "bad").exists()
+    with naming(CliNaming()), pytest.raises(UserError, match=r"^--patch 33,64,64: each size must be a multiple"):
+        train(bad, tmp_path / "bad", progress=False)
+    with pytest.raises(UserError, match="^epochs must be at least 1$"):
+        TrainConfig(epochs=0).validate()
+
+    config = TrainConfig(
+        images=[str(small_tiff)], channels=[4, 8, 16, 32], patch=[16, 24, 24], epochs=1, samples_per_epoch=2,
+        device="cpu", bf16=False,
+    )  # fmt: skip
+    given = dataclasses.replace(config)
+    train(config, tmp_path / "run", progress=False)
+    assert config == given  # what training resolved is recorded in config.yaml, not written into the config
+    saved = TrainConfig.from_dict(yaml.safe_load((tmp_path / "run" / "config.yaml").read_text()))
+    assert saved.input_log is not None and saved.input_smoothing is not None and saved.base_lr == config.lr
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 2  # type: ignore[misc]

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 from wnet_zoo.export.model_card import ModelCard, read_card
 from wnet_zoo.export.onnx import OPSET, export_onnx
 from wnet_zoo.export.package import (
@@ -99,12 +99,15 @@ def export_model(
     """
     out = Path(out)
     if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
+        raise UserError(f"{out} already exists; choose another {setting('out')} or pass {setting('overwrite', True)}")
     if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file; --out must be a folder")
-    check_can_create(out, "--out")
+        raise UserError(f"{out} is a file; {setting('out')} must be a folder")
+    check_can_create(out, setting("out"))
     if onnx_only and card is not None:
-        raise UserError("--card describes the bioimage.io package, which --onnx does not write; drop one of them")
+        raise UserError(
+            f"{setting('card')} describes the bioimage.io package, which {setting('onnx_only', True)} does not write; "
+            "drop one of them"
+        )
     weights = load_weights(source)
     model_card: ModelCard | None = None
     if not onnx_only:

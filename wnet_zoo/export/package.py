@@ -24,7 +24,7 @@ import tifffile
 import torch
 import yaml
 
-from wnet_zoo.errors import UserError, shorten
+from wnet_zoo.errors import UserError, setting, shorten
 from wnet_zoo.export.model_card import ModelCard
 from wnet_zoo.export.onnx import OPSET
 from wnet_zoo.export.parity import Parity
@@ -67,7 +67,7 @@ def require_bioimageio() -> None:
     except ImportError:
         raise UserError(
             "writing a bioimage.io package needs bioimageio.spec: pip install 'wnet-zoo[zoo]' "
-            "(or pass --onnx to write only the ONNX file)"
+            f"(or pass {setting('onnx_only', True)} to write only the ONNX file)"
         ) from None
 
 

@@ -22,12 +22,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from email.message import Message
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 from wnet_zoo.io.atomic import part_path, write_text
 
 CELLSEG3D_WNET3D = "cellseg3d:wnet3d"
@@ -95,8 +95,9 @@ def download(url: str, target: Path, progress: bool = True) -> str:
         raise UserError(f"cannot download {url}: the server answered {error.code} {error.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", None) or error
+        elsewhere = setting("source", PurePosixPath("path/to", target.name))
         raise UserError(
-            f"cannot download {url} ({reason}): offline? Download it elsewhere and pass --from path/to/{target.name}"
+            f"cannot download {url} ({reason}): offline? Download it elsewhere and pass {elsewhere}"
         ) from None
     finally:
         partial.unlink(missing_ok=True)

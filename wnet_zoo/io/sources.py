@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 from wnet_zoo.io.tiff import open_tiff
 from wnet_zoo.io.volumes import TIFF_SUFFIXES, select_axes
 from wnet_zoo.io.voxels import VoxelSize, read_voxel_size
@@ -99,7 +99,8 @@ class SourceSpec:
         if self.is_zarr:
             return ZarrSource(self)
         if self.level not in (None, 0):
-            raise UserError(f"{self.path}: --level applies to OME-Zarr images; a TIFF has one level, drop --level")
+            level = setting("level")
+            raise UserError(f"{self.path}: {level} applies to OME-Zarr images; a TIFF has one level, drop {level}")
         return TiffSource(self)
 
 
@@ -221,7 +222,7 @@ class ZarrSource(VolumeSource):
             raise UserError(f"{spec.path}: not a zarr array or OME-Zarr image ({type(error).__name__})") from None
         if isinstance(node, zarr.Array):
             if spec.level not in (None, 0):
-                raise UserError(f"{spec.path}: a plain zarr array has one level; drop --level {spec.level}")
+                raise UserError(f"{spec.path}: a plain zarr array has one level; drop {setting('level', spec.level)}")
             self._array = node
         else:
             self._array, self.ome, self._axes = _ome_level(spec, node)
@@ -261,7 +262,9 @@ def _ome_level(spec: SourceSpec, group: Any) -> tuple[Any, OmeImage, str]:
     datasets = multiscales[0].get("datasets", [])
     level = spec.level or 0
     if not 0 <= level < len(datasets):
-        raise UserError(f"{spec.path}: --level {level} does not exist; the image has levels 0..{len(datasets) - 1}")
+        raise UserError(
+            f"{spec.path}: {setting('level', level)} does not exist; the image has levels 0..{len(datasets) - 1}"
+        )
     dataset = datasets[level]
     try:
         array = group[dataset["path"]]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 from wnet_zoo.io.tiff import open_tiff, quiet_tifffile
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -96,12 +96,18 @@ def select_axes(
     if channels and channel is None:
         count = shape[channels[0]]
         raise UserError(
-            f"{name}: {len(shape)}-D stack of shape {shape} holds {count} channels; choose one with --channel N"
+            f"{name}: {len(shape)}-D stack of shape {shape} holds {count} channels; "
+            f"choose one with {setting('channel', _Placeholder('N'))}"
         )
     if not channels and channel is not None:
-        raise UserError(f"--channel {channel}: the stack of shape {shape} has one channel in {name}; drop --channel")
+        raise UserError(
+            f"{setting('channel', channel)}: the stack of shape {shape} has one channel in {name}; "
+            f"drop {setting('channel')}"
+        )
     if channels and not 0 <= channel < shape[channels[0]]:  # type: ignore[operator]
-        raise UserError(f"{name}: --channel {channel} out of range; the stack has {shape[channels[0]]} channels")
+        raise UserError(
+            f"{name}: {setting('channel', channel)} out of range; the stack has {shape[channels[0]]} channels"
+        )
     spatial = (depth[0], axes.index("Y"), axes.index("X"))
     if sorted(spatial) != list(spatial):
         raise UserError(f"{name}: axes {axes} hold Z, Y and X out of order; save the stack as (Z, Y, X)")
@@ -142,3 +148,15 @@ def check_volume(volume: np.ndarray, name: str = "image") -> np.ndarray:
             f"{name}: every voxel has the value {volume.min():g}; a constant image holds nothing to segment"
         )
     return volume
+
+
+class _Placeholder:
+    """A value the user chooses, shown as its name (``channel=N``, ``--channel N``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+    __str__ = __repr__

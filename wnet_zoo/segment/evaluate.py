@@ -26,7 +26,7 @@ from scipy import ndimage, sparse
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import connected_components
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 from wnet_zoo.io.atomic import write_text
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class Evaluation:
         if self.n_pred == 0:
             return [
                 "warning: the prediction holds no objects: every score is 0; check the model's output "
-                "(--output instances)"
+                f"({setting('outputs', ['instances'])})"
             ]
         return []
 

@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 
 LOG = logging.getLogger("wnet_zoo")
 
@@ -17,7 +17,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError(
-            "--device cuda: PyTorch sees no CUDA GPU here; use --device cpu or install a CUDA build of torch"
+            f"{setting('device', 'cuda')}: PyTorch sees no CUDA GPU here; use {setting('device', 'cpu')} "
+            "or install a CUDA build of torch"
         )
     return torch.device(name)
 
@@ -34,5 +35,7 @@ def resolve_bf16(requested: bool | None, device: torch.device) -> bool:
     ``requested`` True on a device without it trains in float32, with a warning."""
     supported = bf16_supported(device)
     if requested and not supported:
-        LOG.warning("--bf16: this %s has no native bf16 support; training in float32", device.type.upper())
+        LOG.warning(
+            "%s: this %s has no native bf16 support; training in float32", setting("bf16", True), device.type.upper()
+        )
     return supported and requested is not False

@@ -4,12 +4,14 @@ spread, smoothing from the noise.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
 
 import numpy as np
 
+from wnet_zoo.errors import setting
 from wnet_zoo.io.intensity import compress_intensities
 from wnet_zoo.train.config import TrainConfig
 
@@ -118,26 +120,32 @@ def input_sigma_for(smoothing: float | None, spacing: tuple[float, float, float]
     )
 
 
-def choose_input_transform(config: TrainConfig, volumes: list[np.ndarray]) -> None:
-    """Resolve ``config.input_log`` and then ``config.input_smoothing`` where they are None (auto), from the
+def choose_input_transform(config: TrainConfig, volumes: list[np.ndarray]) -> TrainConfig:
+    """``config`` with ``input_log`` and then ``input_smoothing`` resolved where they are None (auto), from the
     0..100 ``volumes``: the compression from the nuclei's brightness spread (:func:`auto_input_log`),
-    the smoothing from the noise of the volumes as compressed (:func:`auto_input_smoothing`)."""
-    if config.input_log is None:
-        config.input_log, spreads = auto_input_log(volumes)
-        if config.input_log:
+    the smoothing from the noise of the volumes as compressed (:func:`auto_input_smoothing`). ``config`` itself
+    is left as it is."""
+    input_log, input_smoothing = config.input_log, config.input_smoothing
+    if input_log is None:
+        input_log, spreads = auto_input_log(volumes)
+        if input_log:
             LOG.info(
-                "nuclei differ widely in brightness (spread %s, see --help): the model compresses its input with a "
-                "logarithm of offset %.3g (--input-log 0 turns this off)",
+                "nuclei differ widely in brightness (spread %s, see %s): the model compresses its input with a "
+                "logarithm of offset %.3g (%s turns this off)",
                 ", ".join(f"{v:.1f}" for v in spreads),
-                config.input_log,
+                setting("input_log"),
+                input_log,
+                setting("input_log", 0),
             )
-    if config.input_smoothing is None:
-        noise = [noise_level(compress_intensities(v, config.input_log)) for v in volumes]
-        config.input_smoothing = auto_input_smoothing(noise)
-        if config.input_smoothing:
+    if input_smoothing is None:
+        noise = [noise_level(compress_intensities(v, input_log)) for v in volumes]
+        input_smoothing = auto_input_smoothing(noise)
+        if input_smoothing:
             LOG.info(
                 "noisy images (voxel-to-voxel noise %s on the 0..100 scale): the model smooths its input by sigma "
-                "%g voxel (--input-smoothing 0 turns this off)",
+                "%g voxel (%s turns this off)",
                 ", ".join(f"{n:.1f}" for n in noise),
-                config.input_smoothing,
+                input_smoothing,
+                setting("input_smoothing", 0),
             )
+    return dataclasses.replace(config, input_log=input_log, input_smoothing=input_smoothing)

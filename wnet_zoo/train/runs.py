@@ -9,10 +9,11 @@ directory's ``last.pt`` (:func:`resume`); a resumed run equals an uninterrupted 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 from wnet_zoo.io.atomic import check_can_create, sweep_stale_parts
 from wnet_zoo.model.checkpoints import LoadedWeights, load_weights
 from wnet_zoo.train.config import TrainConfig, read_config_file, write_config_file
@@ -54,32 +55,39 @@ def finetune(
     ``weights``, when given, are those already loaded from ``source`` (so a large archive is read once).
 
     The architecture (classes, channels, input smoothing) comes from the weights and replaces the config's
-    (an explicit ``config.input_smoothing`` other than the weights' is a ``UserError``). Training runs
+    (an explicit ``config.input_smoothing`` other than the weights' is a ``UserError``) in the configuration
+    recorded (``config`` itself is left as it is). Training runs
     at ``lr = base_lr * lr_factor``, ``base_lr`` being ``config.base_lr`` or else ``config.lr`` (the
     training default 1e-3 unless changed): 1e-4 by default, as CellSeg3D's page advises for retraining.
     """
     initial = weights if weights is not None else load_weights(source)
-    config.channels = list(initial.architecture["channels"])
-    config.num_classes = int(initial.architecture["num_classes"])
-    config.from_weights = str(source)
-    config.base_lr = config.lr if config.base_lr is None else config.base_lr
-    config.lr_factor = lr_factor
-    config.lr = config.base_lr * lr_factor
-    if initial.architecture["in_channels"] != 1 or initial.architecture["out_channels"] != 1:
-        raise UserError(f"{source}: a WNet3D with {initial.architecture['in_channels']} input channels; 1 is needed")
-    trained_with = max(initial.architecture["input_sigma"])
+    architecture = initial.architecture
+    if architecture["in_channels"] != 1 or architecture["out_channels"] != 1:
+        raise UserError(f"{source}: a WNet3D with {architecture['in_channels']} input channels; 1 is needed")
+    trained_with = max(architecture["input_sigma"])
     if config.input_smoothing is not None and config.input_smoothing != trained_with:
         raise UserError(
-            f"--input-smoothing {config.input_smoothing:g}: the weights were trained with {trained_with:g}; "
-            "drop --input-smoothing"
+            f"{setting('input_smoothing', config.input_smoothing)}: the weights were trained with {trained_with:g}; "
+            f"drop {setting('input_smoothing')}"
         )
-    config.input_smoothing = trained_with
-    compressed_with = float(initial.architecture["input_log"])
+    compressed_with = float(architecture["input_log"])
     if config.input_log is not None and config.input_log != compressed_with:
         raise UserError(
-            f"--input-log {config.input_log:g}: the weights were trained with {compressed_with:g}; drop --input-log"
+            f"{setting('input_log', config.input_log)}: the weights were trained with {compressed_with:g}; "
+            f"drop {setting('input_log')}"
         )
-    config.input_log = compressed_with
+    base_lr = config.lr if config.base_lr is None else config.base_lr
+    config = dataclasses.replace(
+        config,
+        channels=list(architecture["channels"]),
+        num_classes=int(architecture["num_classes"]),
+        from_weights=str(source),
+        base_lr=base_lr,
+        lr_factor=lr_factor,
+        lr=base_lr * lr_factor,
+        input_smoothing=trained_with,
+        input_log=compressed_with,
+    )
     return _start(config, Path(out), overwrite, progress, initial=initial)
 
 
@@ -99,8 +107,10 @@ def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True
     done = int(checkpoint.get("epoch", 0))
     if epochs is not None:
         if epochs < done:
-            raise UserError(f"--epochs {epochs}: the run has done {done} epochs already; give at least {done}")
-        config.epochs = epochs
+            raise UserError(
+                f"{setting('epochs', epochs)}: the run has done {done} epochs already; give at least {done}"
+            )
+        config = dataclasses.replace(config, epochs=epochs)
     data = prepare_data(config)
     device = resolve_device(config.device)
     write_config_file(config, run_dir / "config.yaml")
@@ -115,16 +125,21 @@ def _start(
 ) -> TrainResult:
     config.validate()
     if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; choose another --out, pass --overwrite, or --resume it")
-    check_can_create(out, "--out")
+        raise UserError(
+            f"{out} already exists; choose another {setting('out')}, pass {setting('overwrite', True)}, "
+            f"or {setting('resume')} it"
+        )
+    check_can_create(out, setting("out"))
     data = prepare_data(config)
     device = resolve_device(config.device)
-    config.images = [str(p.resolve()) for p in data.paths]
-    config.patch = list(data.patch)
-    if config.base_lr is None:
-        config.base_lr = config.lr
-    config.bf16 = resolve_bf16(config.bf16, device)  # config.yaml records the precision used
-    choose_input_transform(config, data.volumes)
+    config = dataclasses.replace(
+        config,
+        images=[str(p.resolve()) for p in data.paths],
+        patch=list(data.patch),
+        base_lr=config.lr if config.base_lr is None else config.base_lr,
+        bf16=resolve_bf16(config.bf16, device),  # config.yaml records the precision used
+    )
+    config = choose_input_transform(config, data.volumes)
     if initial is not None:
         input_sigma = tuple(initial.architecture["input_sigma"])
     else:
@@ -146,6 +161,12 @@ def _check_replaceable(out: Path, inputs: list[Path]) -> None:
     target = out.resolve()
     for path in inputs:
         if target == path.resolve() or target in path.resolve().parents:
-            raise UserError(f"--out {out} holds the input {path.name}; --overwrite would delete it: use another --out")
+            raise UserError(
+                f"{setting('out', out)} holds the input {path.name}; {setting('overwrite', True)} would delete it: "
+                f"use another {setting('out')}"
+            )
     if not out.is_dir() or (any(out.iterdir()) and not (out / "config.yaml").is_file()):
-        raise UserError(f"{out} is not a wnet-zoo run directory; --overwrite replaces runs only: choose another --out")
+        raise UserError(
+            f"{out} is not a wnet-zoo run directory; {setting('overwrite', True)} replaces runs only: "
+            f"choose another {setting('out')}"
+        )

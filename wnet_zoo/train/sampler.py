@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 from wnet_zoo.model.architecture import SPATIAL_MULTIPLE
 
 DEFAULT_PATCH = 64
@@ -26,11 +26,11 @@ def resolve_patch(patch: tuple[int, int, int] | None, shapes: Sequence[tuple[int
         return fitted  # type: ignore[return-value]
     if any(p % SPATIAL_MULTIPLE for p in patch):
         raise UserError(
-            f"--patch {_fmt(patch)}: each size must be a multiple of {SPATIAL_MULTIPLE}, e.g. 64 or 32,64,64"
+            f"{setting('patch', patch)}: each size must be a multiple of {SPATIAL_MULTIPLE}, e.g. 64 or 32,64,64"
         )
     if any(p > s for p, s in zip(patch, smallest, strict=True)):
         raise UserError(
-            f"--patch {_fmt(patch)} is larger than the smallest volume {_fmt(smallest)}; choose a smaller patch"
+            f"{setting('patch', patch)} is larger than the smallest volume {_fmt(smallest)}; choose a smaller patch"
         )
     return patch
 
