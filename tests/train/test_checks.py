@@ -3,6 +3,7 @@
 import csv
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,14 +11,17 @@ import tifffile
 import torch
 
 from wnet_zoo.cli import main
-from wnet_zoo.errors import UserError
+from wnet_zoo.cli.naming import CliNaming
+from wnet_zoo.errors import UserError, naming
 from wnet_zoo.io.intensity import remap
 from wnet_zoo.model.checkpoints import load_weights
 from wnet_zoo.train.checks.balance import BalanceCheck, segmentation_stats, suggested_rec_weight
-from wnet_zoo.train.checks.explosion import ExplosionGuard
-from wnet_zoo.train.checks.plateau import PlateauDetector
+from wnet_zoo.train.checks.base import NOTHING, SNAPSHOTS, Decision, StepLosses
+from wnet_zoo.train.checks.explosion import SNAPSHOT_EVERY, ExplosionGuard
+from wnet_zoo.train.checks.plateau import PlateauCheck
 from wnet_zoo.train.checks.screening import check_usable, screen_volume, smoothed, usable_corners
 from wnet_zoo.train.events import read_events
+from wnet_zoo.train.loop import _Run
 from wnet_zoo.train.sampler import PatchSampler
 
 # float32: bf16 autocast (the default where the CPU has it) is not bit-reproducible (oneDNN's bf16 backward)
@@ -130,8 +134,11 @@ def test_screening_records_an_over_exposed_volume(tmp_path: Path, crop: np.ndarr
     assert main(["train", str(path), "--out", str(tmp_path / "run"), "--epochs", "1", *TINY]) == 0
     events = read_events(tmp_path / "run" / "events.csv")
     assert [(e.epoch, e.step, e.kind) for e in events] == [(0, 0, "screening"), (1, 1, "screening")]
+    assert [e.code for e in events] == ["screening.volume", "screening.patches"]
     assert "over-exposed (3.0" in events[0].detail and events[0].action.startswith("avoid empty")
+    assert events[0].values["saturated"] == pytest.approx(0.03, abs=0.003) and events[0].values["spread"] > 40
     assert events[1].detail == "2 of 2 sampled patches over-exposed"
+    assert events[1].values == {"sampled": 2, "over_exposed": 2}
 
 
 # ------------------------------------------------------------------------------------------------ plateau
@@ -139,7 +146,7 @@ def test_screening_records_an_over_exposed_volume(tmp_path: Path, crop: np.ndarr
 
 def test_plateau_detector_on_loss_curves():
     def first_fire(values: list[float], window: int = 3, tolerance: float = 0.01) -> int | None:
-        detector = PlateauDetector(window, tolerance, num_classes=2)
+        detector = PlateauCheck(window, tolerance, num_classes=2)
         for epoch in range(1, len(values) + 1):
             if detector.update(values[:epoch]):
                 return epoch
@@ -153,7 +160,7 @@ def test_plateau_detector_on_loss_curves():
     assert first_fire([0.4] * 6) == 6  # flat from the start (pretrained weights)
     assert first_fire([0.4, math.nan, 0.4, 0.4, 0.4, 0.4, 0.4]) == 7  # rolled-back epochs do not count
     assert first_fire([0.4] * 30, window=0) is None
-    detector = PlateauDetector(2, 0.01, num_classes=2)
+    detector = PlateauCheck(2, 0.01, num_classes=2)
     assert detector.update([0.5] * 4) and detector.update([0.5] * 5) is None  # fires once
     detector.rearm(5)
     assert detector.update([0.5] * 8) is None and detector.update([0.5] * 9)
@@ -165,11 +172,14 @@ def test_stop_at_plateau(tmp_path: Path, small_tiff: Path):
     assert main(["train", str(small_tiff), "--out", str(run), *args]) == 0
     rows = _metrics(run)
     events = [e for e in read_events(run / "events.csv") if e.kind == "plateau"]
-    assert len(events) == 1 and events[0].epoch == len(rows) < 30
+    assert len(events) == 1 and events[0].epoch == len(rows) < 30 and events[0].code == "plateau.stopped"
     assert events[0].action.startswith("stopped training") and "2-epoch mean" in events[0].detail
     ncut = [float(r["ncut"]) for r in rows]
     recent, before = np.mean(ncut[-2:]), np.mean(ncut[-4:-2])
     assert recent < 0.98 and before - recent < 0.05
+    values = events[0].values
+    assert values["mean"] == pytest.approx(recent) and values["change"] == pytest.approx(recent - before)
+    assert values["epoch"] == len(rows) and values["window"] == 2 and values["tolerance"] == 0.05
     best = min(rows, key=lambda r: float(r["total"]))
     assert load_weights(run / "best.pt").epoch == int(best["epoch"])
 
@@ -178,33 +188,70 @@ def test_stop_at_plateau(tmp_path: Path, small_tiff: Path):
 
 
 def test_explosion_rules_rollback_and_snapshots():
+    guard = ExplosionGuard(num_classes=2, max_in_a_row=2, lr=0.1)
+    batch = np.zeros((1, 1, 2, 2, 2), np.float32)
+
+    def step(ncut: float, rec: float, number: int, lr: float = 0.1, final: bool = False) -> Decision:
+        return guard.accept(StepLosses(1, number, batch, ncut, rec, lr, final=final))
+
+    assert SNAPSHOTS in guard.needs
+    assert step(0.30, 50.0, 1) == NOTHING and step(1.00, 60.0, 2) == NOTHING  # a one-class batch (K - 1) passes
+    assert "100x its recent best 50" in guard.explosion(0.35, 5001.0)
+    assert "toward its bound K=2" in guard.explosion(1.30, 50.0)  # limit max(1.15, 1.25)
+    assert "not finite" in guard.explosion(math.nan, 50.0)
+    assert guard.explosion(1.20, 4999.0) is None
+    assert step(1.20, 4999.0, 3) == NOTHING
+    decision = step(math.nan, 50.0, 4)
+    assert decision.rollback and decision.refuses and decision.lr == 0.05 and not decision.snapshot
+    (event,) = decision.events
+    assert (event.epoch, event.step, event.code) == (1, 4, "explosion.rollback") and "not finite" in event.detail
+    assert event.action == "restored the last good weights (the initial ones, 3 update(s) undone), lr 0.1 -> 0.05"
+    assert event.values["lr"] == 0.05 and event.values["previous_lr"] == 0.1 and event.values["undone"] == 3
+    assert math.isnan(event.values["ncut"]) and event.values["rec"] == 50.0
+
+    decisions = [step(0.3, 50.0, number, lr=0.05) for number in range(5, 6 + SNAPSHOT_EVERY)]
+    assert [d.snapshot for d in decisions] == [False] * SNAPSHOT_EVERY + [True]  # every 10 good steps
+    assert guard.in_a_row == 0  # 10 good steps: recovered
+    decision = step(0.3, 50.0, 15, lr=0.05, final=True)  # the epoch's final weights pass: a snapshot of them
+    assert decision == Decision(snapshot=True) and guard.snapshot_step == 15
+    decision = step(0.3, 1e6, 15, lr=0.05, final=True)
+    assert decision.rollback and decision.snapshot and decision.lr == 0.025  # restored, then kept again
+    assert decision.events[0].detail.endswith("(evaluating the epoch's final weights)")
+    assert "(those after step 15, 0 update(s) undone)" in decision.events[0].action
+
+    decision = step(1.9, 50.0, 16, lr=0.025)  # the second in a row: no rollback, training ends
+    assert not decision.rollback and decision.refuses and decision.events[0].code == "explosion.gave_up"
+    assert (
+        decision.diverged
+        == "the loss exploded 2 times in a row; lower the learning rate by 10x (lr=0.01) and train again"
+    )
+    assert decision.events[0].action == "stopped: 2 in a row" and decision.events[0].values["suggested_lr"] == 0.01
+    with naming(CliNaming()):
+        assert "(--lr 0.01)" in ExplosionGuard(2, 1, 0.1).accept(StepLosses(1, 1, batch, math.nan, 1, 0.1)).diverged
+
+
+def test_the_loop_rolls_back_weights_and_optimizer_state():
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
-    guard = ExplosionGuard(model, optimizer, num_classes=2, max_in_a_row=2)
-    guard.snapshot()
+    run = SimpleNamespace(model=model, optimizer=optimizer, snapshot=None, step=SimpleNamespace(loss=SimpleNamespace()))
+    run._snapshot = lambda: _Run._snapshot(run)
+    run._snapshot()
     start = {k: v.clone() for k, v in model.state_dict().items()}
-
-    def step(ncut: float, rec: float, number: int) -> bool:
-        guard.step = number
-        accepted = guard.accept({"ncut": ncut, "rec": rec, "total": 0.0})
-        if accepted:
-            model(torch.ones(1, 3)).sum().backward()
-            optimizer.step()
-        return accepted
-
-    assert step(0.30, 50.0, 1) and step(1.00, 60.0, 2)  # a one-class batch (ncut K - 1) is no explosion
-    assert not step(0.35, 5001.0, 3) and "100x its recent best 50" in guard.reason
-    assert not step(1.30, 50.0, 3) and "toward its bound K=2" in guard.reason  # limit max(1.15, 1.25)
-    assert not step(math.nan, 50.0, 3) and "not finite" in guard.reason
-    assert step(1.20, 4999.0, 3)
-    assert guard.rollback() == "restored the last good weights (the initial ones, 3 update(s) undone), lr 0.1 -> 0.05"
+    for _ in range(2):
+        model(torch.ones(1, 3)).sum().backward()
+        optimizer.step()
+    assert not torch.equal(model.weight, start["weight"]) and optimizer.state
+    _Run._apply(run, Decision(rollback=True, lr=0.05))
     assert all(torch.equal(start[k], v) for k, v in model.state_dict().items())
     assert optimizer.param_groups[0]["lr"] == 0.05 and not optimizer.state  # Adam's moments came back too
-    assert step(0.3, 50.0, 4)
-    guard.rollback()
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    _Run._apply(run, Decision(rollback=True, lr=0.025))
     assert all(torch.equal(start[k], v) for k, v in model.state_dict().items())  # the snapshot was not touched
-    assert optimizer.param_groups[0]["lr"] == 0.025 and guard.given_up
+    assert optimizer.param_groups[0]["lr"] == 0.025
+    _Run._apply(run, Decision(rec_weight=0.5))
+    assert run.step.loss.rec_weight == 0.5
 
 
 def test_explosion_guard_fires_at_lr_10_and_keeps_exploded_losses_out_of_metrics(tmp_path: Path, example):
@@ -215,6 +262,7 @@ def test_explosion_guard_fires_at_lr_10_and_keeps_exploded_losses_out_of_metrics
     assert main(["train", str(image), "--out", str(run), *TINY[:4], "--no-bf16", *args]) == 0
     explosions = [e for e in read_events(run / "events.csv") if e.kind == "explosion"]
     assert [e.action.rsplit(", ", 1)[1] for e in explosions] == ["lr 10 -> 5", "lr 5 -> 2.5"]
+    assert [(e.code, e.values["lr"]) for e in explosions] == [("explosion.rollback", 5), ("explosion.rollback", 2.5)]
     assert all("reconstruction loss jumped to" in e.detail for e in explosions)
     rows = _metrics(run)
     assert [float(r["lr"]) for r in rows] == [2.5, 2.5, 2.5] and {r["base_lr"] for r in rows} == {"10.0"}
@@ -237,6 +285,8 @@ def test_explosion_guard_stops_after_explosions_in_a_row(tmp_path: Path, example
     )
     events = read_events(run / "events.csv")
     assert [e.kind for e in events] == ["explosion", "explosion"] and events[-1].action == "stopped: 2 in a row"
+    assert [e.code for e in events] == ["explosion.rollback", "explosion.gave_up"]
+    assert events[-1].values["in_a_row"] == 2 and events[-1].values["suggested_lr"] == 1
     assert not (run / "last.pt").exists()
 
 
@@ -268,14 +318,25 @@ def test_segmentation_stats_tell_nuclei_from_bright_and_dim_regions():
     falling = [{"ncut": 0.9, "rec": rec, "total": 0.75} for rec in (90, 85, 70, 60)]
     assert balance.judge(flat, falling, 2) == []  # poor, but improving: not "staying" poor
     staying = [{"ncut": 0.9, "rec": rec, "total": 0.75} for rec in (62, 58, 61, 60)]
-    (detail, advice, weight), *others = balance.judge(flat, staying, 2)
-    assert (
-        not others and weight is None and detail.endswith("and 60.5 over the last 2 epochs against 60 over the first 2")
-    )
+    (code, detail, advice, values), *others = balance.judge(flat, staying, 2)
+    assert not others and code == "balance.poor_reconstruction"
+    assert detail.endswith("and 60.5 over the last 2 epochs against 60 over the first 2")
+    assert advice == "raise rec_weight (e.g. 0.01), or switch to rec_loss='bce' rec_weight=0.5"
+    assert values == {"rec_weight": 0.01, "rec": flat.rec, "rec_baseline": flat.rec_baseline, "first": 60.0,
+                      "last": 60.5, "window": 2}  # fmt: skip
+    with naming(CliNaming()):
+        (_, _, advice, _), *others = balance.judge(flat, staying, 2)
     assert advice == "raise --rec-weight (e.g. 0.01), or switch to --rec-loss bce --rec-weight 0.5"
     collapsed = segmentation_stats(np.stack([~halves, halves], 1) * 1.0, image, image, "mse")
-    (detail, advice, weight), *others = balance.judge(collapsed, staying, 2)
-    assert not others and detail.startswith("NCut takes over (60% of the loss, 99% of the encoder gradient)")
+    (code, detail, advice, values), *others = balance.judge(collapsed, staying, 2)
+    assert not others and code == "balance.collapse"
+    assert detail.startswith("NCut takes over (60% of the loss, 99% of the encoder gradient)")
+    assert advice == "raise the reconstruction weight: rec_weight=0.01 (or auto_balance=True)"
+    assert values == pytest.approx(
+        {"rec_weight": 0.01, "loss_share": 0.6, "grad_share": 0.99, "foreground": 14 / 32, "largest": 1.0}
+    )
+    with naming(CliNaming()):
+        (_, _, advice, _), *others = balance.judge(collapsed, staying, 2)
     assert advice == "raise the reconstruction weight: --rec-weight 0.01 (or --auto-balance)"
     balance.record(5, {"ncut": 0.9, "rec": 60.0, "total": 0.75}, (0.8, 0.2))
     assert balance.judge(collapsed, staying, 2) == []  # NCut has 80% of the gradient only: no takeover
@@ -290,17 +351,21 @@ def test_auto_balance_raises_the_reconstruction_weight_when_ncut_takes_over(tmp_
     args = [*TINY, *BALANCE, "--epochs", "8", "--rec-weight", "0", "--auto-balance"]
     assert main(["train", str(small_tiff), "--out", str(run), *args]) == 0
     events = read_events(run / "events.csv")
-    takeover = next(e for e in events if e.kind == "balance" and e.detail.startswith("NCut takes over"))
+    takeover = next(e for e in events if e.code == "balance.auto_balanced")
     assert "(100% of the loss, 100% of the encoder gradient)" in takeover.detail
-    weight = float(takeover.action.rsplit("-> ", 1)[1])
+    weight = takeover.values["rec_weight"]
     assert takeover.action == f"--auto-balance: rec-weight 0 -> {weight:g}" and 0.001 < weight < 0.1
+    assert takeover.values["previous_rec_weight"] == 0 and takeover.values["loss_share"] == 1
     plateau = next(e for e in events if e.kind == "plateau")
-    assert plateau.epoch == takeover.epoch and plateau.action.startswith("the reconstruction weight changes")
-    poor = next(e for e in events if e.kind == "balance" and e.detail.startswith("the reconstruction stays poor"))
+    assert plateau.epoch == takeover.epoch and plateau.code == "plateau.rearmed"
+    assert plateau.action.startswith("the reconstruction weight changes")
+    poor = next(e for e in events if e.code == "balance.poor_reconstruction")
     assert poor.epoch == takeover.epoch and poor.action.endswith("or switch to --rec-loss bce --rec-weight 0.5")
     assert events.index(plateau) < events.index(takeover)  # the plateau is what the balance check waits for
-    checks = load_weights(run / "last.pt").checkpoint["checks"]
+    checkpoint = load_weights(run / "last.pt").checkpoint
+    checks = checkpoint["checks"]
     assert checks["balance"]["rec_weight"] == weight and checks["plateau"]["armed_from"] == takeover.epoch
+    assert checkpoint["rec_weight"] == weight
     for row in _metrics(run):
         used = weight if int(row["epoch"]) > takeover.epoch else 0.0
         assert float(row["total"]) == pytest.approx(0.5 * float(row["ncut"]) + used * float(row["rec"]), rel=1e-5)
@@ -314,10 +379,17 @@ def test_checks_stay_quiet_and_change_nothing_on_a_healthy_run(tmp_path: Path, s
     args = [*TINY, "--lr", "1e-2", "--epochs", "12"]
     assert main(["train", str(small_tiff), "--out", str(tmp_path / "on"), *args]) == 0
     assert main(["train", str(small_tiff), "--out", str(tmp_path / "off"), *args, *OFF]) == 0
-    assert (tmp_path / "on" / "events.csv").read_text().splitlines() == ["epoch,step,kind,detail,action"]
+    header = "epoch,step,kind,detail,action,code,values"
+    assert (tmp_path / "on" / "events.csv").read_text().splitlines() == [header]
     assert _metrics(tmp_path / "on") == _metrics(tmp_path / "off")
     checks = load_weights(tmp_path / "on" / "last.pt").checkpoint["checks"]
-    assert checks["patches"] == {"patches": 24, "almost_empty": 0, "skipped": 0, "over_exposed": 0, "low_contrast": 0}
+    assert checks["screening"]["patches"] == {
+        "patches": 24,
+        "almost_empty": 0,
+        "skipped": 0,
+        "over_exposed": 0,
+        "low_contrast": 0,
+    }
     assert [share[0] for share in checks["balance"]["shares"]] == list(range(1, 13))
     assert all(0.3 < loss < 1 and 0.5 < grad <= 1 for _, loss, grad in checks["balance"]["shares"])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from wnet_zoo.errors import UNSET
@@ -46,12 +47,15 @@ class CliNaming:
         return " ".join(words)
 
 
+_PLAIN = re.compile(r"[\w.:/+@-]+")
+
+
 def _text(value: Any) -> str:
-    """A value as typed on the command line; text in quotes, as a shell would need it and to show its ends."""
+    """A value as typed on the command line; text in quotes where a shell would need them (or to show its ends)."""
     if isinstance(value, (tuple, list)):
         return ",".join(_text(item) for item in value)
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, str):
-        return repr(value)
+        return value if _PLAIN.fullmatch(value) else repr(value)
     return str(value)

@@ -1,21 +1,31 @@
-"""The training loop: epochs of sampled patches, metrics, plots, checkpoints, and the checks' decisions."""
+"""The training loop: epochs of sampled patches, metrics, plots, checkpoints, and the checks' decisions.
+
+The checks (:mod:`wnet_zoo.train.checks`) only decide; the loop carries their decisions out: it keeps the
+snapshots of the weights and rolls back to them, sets the learning rate and the reconstruction weight, stops at
+the end of an epoch, and raises ``TrainingDiverged``.
+"""
 
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from wnet_zoo.errors import TrainingDiverged
 from wnet_zoo.io.atomic import atomic_path
 from wnet_zoo.model.checkpoints import save_checkpoint
-from wnet_zoo.train.checks.coordinator import TrainingChecks
+from wnet_zoo.train.checks.base import FINAL_LOSSES, GRADIENT_SHARES, SNAPSHOTS, Decision, EpochEnd, StepLosses
+from wnet_zoo.train.checks.coordinator import TrainingChecks, checks_of
 from wnet_zoo.train.config import TrainConfig
 from wnet_zoo.train.data import TrainingData
 from wnet_zoo.train.events import Event
@@ -81,7 +91,8 @@ class _Run:
             usable=data.usable,
             skip_empty=config.skip_empty_patches,
         )
-        self.checks = TrainingChecks(config, self.step, data.volumes, out)
+        self.checks = TrainingChecks(checks_of(config, data.volumes), out)
+        self.snapshot: tuple[dict[str, Any], dict[str, Any]] | None = None
         self.rows: list[dict[str, Any]] = []
         self.best_total = float("inf")
         self.best_epoch = 0
@@ -110,6 +121,8 @@ class _Run:
                     "the model smooths its input by sigma %s voxels (z, y, x), in training and in its exports",
                     ", ".join(f"{s:g}" for s in self.model.input_sigma),
                 )
+            if self.checks.needs(SNAPSHOTS):
+                self._snapshot()  # the initial weights, or those of a resumed run
             for epoch in range(len(self.rows), self.config.epochs):
                 if self._epoch(epoch):
                     break
@@ -126,6 +139,7 @@ class _Run:
         kept, pending = _Sums(self.config.num_classes), _Sums(self.config.num_classes)
         grads = None
         steps = self.sampler.steps_per_epoch()
+        probe = self.checks.needs(GRADIENT_SHARES)
         bar = tqdm(
             self.sampler.epoch(epoch),
             total=steps,
@@ -135,34 +149,33 @@ class _Run:
             unit="step",
         )
         for index, batch in enumerate(bar):
-            number = epoch * steps + index + 1
-            if index == 0:
-                self.checks.add_sampler_counts(self.sampler.counts)
-            self.checks.screen_batch(batch)
-            terms = self.step(
-                torch.from_numpy(batch), accept=self.checks.accept(number), probe=self.checks.probe(index)
-            )
+            decided: list[Decision] = []
+            accept = self._accept(epoch + 1, epoch * steps + index + 1, batch, decided)
+            terms = self.step(torch.from_numpy(batch), accept=accept, probe=probe and index == 0)
             if not terms["applied"]:
-                self.checks.exploded(epoch + 1, number)
                 pending = _Sums(self.config.num_classes)
                 continue
-            if self.checks.guard is not None and self.checks.guard.snapshot_taken:
+            if decided[0].snapshot:  # the weights before this step: the steps so far count
                 kept.merge(pending)
                 pending = _Sums(self.config.num_classes)
             pending.add(terms)
             if "ncut_grad" in terms:
                 grads = (terms["ncut_grad"], terms["rec_grad"])
             bar.set_postfix(ncut=f"{terms['ncut']:.4f}", rec=f"{terms['rec']:.4g}")
-        if self.checks.verify_epoch(epoch + 1, (epoch + 1) * steps, batch):
+        if self._verify(epoch + 1, (epoch + 1) * steps, batch):
             kept.merge(pending)
         self.class_weight, self.class_intensity = kept.class_weight, kept.class_intensity
         row = {"epoch": epoch + 1, **kept.means()}
-        row["lr"] = self.optimizer.param_groups[0]["lr"]
+        row["lr"] = self._lr()
         row["base_lr"] = self.config.base_lr
         row["seconds"] = round(time.perf_counter() - start, 3)
         self.rows.append(row)
-        stop, reweighted = self.checks.end_epoch(epoch + 1, (epoch + 1) * steps, self.rows, grads)
-        self._save(epoch + 1, row, reset_best=reweighted)
+        ended = EpochEnd(
+            epoch + 1, (epoch + 1) * steps, self.rows, grads, dict(self.sampler.counts), self.step.evaluate
+        )
+        decision = self.checks.end_epoch(ended)
+        self._apply(decision)
+        self._save(epoch + 1, row, reset_best=decision.rec_weight is not None)
         skipped = self.sampler.counts.get("skipped", 0)
         LOG.info(
             "epoch %d/%d  ncut %.5f  rec %.5g  total %.5g  (%.1f s%s)",
@@ -174,7 +187,60 @@ class _Run:
             row["seconds"],
             f", {skipped} almost-empty patch(es) skipped" if skipped else "",
         )
-        return stop
+        return decision.stop
+
+    def _accept(
+        self, epoch: int, number: int, batch: np.ndarray, decided: list[Decision]
+    ) -> Callable[[dict[str, float]], bool]:
+        """The test of step ``number``'s losses for :class:`~wnet_zoo.train.step.TrainingStep`: the checks'
+        decision, applied before the step's update (a snapshot of the weights before it, or a rollback), kept
+        in ``decided``; False refuses the update."""
+
+        def accept(losses: dict[str, float]) -> bool:
+            decision = self.checks.accept(StepLosses(epoch, number, batch, losses["ncut"], losses["rec"], self._lr()))
+            decided.append(decision)
+            self._apply(decision)
+            return not decision.refuses
+
+        return accept
+
+    def _verify(self, epoch: int, number: int, batch: np.ndarray) -> bool:
+        """Hand the losses of the epoch's final weights on its last batch to the checks that need them; False
+        when they refuse them (the weights were rolled back)."""
+        if not self.checks.needs(FINAL_LOSSES):
+            return True
+        evaluation = self.step.evaluate(torch.from_numpy(batch))
+        final = StepLosses(epoch, number, batch, evaluation["ncut"], evaluation["rec"], self._lr(), final=True)
+        decision = self.checks.accept(final)
+        self._apply(decision)
+        return not decision.refuses
+
+    def _apply(self, decision: Decision) -> None:
+        """Carry out the checks' decision (all but stopping after the epoch): give up, roll back, set the
+        learning rate, snapshot, set the reconstruction weight, in that order."""
+        if decision.diverged is not None:
+            last = self.out / "last.pt"
+            kept = f"the last good checkpoint is {last}" if last.is_file() else "no epoch finished"
+            raise TrainingDiverged(f"{decision.diverged} ({kept})")
+        if decision.rollback:
+            assert self.snapshot is not None, "a check that rolls back needs snapshots"
+            self.model.load_state_dict(self.snapshot[0])
+            self.optimizer.load_state_dict(copy.deepcopy(self.snapshot[1]))  # Adam would update the copy in place
+        if decision.lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = decision.lr
+        if decision.snapshot:
+            self._snapshot()
+        if decision.rec_weight is not None:
+            self.step.loss.rec_weight = decision.rec_weight
+
+    def _snapshot(self) -> None:
+        """Keep the current weights and optimizer state as the last good ones."""
+        model_state = {key: value.detach().clone() for key, value in self.model.state_dict().items()}
+        self.snapshot = (model_state, copy.deepcopy(self.optimizer.state_dict()))
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def _save(self, epoch: int, row: dict[str, Any], reset_best: bool = False) -> None:
         _write_metrics(self.rows, self.out / "metrics.csv")
@@ -193,6 +259,7 @@ class _Run:
             "best_total": self.best_total,
             "best_epoch": self.best_epoch,
             "rows": self.rows,
+            "rec_weight": self.step.loss.rec_weight,
             "checks": self.checks.state_dict(),
             **self.class_summary(),
         }
@@ -210,6 +277,10 @@ class _Run:
         _set_rng_state(checkpoint["rng"])
         _write_metrics(self.rows, self.out / "metrics.csv")  # drops rows written after the checkpoint
         self.checks.load_state_dict(checkpoint.get("checks"))  # and events
+        balance = (checkpoint.get("checks") or {}).get("balance") or {}  # where last.pt kept it before
+        rec_weight = checkpoint.get("rec_weight", balance.get("rec_weight"))
+        if rec_weight is not None:
+            self.step.loss.rec_weight = float(rec_weight)
 
     def class_summary(self) -> dict[str, Any]:
         """Mean image intensity (0..100) of each class over the last epoch, weighted by its probability,

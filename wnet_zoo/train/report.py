@@ -4,42 +4,48 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, command, setting
 from wnet_zoo.train.config import read_config_file
-from wnet_zoo.train.events import EVENT_COLUMNS, Event
+from wnet_zoo.train.events import LEGACY_COLUMNS, Event
 
 METRIC_COLUMNS = ("epoch", "ncut", "rec", "total", "lr", "base_lr")  # the columns the report reads
+BALANCE_CODES = ("balance.collapse", "balance.auto_balanced", "balance.poor_reconstruction")
 
-ADVICE = {
-    "screening": (
-        "avoid empty, almost-empty and over-exposed images (CellSeg3D: images with very large, bright regions, "
-        "almost-empty and empty images, and large empty regions or holes): crop or remove the flagged volumes"
-    ),
-    "explosion": (
-        "a loss exploded: lower the learning rate, first by a factor of two, then ten (--lr {lr10}), as CellSeg3D "
-        "advises when the NCut loss explodes"
-    ),
-    "takes over": "NCut takes over: raise the reconstruction weight ({weight}), or train with --auto-balance",
-    "rebalanced": (
-        "NCut took over and --auto-balance raised the reconstruction weight to {weight}; if the segmentation still "
-        "separates large bright and dim regions, raise it further"
-    ),
-    "poor reconstruction": (
-        "reconstruction is poor: raise the reconstruction weight; if that is not enough, switch to "
-        "--rec-loss bce with --rec-weight 0.5"
-    ),
-    "plateau": "the SoftNCut loss reached a plateau at epoch {epoch}: best.pt is the model to use",
-    "no plateau": (
-        "the SoftNCut loss had not reached a plateau: train longer (wnet-zoo train --resume {run} --epochs {more}); "
-        "for good results, wait for it to plateau"
-    ),
-}
+
+def _advice_texts() -> dict[str, str]:
+    """The advice, its settings named in the current naming (``{...}``: filled in with the run's numbers)."""
+    return {
+        "screening": (
+            "avoid empty, almost-empty and over-exposed images (CellSeg3D: images with very large, bright regions, "
+            "almost-empty and empty images, and large empty regions or holes): crop or remove the flagged volumes"
+        ),
+        "explosion": (
+            "a loss exploded: lower the learning rate, first by a factor of two, then ten ({lr10}), as CellSeg3D "
+            "advises when the NCut loss explodes"
+        ),
+        "balance.collapse": (
+            f"NCut takes over: raise the reconstruction weight ({{weight}}), or train with "
+            f"{setting('auto_balance', True)}"
+        ),
+        "balance.auto_balanced": (
+            f"NCut took over and {setting('auto_balance', True)} raised the reconstruction weight to {{weight}}; if "
+            "the segmentation still separates large bright and dim regions, raise it further"
+        ),
+        "balance.poor_reconstruction": (
+            "reconstruction is poor: raise the reconstruction weight; if that is not enough, switch to "
+            f"{setting('rec_loss', 'bce')} with {setting('rec_weight', 0.5)}"
+        ),
+        "plateau": "the SoftNCut loss reached a plateau at epoch {epoch}: best.pt is the model to use",
+        "no plateau": (
+            "the SoftNCut loss had not reached a plateau: train longer ({command}); for good results, wait for it "
+            "to plateau"
+        ),
+    }
 
 
 def run_report(run_dir: str | Path) -> str:
@@ -102,23 +108,23 @@ def read_metrics(path: Path) -> tuple[list[dict[str, float]], list[str]]:
     if not rows or missing:
         raise UserError(
             f"{path}: no whole row of metrics (empty or cut short); copy it again from the run, or rewrite it from "
-            f"last.pt with wnet-zoo train --resume {path.parent}"
+            f"last.pt with {command('resume', path.parent)}"
         )
     return rows, _damage_line(path, bad, last, len(rows), "epoch")
 
 
 def read_whole_events(path: Path) -> tuple[list[Event], list[str]]:
-    """The whole rows of ``events.csv`` (none when it is missing), and a line naming the rows that are not."""
+    """The whole rows of ``events.csv`` (none when it is missing), and a line naming the rows that are not. A file
+    written before event codes reads too: its events have their kind as code and no values."""
     if not path.is_file():
         return [], []
     header, records, bad, last = _whole_records(path)
-    if not set(EVENT_COLUMNS) <= set(header):
+    if not set(LEGACY_COLUMNS) <= set(header):
         return [], [f"{path.name}: no header of events (empty or cut short); events left out"]
     events = []
     for line, record in records:
-        row = dict(zip(header, record, strict=True))
         try:
-            events.append(Event(int(row["epoch"]), int(row["step"]), row["kind"], row["detail"], row["action"]))
+            events.append(Event.from_row(dict(zip(header, record, strict=True))))
         except ValueError:
             bad.append((line, "not an event"))
     return events, _damage_line(path, bad, last, len(events), "event")
@@ -195,9 +201,9 @@ def _lowest_total(rows: list[dict[str, float]]) -> int:
 
 
 def _status(rows: list[dict[str, float]], epochs: int, events: list[Event]) -> str:
-    if events and events[-1].kind == "explosion" and events[-1].action.startswith("stopped"):
+    if events and events[-1].code == "explosion.gave_up":
         return f"stopped by the explosion guard in epoch {events[-1].epoch} of {epochs}"
-    stop = next((e for e in events if e.kind == "plateau" and e.action.startswith("stopped")), None)
+    stop = next((e for e in events if e.code == "plateau.stopped"), None)
     if stop is not None:
         return f"stopped at the SoftNCut plateau, epoch {stop.epoch} of {epochs}"
     if len(rows) >= epochs:
@@ -221,7 +227,7 @@ def _balance_lines(checks: dict[str, Any]) -> list[str]:
 
 
 def _patch_lines(checks: dict[str, Any]) -> list[str]:
-    patches = checks.get("patches") or {}
+    patches = (checks.get("screening") or {}).get("patches") or checks.get("patches") or {}  # or as saved before
     if not patches.get("patches"):
         return []
     return [
@@ -234,26 +240,26 @@ def _patch_lines(checks: dict[str, Any]) -> list[str]:
 def _advice(
     run: Path, config: dict[str, Any], rows: list[dict[str, float]], epochs: int, events: list[Event]
 ) -> list[str]:
+    """What to do, from the events' codes and numbers (the events of an ``events.csv`` from before codes give
+    the advice of their kind only: none for the balance check's)."""
+    texts = _advice_texts()
     kinds = {event.kind for event in events}
     advice = []
     if "screening" in kinds:
-        advice.append(ADVICE["screening"])
+        advice.append(texts["screening"])
     if "explosion" in kinds:
-        advice.append(ADVICE["explosion"].format(lr10=f"{_config_number(config, 'lr', 1e-3) / 10:.3g}"))
-    for event in (e for e in events if e.kind == "balance"):
-        text = ADVICE["poor reconstruction"]
-        if event.detail.startswith("NCut takes over"):
-            weight = re.search(r"(?:--rec-weight|->) ([0-9.e+-]+)", event.action)
-            value = weight.group(1) if weight else "?"
-            if event.action.startswith("--auto-balance"):
-                text = ADVICE["rebalanced"].format(weight=value)
-            else:
-                text = ADVICE["takes over"].format(weight=f"--rec-weight {value}")
+        lr10 = float(f"{_config_number(config, 'lr', 1e-3) / 10:.3g}")
+        advice.append(texts["explosion"].format(lr10=setting("lr", lr10)))
+    for event in (e for e in events if e.code in BALANCE_CODES):
+        weight = event.values.get("rec_weight")  # always there, unless the file was edited
+        named = setting("rec_weight") if weight is None else setting("rec_weight", weight)
+        shown = "?" if weight is None else f"{weight:g}"
+        text = texts[event.code].format(weight=named if event.code == "balance.collapse" else shown)
         if text not in advice:
             advice.append(text)
     plateau = [event for event in events if event.kind == "plateau"]
-    if plateau and not plateau[-1].action.startswith("the reconstruction weight changes"):
-        advice.append(ADVICE["plateau"].format(epoch=plateau[-1].epoch))
+    if plateau and plateau[-1].code != "plateau.rearmed":
+        advice.append(texts["plateau"].format(epoch=plateau[-1].epoch))
     elif rows and len(rows) >= epochs and "explosion" not in kinds:
-        advice.append(ADVICE["no plateau"].format(run=run, more=2 * epochs))
+        advice.append(texts["no plateau"].format(command=command("resume", run, epochs=2 * epochs)))
     return advice

@@ -121,7 +121,7 @@ def test_predict_refuses_a_malformed_scheduler_and_negative_threads(tiny_onnx, i
 
     args = ["predict", str(tiny_onnx), str(image), "--out", str(tmp_path / "out")]
     assert main([*args, "--scheduler", "foo"]) == 2
-    assert capsys.readouterr().err.startswith("Error: --scheduler 'foo': give local:N")
+    assert capsys.readouterr().err.startswith("Error: --scheduler foo: give local:N")
     assert main([*args, "--threads", "-3"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) <= 2 and error[0].startswith("Error: Invalid value for '--threads': -3 is not in the range x>=0")

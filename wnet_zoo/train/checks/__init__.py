@@ -1,7 +1,7 @@
 """Automated troubleshooting while WNet3D trains, after the advice of CellSeg3D's WNet3D training page.
 
-Four checks, each on by default and each recorded in ``events.csv`` (see :mod:`wnet_zoo.train.events`) and
-logged as one line when it fires:
+Four checks, each on by default, each recorded in ``events.csv`` with an event code and its numbers (see
+:mod:`wnet_zoo.train.events`) and logged as one line when it fires:
 
 * **screening** (before training and per sampled patch): over-exposure (voxels at the dtype's maximum, or
   many sharing the top value), empty or almost-empty content, low contrast. Almost-empty patch positions are
@@ -16,6 +16,10 @@ logged as one line when it fires:
   large bright-vs-dim regions, or a reconstruction no better than a constant image, gets the page's advice
   (``--auto-balance`` raises the reconstruction weight itself).
 
-Everything a check keeps between epochs is plain data in ``state_dict()``, saved in ``last.pt``, so a
-resumed run behaves exactly like an uninterrupted one.
+Every check follows one protocol (:class:`~wnet_zoo.train.checks.base.Check`: ``start``, ``accept`` per step,
+``end_epoch``, ``state_dict`` / ``load_state_dict``) and returns a :class:`~wnet_zoo.train.checks.base.Decision`
+instead of touching the model, the optimizer or the loss: the training loop (:mod:`wnet_zoo.train.loop`) rolls
+back, sets the learning rate and the reconstruction weight, and stops. Everything a check keeps between epochs is
+plain data in its ``state_dict()``, saved in ``last.pt``, so a resumed run behaves exactly like an uninterrupted
+one.
 """

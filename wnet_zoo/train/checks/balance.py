@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from wnet_zoo.errors import setting
 from wnet_zoo.model.losses import reconstruction_loss
+from wnet_zoo.train.checks.base import GRADIENT_SHARES, NOTHING, Decision, EpochEnd, RunStart, StepLosses
+from wnet_zoo.train.events import Event, numbers
 
 NCUT_DOMINANT = 0.9
 """NCut dominates when it has this share of the encoder's gradient."""
@@ -87,15 +90,43 @@ def suggested_rec_weight(ncut_weight: float, rec_weight: float, ncut: float, rec
     return round(math.ceil(wanted / 10**exponent) * 10**exponent, 12)
 
 
+Finding = tuple[str, str, str, dict[str, float]]
+"""What the balance check found: the event's code, detail, action and values."""
+
+
 @dataclass
 class BalanceCheck:
-    """Loss and gradient shares per epoch; at a plateau, advice when NCut takes over or reconstruction is poor."""
+    """Loss and gradient shares per epoch; at a plateau (as the plateau check's judge, :meth:`at_plateau`),
+    advice when NCut takes over or the reconstruction is poor, and with ``auto`` a higher reconstruction
+    weight when NCut takes over.
+
+    ``centre`` holds the patch-sized centre of the first volumes (see :func:`centre_patches`), segmented at a
+    plateau; ``window`` is the plateau's, over which the reconstruction loss must improve.
+    """
+
+    name: ClassVar[str] = "balance"
+    needs: ClassVar[frozenset[str]] = frozenset({GRADIENT_SHARES})
 
     ncut_weight: float
     rec_weight: float
     rec_loss: str
     auto: bool
+    window: int = 0
+    centre: np.ndarray | None = field(default=None, repr=False)
     shares: list[list[float]] = field(default_factory=list)
+
+    def start(self, run: RunStart) -> Decision:
+        """Nothing to do when a run begins."""
+        return NOTHING
+
+    def accept(self, step: StepLosses) -> Decision:
+        """Steps do not matter: the loop measures the gradient shares of each epoch's first step."""
+        return NOTHING
+
+    def end_epoch(self, epoch: EpochEnd) -> Decision:
+        """Keep the epoch's shares (:meth:`record`); the verdict waits for a plateau."""
+        self.record(epoch.epoch, epoch.rows[-1], epoch.grads)
+        return NOTHING
 
     def record(self, epoch: int, row: dict[str, Any], grads: tuple[float, float] | None) -> None:
         """Keep NCut's share of the epoch's loss and of the encoder gradient (from the probed step)."""
@@ -103,11 +134,25 @@ class BalanceCheck:
         grad_share = grads[0] / (grads[0] + grads[1]) if grads and sum(grads) > 0 else math.nan
         self.shares.append([epoch, float(loss_share), float(grad_share)])
 
-    def judge(
-        self, stats: SegmentationStats, rows: Sequence[dict[str, Any]], window: int
-    ) -> list[tuple[str, str, float | None]]:
-        """(detail, action, new rec weight or None) for each problem the centre patches and the rows show."""
-        found: list[tuple[str, str, float | None]] = []
+    def at_plateau(self, epoch: EpochEnd) -> Decision:
+        """Segment the centre patches and judge the balance (see :meth:`judge`); with ``auto``, a takeover
+        raises the reconstruction weight."""
+        assert self.centre is not None, "the centre patches are given to judge at a plateau"
+        centre = torch.from_numpy(self.centre)
+        evaluation = epoch.evaluate(centre)
+        probabilities = evaluation["probabilities"].numpy()
+        stats = segmentation_stats(probabilities, evaluation["reconstruction"], centre, self.rec_loss)
+        found = self.judge(stats, epoch.rows, self.window)
+        events = tuple(Event(epoch.epoch, epoch.step, *finding) for finding in found)
+        weight = next((values["rec_weight"] for code, *_, values in found if code == "balance.auto_balanced"), None)
+        if weight is not None:
+            self.rec_weight = weight
+        return Decision(events=events, rec_weight=weight)
+
+    def judge(self, stats: SegmentationStats, rows: Sequence[dict[str, Any]], window: int) -> list[Finding]:
+        """Each problem the centre patches and the rows show: (code, detail, action, values); the values'
+        ``rec_weight`` is the suggested weight, or the new one (``balance.auto_balanced``)."""
+        found: list[Finding] = []
         row = rows[-1]
         _, loss_share, grad_share = self.shares[-1] if self.shares else (0, math.nan, math.nan)
         dominant = not grad_share < NCUT_DOMINANT  # NaN (not measured) counts as dominant
@@ -118,11 +163,23 @@ class BalanceCheck:
                 f"segmentation only separates large bright and dim regions (the brightest class covers "
                 f"{stats.foreground:.0%} of the centre patches, {stats.largest:.0%} of it in one region)"
             )
+            values = numbers(
+                rec_weight=weight,
+                loss_share=loss_share,
+                grad_share=grad_share,
+                foreground=stats.foreground,
+                largest=stats.largest,
+            )
             if self.auto:
-                found.append((detail, f"--auto-balance: rec-weight {self.rec_weight:g} -> {weight:g}", weight))
+                action = f"{setting('auto_balance', True)}: rec-weight {self.rec_weight:g} -> {weight:g}"
+                values["previous_rec_weight"] = self.rec_weight
+                found.append(("balance.auto_balanced", detail, action, values))
             else:
-                advice = f"raise the reconstruction weight: --rec-weight {weight:g} (or --auto-balance)"
-                found.append((detail, advice, None))
+                action = (
+                    f"raise the reconstruction weight: {setting('rec_weight', weight)} "
+                    f"(or {setting('auto_balance', True)})"
+                )
+                found.append(("balance.collapse", detail, action, values))
         rec = [r["rec"] for r in rows if math.isfinite(r["rec"])]
         first, last = float(np.mean(rec[:window])), float(np.mean(rec[-window:]))
         if stats.poor_reconstruction and last > REC_IMPROVEMENT * first:
@@ -132,8 +189,14 @@ class BalanceCheck:
                 f"{first:.4g} over the first {window}"
             )
             weight = suggested_rec_weight(self.ncut_weight, self.rec_weight, row["ncut"], row["rec"])
-            advice = f"raise --rec-weight (e.g. {weight:g}), or switch to --rec-loss bce --rec-weight 0.5"
-            found.append((detail, advice, None))
+            action = (
+                f"raise {setting('rec_weight')} (e.g. {weight:g}), or switch to {setting('rec_loss', 'bce')} "
+                f"{setting('rec_weight', 0.5)}"
+            )
+            values = numbers(
+                rec_weight=weight, rec=stats.rec, rec_baseline=stats.rec_baseline, first=first, last=last, window=window
+            )
+            found.append(("balance.poor_reconstruction", detail, action, values))
         return found
 
     def state_dict(self) -> dict[str, Any]:
@@ -145,7 +208,7 @@ class BalanceCheck:
         self.rec_weight, self.shares = float(state["rec_weight"]), [list(s) for s in state["shares"]]
 
 
-def _centre_patches(volumes: Sequence[np.ndarray], patch: tuple[int, int, int]) -> np.ndarray:
+def centre_patches(volumes: Sequence[np.ndarray], patch: tuple[int, int, int]) -> np.ndarray:
     """The patch-sized centre of each volume, as a batch (B, 1, Z, Y, X)."""
     centres = []
     for volume in volumes:

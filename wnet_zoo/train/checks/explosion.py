@@ -1,12 +1,24 @@
-"""The explosion check: NaN or blown-up losses roll the run back to its last good snapshot."""
+"""The explosion check: NaN or blown-up losses roll the run back to its last good snapshot.
+
+The check decides; the training loop keeps the snapshots, restores them and sets the learning rate.
+"""
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
-import torch
+from wnet_zoo.errors import setting
+from wnet_zoo.train.checks.base import (
+    FINAL_LOSSES,
+    NOTHING,
+    SNAPSHOTS,
+    Decision,
+    EpochEnd,
+    RunStart,
+    StepLosses,
+)
+from wnet_zoo.train.events import Event, numbers
 
 NCUT_JUMP = 0.5
 """The SoftNCut loss explodes when it covers this share of the way from its recent best up to K ..."""
@@ -25,19 +37,20 @@ after which a run that exploded counts as recovered."""
 
 
 class ExplosionGuard:
-    """Checks every step's losses before its update, and rolls back to the last good snapshot.
+    """Checks every step's losses before its update, and has the run rolled back to the last good snapshot.
 
-    A snapshot (in-memory copies of the model's and the optimizer's state) is taken at the start, every
-    :data:`SNAPSHOT_EVERY` good steps (of weights whose loss just passed) and at the end of each epoch once
-    the final weights pass an evaluation, so ``last.pt`` always holds a snapshot: the one a resumed run
-    starts from.
+    The loop takes a snapshot (in-memory copies of the model's and the optimizer's state) when training starts
+    or resumes; the guard asks for one every :data:`SNAPSHOT_EVERY` good steps (of weights whose loss just
+    passed) and at the end of each epoch once the final weights pass an evaluation, so ``last.pt`` always
+    holds a snapshot: the one a resumed run starts from. Each explosion rolls back and halves the learning
+    rate; ``max_in_a_row`` of them in a row end training, with the advice to train again at a tenth of ``lr``.
     """
 
-    def __init__(
-        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, num_classes: int, max_in_a_row: int
-    ) -> None:
-        self.model, self.optimizer = model, optimizer
-        self.num_classes, self.max_in_a_row = num_classes, max_in_a_row
+    name = "guard"
+    needs = frozenset({SNAPSHOTS, FINAL_LOSSES})
+
+    def __init__(self, num_classes: int, max_in_a_row: int, lr: float) -> None:
+        self.num_classes, self.max_in_a_row, self.lr = num_classes, max_in_a_row, lr
         self.recent_ncut: list[float] = []
         self.recent_rec: list[float] = []
         self.in_a_row = 0
@@ -45,10 +58,6 @@ class ExplosionGuard:
         self.good_since_snapshot = 0
         self.snapshot_step = 0
         self.weights_step = 0
-        self.step = 0
-        self.snapshot_taken = False
-        self.reason = ""
-        self._snapshot: tuple[dict[str, Any], dict[str, Any]] | None = None
 
     def explosion(self, ncut: float, rec: float) -> str | None:
         """Why these losses count as an explosion, or None."""
@@ -68,49 +77,67 @@ class ExplosionGuard:
                 return f"the reconstruction loss jumped to {rec:.4g}, {rec / best:.0f}x its recent best {best:.4g}"
         return None
 
-    def accept(self, terms: dict[str, float]) -> bool:
-        """Whether a step's losses (computed, not yet applied) are sane; snapshots the weights when due."""
-        self.snapshot_taken = False
-        reason = self.explosion(terms["ncut"], terms["rec"])
+    def start(self, run: RunStart) -> Decision:
+        """Nothing to do when a run begins (the loop snapshots the initial weights)."""
+        return NOTHING
+
+    def accept(self, step: StepLosses) -> Decision:
+        """Whether a step's losses (computed, not yet applied) are sane, with a snapshot when one is due; for
+        the epoch's final weights, a snapshot of them (of the restored ones when they exploded)."""
+        reason = self.explosion(step.ncut, step.rec)
+        if step.final:
+            decision = NOTHING
+            if reason is not None:
+                decision = self._exploded(step, f"{reason} (evaluating the epoch's final weights)")
+            self._snapshot_taken()  # what last.pt will hold: a resumed run starts from the same snapshot
+            return Decision.merge([decision, Decision(snapshot=True)])
         if reason is not None:
-            self.reason = reason
-            return False
-        self.recent_ncut = [*self.recent_ncut, terms["ncut"]][-RECENT_STEPS:]
-        self.recent_rec = [*self.recent_rec, terms["rec"]][-RECENT_STEPS:]
+            return self._exploded(step, reason)
+        self.recent_ncut = [*self.recent_ncut, step.ncut][-RECENT_STEPS:]
+        self.recent_rec = [*self.recent_rec, step.rec][-RECENT_STEPS:]
         self.good_since_event += 1
         if self.good_since_event >= SNAPSHOT_EVERY:
             self.in_a_row = 0
-        if self._snapshot is None or self.good_since_snapshot >= SNAPSHOT_EVERY:
-            self.snapshot()
+        due = self.good_since_snapshot >= SNAPSHOT_EVERY
+        if due:
+            self._snapshot_taken()
         self.good_since_snapshot += 1
-        self.weights_step = self.step  # the step's update is applied next
-        return True
+        self.weights_step = step.step  # the step's update is applied next
+        return Decision(snapshot=True) if due else NOTHING
 
-    def snapshot(self) -> None:
-        """Keep the current weights and optimizer state as the last good ones."""
-        model_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self._snapshot = (model_state, copy.deepcopy(self.optimizer.state_dict()))
-        self.snapshot_step, self.good_since_snapshot, self.snapshot_taken = self.weights_step, 0, True
+    def end_epoch(self, epoch: EpochEnd) -> Decision:
+        """Epochs do not matter beyond their final weights (see :meth:`accept`)."""
+        return NOTHING
 
-    def rollback(self) -> str:
-        """Restore the last good snapshot and halve the learning rate; return what was done."""
-        assert self._snapshot is not None, "a snapshot is taken before the first step"
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.model.load_state_dict(self._snapshot[0])
-        self.optimizer.load_state_dict(copy.deepcopy(self._snapshot[1]))  # Adam would update the copy in place
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr / 2
+    def _snapshot_taken(self) -> None:
+        self.snapshot_step, self.good_since_snapshot = self.weights_step, 0
+
+    def _exploded(self, step: StepLosses, reason: str) -> Decision:
+        """Roll back to the last good snapshot and halve the learning rate, or give up after too many in a row."""
         discarded = self.good_since_snapshot
         self.in_a_row += 1
         self.good_since_event = self.good_since_snapshot = 0
         self.weights_step = self.snapshot_step
+        losses = numbers(ncut=step.ncut, rec=step.rec)
+        if self.in_a_row >= self.max_in_a_row:
+            lr = float(f"{self.lr / 10:.3g}")
+            values = {**losses, "in_a_row": self.in_a_row, "suggested_lr": lr}
+            event = Event(
+                step.epoch, step.step, "explosion.gave_up", reason, f"stopped: {self.in_a_row} in a row", values
+            )
+            advice = (
+                f"the loss exploded {self.in_a_row} times in a row; lower the learning rate by 10x "
+                f"({setting('lr', lr)}) and train again"
+            )
+            return Decision(events=(event,), diverged=advice)
+        lr = step.lr
         weights = f"those after step {self.snapshot_step}" if self.snapshot_step else "the initial ones"
-        return f"restored the last good weights ({weights}, {discarded} update(s) undone), lr {lr:.3g} -> {lr / 2:.3g}"
-
-    @property
-    def given_up(self) -> bool:
-        """Whether the last explosions came too many in a row."""
-        return self.in_a_row >= self.max_in_a_row
+        action = (
+            f"restored the last good weights ({weights}, {discarded} update(s) undone), lr {lr:.3g} -> {lr / 2:.3g}"
+        )
+        values = {**losses, "restored_step": self.snapshot_step, "undone": discarded, "lr": lr / 2, "previous_lr": lr}
+        event = Event(step.epoch, step.step, "explosion.rollback", reason, action, values)
+        return Decision(events=(event,), rollback=True, lr=lr / 2)
 
     def state_dict(self) -> dict[str, Any]:
         """Plain data for ``last.pt`` (the snapshot itself is the checkpoint's weights)."""
@@ -118,8 +145,8 @@ class ExplosionGuard:
         return {key: getattr(self, key) for key in keys}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` and take the snapshot of the restored weights."""
+        """Restore :meth:`state_dict`; the loop snapshots the restored weights."""
         for key, value in state.items():
             setattr(self, key, value)
         self.weights_step = self.snapshot_step
-        self.snapshot()
+        self.good_since_snapshot = 0

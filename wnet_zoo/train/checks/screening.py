@@ -1,14 +1,22 @@
-"""The screening check: over-exposed, empty and low-contrast volumes and patches, and usable patch positions."""
+"""The screening check: over-exposed, empty and low-contrast volumes and patches, and usable patch positions.
+
+The volumes are screened once, as they are read (:func:`screen_volume`, :func:`check_usable`); the
+:class:`ScreeningCheck` records the flagged ones when the run begins and counts the sampled patches every epoch.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, command, setting
+from wnet_zoo.train.checks.base import NOTHING, Decision, EpochEnd, RunStart, StepLosses
+from wnet_zoo.train.events import Event, numbers
 
 OVER_EXPOSED_SHARE = 1e-3
 """A volume is over-exposed when this share of its voxels sits at the dtype's maximum or at its top value
@@ -35,6 +43,8 @@ LOW_CONTRAST_PATCH = 3.0
 of the example volume span 3.8 at the least, 17 typically)."""
 STATS_VOXELS = 4_000_000
 """Volume statistics use a regular subsample of at most this many voxels."""
+
+LOG = logging.getLogger("wnet_zoo")
 
 
 # ---------------------------------------------------------------------------------------------- screening
@@ -152,7 +162,7 @@ def check_usable(screen: VolumeScreen, usable: np.ndarray, patch: Sequence[int])
         raise UserError(
             f"{screen.name}: unusable for training: no {size} patch holds foreground "
             f"({screen.foreground:.3%} of voxels stand out of the background noise): empty or noise only; "
-            "remove it from the images (or pass --no-screen)"
+            f"remove it from the images (or pass {setting('screen', False)})"
         )
 
 
@@ -166,7 +176,7 @@ def screen_patches(batch: np.ndarray) -> dict[str, int]:
     }
 
 
-# ------------------------------------------------------------------------------------------ coordination
+# ------------------------------------------------------------------------------------------------- check
 
 
 @dataclass
@@ -183,3 +193,77 @@ class PatchTotals:
         """Add one epoch's (or batch's) counts."""
         for key, value in counts.items():
             setattr(self, key, getattr(self, key) + value)
+
+
+class ScreeningCheck:
+    """Records the flagged volumes when a run begins, and the first epoch whose sampled patches show each
+    problem (almost empty yet kept, over-exposed, low contrast); counts all sampled patches."""
+
+    name = "screening"
+    needs: frozenset[str] = frozenset()
+
+    def __init__(self) -> None:
+        self.reported: list[str] = []
+        self.patches = PatchTotals()
+        self.epoch_patches = PatchTotals()
+
+    def start(self, run: RunStart) -> Decision:
+        """An event for each flagged volume; a log line for each with some almost-empty patch positions."""
+        events = []
+        for screen in run.screens:
+            if 0 < screen.empty_positions < EMPTY_POSITIONS:
+                LOG.info(
+                    "%s: %.1f%% of patch positions almost empty; skipped", screen.name, 100 * screen.empty_positions
+                )
+            if screen.flags:
+                advice = []
+                if set(screen.flags) - {"low contrast"}:
+                    advice.append("avoid empty, almost-empty and over-exposed images")
+                if "low contrast" in screen.flags:
+                    advice.append("clip the brightest outliers (e.g. at the 99.9th percentile)")
+                values = numbers(
+                    saturated=screen.saturated,
+                    top=screen.top,
+                    foreground=screen.foreground,
+                    spread=screen.spread,
+                    empty_positions=screen.empty_positions,
+                )
+                action = "; ".join([*advice, "training goes on"])
+                events.append(Event(0, 0, "screening.volume", screen.detail(), action, values))
+        return Decision(events=tuple(events))
+
+    def accept(self, step: StepLosses) -> Decision:
+        """Count the batch's over-exposed and low-contrast patches."""
+        self.epoch_patches.add(screen_patches(step.batch))
+        return NOTHING
+
+    def end_epoch(self, epoch: EpochEnd) -> Decision:
+        """Add the epoch's counts to the totals; an event for each problem the patches show the first time."""
+        counts = self.epoch_patches
+        counts.add(epoch.sampled)
+        self.patches.add(asdict(counts))
+        self.epoch_patches = PatchTotals()
+        kept = f" (kept: no usable position found, or {setting('skip_empty_patches', False)})"
+        flagged = (  # what, its key in the event's values, why, how many
+            ("almost empty", "almost_empty", kept, counts.almost_empty - counts.skipped),
+            ("over-exposed", "over_exposed", "", counts.over_exposed),
+            ("low contrast", "low_contrast", "", counts.low_contrast),
+        )
+        events = []
+        for what, key, why, count in flagged:
+            if count and what not in self.reported:
+                self.reported.append(what)
+                detail = f"{count} of {counts.patches} sampled patches {what}{why}"
+                action = f"trained on; counted from now on ({command('run_report')})"
+                values = {"sampled": float(counts.patches), key: float(count)}
+                events.append(Event(epoch.epoch, epoch.step, "screening.patches", detail, action, values))
+        return Decision(events=tuple(events))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data for ``last.pt``: the totals and the problems reported."""
+        return {"reported": self.reported, "patches": asdict(self.patches)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.reported = [what.partition(" (")[0] for what in state["reported"]]  # older ones: with the reason
+        self.patches = PatchTotals(**state["patches"])
