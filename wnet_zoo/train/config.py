@@ -22,7 +22,8 @@ class TrainConfig:
     2 CPU cores (CellSeg3D's 2e-5 barely moves the SoftNCut loss in that time). ``bf16`` None: bf16 autocast
     where the hardware computes it natively.
 
-    Keys on disk and on the command line are the field names with ``-`` for ``_`` (``--ncut-weight``).
+    Keys on disk and on the command line are the field names with ``-`` for ``_`` (``--ncut-weight``); each
+    field's ``metadata`` holds the help text (and choices, metavar) the command line shows for it.
     A config is never changed: the training functions record what they resolve in a copy
     (:func:`dataclasses.replace`).
     ``lr`` is the rate training starts at; ``base_lr`` the rate it derives from (``lr = base_lr * lr_factor``
@@ -36,40 +37,97 @@ class TrainConfig:
     """
 
     images: list[str] = field(default_factory=list)
-    channel: int | None = None
-    num_classes: int = 2
-    rec_loss: str = "mse"
-    intensity_sigma: float = 1.0
-    spatial_sigma: float = 4.0
-    radius: int = 2
-    ncut_weight: float = 0.5
-    rec_weight: float = 5e-3
-    input_smoothing: float | None = None
-    input_log: float | None = None
-    epochs: int = 12
-    patch: list[int] | None = None
-    samples_per_epoch: int = 8
-    batch: int = 2
-    lr: float = 1e-3
+    channel: int | None = field(default=None, metadata={"help": "Channel of 4-D (C, Z, Y, X) stacks to train on."})
+    num_classes: int = field(default=2, metadata={"help": "K, the classes the encoder segments into."})
+    rec_loss: str = field(
+        default="mse", metadata={"help": "Reconstruction loss of the decoder.", "choices": ("mse", "bce")}
+    )
+    intensity_sigma: float = field(default=1.0, metadata={"help": "SoftNCut intensity sigma."})
+    spatial_sigma: float = field(default=4.0, metadata={"help": "SoftNCut spatial sigma (voxels)."})
+    radius: int = field(default=2, metadata={"help": "SoftNCut neighbourhood radius (voxels)."})
+    ncut_weight: float = field(default=0.5, metadata={"help": "Weight of the SoftNCut loss."})
+    rec_weight: float = field(default=5e-3, metadata={"help": "Weight of the reconstruction loss."})
+    input_smoothing: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Gaussian sigma (voxels along the finest axis) the model smooths its input with, in training and "
+                "in every export. Default: 1 for noisy stacks (voxel-to-voxel noise of at least 4 on the 0..100 "
+                "scale, measured after any input compression), 2 from a noise of 8, up to 4; else 0 (off, as in "
+                "CellSeg3D)."
+            ),
+            "metavar": "SIGMA",
+        },
+    )
+    input_log: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Compress the model's input (0..100) with 100*log(1+x/OFFSET)/log(1+100/OFFSET), in training and "
+                "in every export. Default: the image's median when its nuclei differ widely in brightness (the 95th "
+                "percentile of their brightness above background at least 2.5x the 25th: dim nuclei beside bright "
+                "or over-exposed ones, uneven illumination), else 0 (off, as in CellSeg3D)."
+            ),
+            "metavar": "OFFSET",
+        },
+    )
+    epochs: int = field(default=12, metadata={"help": "Epochs to train."})
+    patch: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Patch size, one size or z,y,x (multiples of 8). Default: 64, clipped to the smallest volume."
+        },
+    )
+    samples_per_epoch: int = field(default=8, metadata={"help": "Random patches per volume in one epoch."})
+    batch: int = field(default=2, metadata={"help": "Patches per step."})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate."})
     base_lr: float | None = None
     lr_factor: float = 1.0
     from_weights: str | None = None
-    weight_decay: float = 0.01
-    channels: list[int] = field(default_factory=lambda: list(DEFAULT_CHANNELS))
-    dropout: float = 0.65
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool | None = None
-    screen: bool = True
-    skip_empty_patches: bool = True
-    min_foreground: float = 1e-3
-    plateau_window: int = 3
-    plateau_tolerance: float = 0.01
-    stop_at_plateau: bool = True
-    explosion_guard: bool = True
-    max_explosions: int = 3
-    balance_check: bool = True
-    auto_balance: bool = False
+    weight_decay: float = field(default=0.01, metadata={"help": "Adam weight decay."})
+    channels: list[int] = field(
+        default_factory=lambda: list(DEFAULT_CHANNELS),
+        metadata={"help": "Widths of the four U-Net levels, comma-separated (tiny models: 4,8,16,32)."},
+    )
+    dropout: float = field(default=0.65, metadata={"help": "Dropout probability."})
+    seed: int = field(default=0, metadata={"help": "Random seed."})
+    device: str = field(default="auto", metadata={"help": "Where to train.", "choices": ("auto", "cpu", "cuda")})
+    bf16: bool | None = field(
+        default=None,
+        metadata={"help": "bfloat16 autocast. Default: where the CPU (AVX512-BF16, AMX) or GPU computes it natively."},
+    )
+    screen: bool = field(
+        default=True,
+        metadata={"help": "Screen volumes and patches: over-exposure, (almost) empty content, low contrast."},
+    )
+    skip_empty_patches: bool = field(
+        default=True, metadata={"help": "Replace almost-empty patches by ones with foreground."}
+    )
+    min_foreground: float = field(
+        default=1e-3, metadata={"help": "Share of foreground voxels below which a patch is almost empty."}
+    )
+    plateau_window: int = field(
+        default=3, metadata={"help": "Epochs of the SoftNCut moving mean for plateau detection (0: off)."}
+    )
+    plateau_tolerance: float = field(
+        default=0.01, metadata={"help": "Fall of that mean between two windows below which the loss has plateaued."}
+    )
+    stop_at_plateau: bool = field(
+        default=True,
+        metadata={"help": "End training when the SoftNCut loss plateaus (best.pt: the lowest total loss)."},
+    )
+    explosion_guard: bool = field(
+        default=True, metadata={"help": "Roll back and halve the learning rate when a loss explodes."}
+    )
+    max_explosions: int = field(
+        default=3, metadata={"help": "Explosions in a row after which training stops (exit code 1)."}
+    )
+    balance_check: bool = field(
+        default=True, metadata={"help": "Measure the loss terms' shares; advise at a plateau when NCut takes over."}
+    )
+    auto_balance: bool = field(
+        default=False, metadata={"help": "Raise the reconstruction weight when NCut takes over."}
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, keyed by option names."""
