@@ -416,3 +416,38 @@ def test_resume_with_check_state_equals_an_uninterrupted_run(tmp_path: Path, exa
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     np.testing.assert_equal(a.checkpoint["checks"], b.checkpoint["checks"])  # NaN shares of rolled-back epochs too
     assert load_weights(interrupted / "best.pt").epoch == load_weights(straight / "best.pt").epoch
+
+
+@pytest.mark.parametrize("setting", ["packed", "tissue", "confocal_offset", "dense", "low_contrast"])
+def test_packed_low_contrast_tissue_passes_the_screen(setting):
+    """Where nuclei fill a third to a half of the volume, its median is the nuclei's and nothing stands 5 robust
+    deviations above it: the screen then splits the smoothed volume in two and keeps the split when it stands out
+    of the noise, so tissue trains with no options, with most of its nuclei counted as foreground."""
+    import phantoms
+
+    image, labels = phantoms.make_phantom(setting)
+    smooth = smoothed(image)
+    screen = screen_volume(image, setting, smooth)
+    usable = usable_corners(smooth > screen.cut, (24, 56, 56), 1e-3)
+    check_usable(screen, usable, (24, 56, 56))
+    assert "almost empty" not in screen.flags and usable.mean() > 0.9
+    found = smooth > screen.cut
+    assert (found & (labels > 0)).sum() / (labels > 0).sum() > 0.5  # most nuclei count as foreground
+
+
+def test_noise_constant_and_nearly_empty_volumes_are_still_refused():
+    rng = np.random.default_rng(0)
+    nearly_empty = rng.normal(100, 5, (48, 96, 96)).astype(np.float32)
+    nearly_empty[20, 40, 40] += 300  # one hot voxel: no patch holds 0.1% foreground
+    volumes = {
+        "gaussian": rng.normal(100, 10, (48, 96, 96)).astype(np.float32),
+        "poisson": rng.poisson(20, (48, 96, 96)).astype(np.uint16),
+        "constant": np.full((48, 96, 96), 7, np.uint16),
+        "nearly_empty": nearly_empty,
+    }
+    for name, volume in volumes.items():
+        smooth = smoothed(volume)
+        screen = screen_volume(volume, name, smooth)
+        with pytest.raises(UserError, match=f"^{name}: unusable for training: no 24x56x56 patch holds foreground"):
+            check_usable(screen, usable_corners(smooth > screen.cut, (24, 56, 56), 1e-3), (24, 56, 56))
+        assert "almost empty" in screen.flags, name
