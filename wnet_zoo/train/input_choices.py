@@ -48,9 +48,8 @@ def auto_input_smoothing(noise: Sequence[float]) -> float:
 
     Why: SoftNCut weighs a voxel by ``exp(-(I - mean)^4 / intensity_sigma^2)``, so at CellSeg3D's intensity
     sigma of 1 only voxels within about one unit of their class's mean count; in noise of several units almost
-    none do, and the encoder learns to follow the noise (on the low-SNR phantom: foreground Dice 0.49 -> 0.89
-    with a sigma of 1; mean F1 0.79 -> 0.84 with 2, as its noise of 8.5 asks). On clean stacks smoothing costs
-    edge detail (touching nuclei: mean F1 0.85 -> 0.80).
+    none do, and the encoder learns to follow the noise. On clean stacks smoothing costs edge detail. (The phantom
+    runs that set these levels: ``benchmarks/README.md``.)
     """
     level = float(np.median(noise)) if noise else 0.0
     if level < NOISY:
@@ -101,10 +100,9 @@ def auto_input_log(volumes: Sequence[np.ndarray]) -> tuple[float, list[float]]:
 
     Why: SoftNCut weighs a voxel by ``exp(-(I - mean)^4 / intensity_sigma^2)`` with a class's mean over the
     patch, so nuclei far dimmer than the foreground's mean carry no weight in either class, and the encoder
-    leaves them in the background (phantoms: foreground probability median 0.004 in the dimmest quarter of
-    nuclei beside 8x brighter ones; over-exposed nuclei leave the others at 5 on the 0..100 scale). A
-    logarithm puts nuclei 10x apart in brightness within a few tens of units of each other, all clear of the
-    background (over-exposed phantom: foreground Dice 0.26 -> 0.91).
+    leaves them in the background (over-exposed nuclei leave the others at 5 on the 0..100 scale). A logarithm
+    puts nuclei 10x apart in brightness within a few tens of units of each other, all clear of the background.
+    (The phantom runs behind it: ``benchmarks/README.md``.)
     """
     spreads = [brightness_spread(v) for v in volumes]
     if not spreads or float(np.median(spreads)) < SPREAD:
