@@ -77,7 +77,7 @@ def export_model(path: Path) -> None:
 
     from wnet_zoo.export.onnx import export_onnx
     from wnet_zoo.model.wnet import WNet3D
-    from wnet_zoo.predict.metadata import ModelMetadata
+    from wnet_zoo.prediction.metadata import ModelMetadata
 
     torch.manual_seed(0)
     export_onnx(WNet3D(channels=(4, 8, 16, 32)).eval(), path, ModelMetadata(num_classes=2, name="small"))

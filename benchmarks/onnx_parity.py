@@ -10,7 +10,7 @@ model (max abs difference):
 
 * per block (``in_b`` ... ``out_b`` logits, softmax): torch float32, ONNX Runtime on the plain export
   ("before": ``GroupNorm`` as ``InstanceNormalization``) and on the export form ("after":
-  ``wnet_zoo.inference_encoder``), all blocks exposed as extra graph outputs;
+  ``wnet_zoo.export.encoder``), all blocks exposed as extra graph outputs;
 * per layer inside ``in_b`` (conv, ReLU, GroupNorm, conv, ReLU, GroupNorm), before and after;
 * the export form without composing the conv pairs (``inference_encoder(model, compose=False)``);
 * timings: ``--repeats`` interleaved runs of the whole encoder in torch and in the ONNX graphs (min and
@@ -219,7 +219,7 @@ def compare_model(model: WNet3D, x: torch.Tensor, threads: int, repeats: int, fo
     }
 
     from wnet_zoo.export.onnx import export_onnx
-    from wnet_zoo.predict.metadata import ModelMetadata
+    from wnet_zoo.prediction.metadata import ModelMetadata
 
     full_before = export(model.encoder, x, folder / "encoder_before.onnx", ["probabilities"])
     full_after = export_onnx(model, folder / "encoder_after.onnx", ModelMetadata(num_classes=model.num_classes))

@@ -50,7 +50,7 @@ STARTUP = {  # the imports alone: what a command pays before its first tile
         "-c",
         "import torch, monai.inferers, tifffile; from napari_cellseg3d.code_models.models.wnet.model import WNet",
     ],
-    "wnet_zoo_cli_imports": [sys.executable, "-c", "import wnet_zoo.cli, wnet_zoo.outputs, onnxruntime"],
+    "wnet_zoo_cli_imports": [sys.executable, "-c", "import wnet_zoo.cli, wnet_zoo.prediction.files, onnxruntime"],
     "of_which_torch": [sys.executable, "-c", "import torch"],
 }
 GOALS = {
@@ -97,8 +97,8 @@ def table(model: str, image: str, reference_mask: str, threads: int) -> None:
     import tifffile
 
     from wnet_zoo.io.volumes import read_volume
-    from wnet_zoo.predict.foreground import choose_foreground
-    from wnet_zoo.predict.predictor import Predictor
+    from wnet_zoo.prediction.foreground import choose_foreground
+    from wnet_zoo.prediction.predictor import Predictor
 
     volume = read_volume(image)
     expected = tifffile.imread(reference_mask).astype(bool)
@@ -151,7 +151,7 @@ def _prepare(work: Path) -> tuple[Path, Path]:
 
     from wnet_zoo.export.onnx import export_onnx
     from wnet_zoo.model.wnet import WNet3D
-    from wnet_zoo.predict.metadata import ModelMetadata
+    from wnet_zoo.prediction.metadata import ModelMetadata
 
     torch.manual_seed(0)
     model = WNet3D().eval()
@@ -200,7 +200,7 @@ def _versions(python: str) -> dict:
 
 
 def main() -> None:
-    from wnet_zoo.predict.runtime import cpu_supports_bf16, default_threads
+    from wnet_zoo.prediction.runtime import cpu_supports_bf16, default_threads
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=default_threads())

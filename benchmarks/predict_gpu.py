@@ -54,8 +54,8 @@ def precisions(model: str, image: str, device: str) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     from wnet_zoo.io.volumes import read_volume
-    from wnet_zoo.predict.foreground import choose_foreground
-    from wnet_zoo.predict.predictor import Predictor
+    from wnet_zoo.prediction.foreground import choose_foreground
+    from wnet_zoo.prediction.predictor import Predictor
 
     half = Path(model).with_name("wnet3d_fp16.onnx")
     onnx.save(convert_float_to_float16(onnx.load(model), keep_io_types=True), half)
@@ -110,7 +110,7 @@ def main() -> None:
     import tifffile
 
     from wnet_zoo.io.example import example_volume
-    from wnet_zoo.predict.runtime import default_threads
+    from wnet_zoo.prediction.runtime import default_threads
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2)

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from wnet_zoo.train.config import TrainConfig
-from wnet_zoo.train.device import bf16_supported
-from wnet_zoo.train.step import TrainingStep
+from wnet_zoo.training.config import TrainConfig
+from wnet_zoo.training.device import bf16_supported
+from wnet_zoo.training.step import TrainingStep
 
 from reference import cellseg3d_softncut_class, cellseg3d_wnet_class
 

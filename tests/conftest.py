@@ -38,7 +38,7 @@ def tiny_onnx(tmp_path_factory) -> Path:
     """A tiny WNet3D (channels 4, 8, 16, 32) with fixed random weights (seed 0), exported to ONNX."""
     from wnet_zoo.export.onnx import export_onnx
     from wnet_zoo.model.wnet import WNet3D
-    from wnet_zoo.predict.metadata import ModelMetadata
+    from wnet_zoo.prediction.metadata import ModelMetadata
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "tiny.onnx"

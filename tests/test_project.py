@@ -68,3 +68,21 @@ def test_no_flag_or_command_line_outside_the_cli():
             if isinstance(text, str) and FLAG.search(text):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:70]!r}")
     assert not found, "\n".join(found)
+
+
+def test_public_names_stay_the_public_objects_after_every_subpackage_is_imported():
+    """A subpackage named like a public function would replace it as an attribute of wnet_zoo once imported:
+    every name of wnet_zoo.__all__ must still be the function or class, whatever was imported before."""
+    script = (
+        "import importlib, pkgutil, types, wnet_zoo\n"
+        "for found in pkgutil.walk_packages(wnet_zoo.__path__, 'wnet_zoo.'):\n"
+        "    if not found.name.endswith('__main__'):\n"
+        "        importlib.import_module(found.name)\n"
+        "from wnet_zoo import *\n"
+        "names = [n for n in wnet_zoo.__all__ if n != '__version__']\n"
+        "wrong = [n for n in names if isinstance(getattr(wnet_zoo, n), types.ModuleType)]\n"
+        "print(wrong + [n for n in names if globals().get(n) is not getattr(wnet_zoo, n)])\n"
+    )
+    found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert found.stdout.strip() == "[]"

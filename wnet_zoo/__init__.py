@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 from wnet_zoo.version import __version__
 
 _MODULES = {
+    "export_model": "export.exporter",
+    "run_report": "training.report",
     "LoadedWeights": "model.checkpoints",
     "load_weights": "model.checkpoints",
     "save_checkpoint": "model.checkpoints",
-    "TrainConfig": "train.config",
+    "TrainConfig": "training.config",
     "read_volume": "io.volumes",
     "remap": "io.intensity",
     "UserError": "errors",
@@ -26,15 +28,15 @@ _MODULES = {
     "Instances": "segment.nuclei",
     "NucleiOptions": "segment.options",
     "instances": "segment.nuclei",
-    "Predictor": "predict.predictor",
-    "predict": "predict.predictor",
-    "TilePlan": "predict.tiling",
-    "Tiling": "predict.settings",
-    "EngineSettings": "predict.settings",
-    "TrainResult": "train.loop",
-    "finetune": "train.runs",
-    "resume": "train.runs",
-    "train": "train.runs",
+    "Predictor": "prediction.predictor",
+    "predict": "prediction.predictor",
+    "TilePlan": "prediction.tiling",
+    "Tiling": "prediction.settings",
+    "EngineSettings": "prediction.settings",
+    "TrainResult": "training.loop",
+    "finetune": "training.runs",
+    "resume": "training.runs",
+    "train": "training.runs",
 }
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "WNet3D",
     "WNetLoss",
     "__version__",
+    "export_model",
     "finetune",
     "instances",
     "load_weights",
@@ -60,6 +63,7 @@ __all__ = [
     "reconstruction_loss",
     "remap",
     "resume",
+    "run_report",
     "save_checkpoint",
     "train",
 ]
@@ -80,16 +84,18 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from wnet_zoo.errors import UserError
+    from wnet_zoo.export.exporter import export_model
     from wnet_zoo.io.intensity import remap
     from wnet_zoo.io.volumes import read_volume
     from wnet_zoo.model.checkpoints import LoadedWeights, load_weights, save_checkpoint
     from wnet_zoo.model.losses import SoftNCutLoss, WNetLoss, reconstruction_loss
     from wnet_zoo.model.wnet import WNet3D
-    from wnet_zoo.predict.predictor import Predictor, predict
-    from wnet_zoo.predict.settings import EngineSettings, Tiling
-    from wnet_zoo.predict.tiling import TilePlan
+    from wnet_zoo.prediction.predictor import Predictor, predict
+    from wnet_zoo.prediction.settings import EngineSettings, Tiling
+    from wnet_zoo.prediction.tiling import TilePlan
     from wnet_zoo.segment.nuclei import Instances, instances
     from wnet_zoo.segment.options import NucleiOptions
-    from wnet_zoo.train.config import TrainConfig
-    from wnet_zoo.train.loop import TrainResult
-    from wnet_zoo.train.runs import finetune, resume, train
+    from wnet_zoo.training.config import TrainConfig
+    from wnet_zoo.training.loop import TrainResult
+    from wnet_zoo.training.report import run_report
+    from wnet_zoo.training.runs import finetune, resume, train

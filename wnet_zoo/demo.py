@@ -16,13 +16,13 @@ from wnet_zoo.errors import UserError, setting
 from wnet_zoo.export.exporter import ExportResult, export_model
 from wnet_zoo.io.atomic import check_can_create
 from wnet_zoo.io.example import example_volume
-from wnet_zoo.train.config import TrainConfig
-from wnet_zoo.train.loop import TrainResult
-from wnet_zoo.train.plotting import plot_preview
-from wnet_zoo.train.runs import train
+from wnet_zoo.training.config import TrainConfig
+from wnet_zoo.training.loop import TrainResult
+from wnet_zoo.training.plotting import plot_preview
+from wnet_zoo.training.runs import train
 
 if TYPE_CHECKING:
-    from wnet_zoo.predict.outputs import ImageResult
+    from wnet_zoo.prediction.outputs import ImageResult
 
 
 def demo_config() -> TrainConfig:
@@ -71,7 +71,7 @@ class DemoResult:
 
 def run_demo(out: Path, overwrite: bool = False, progress: bool = True) -> DemoResult:
     """Train, export and predict on the bundled example into ``out`` (``run/``, ``export/``, ``predictions/``)."""
-    from wnet_zoo.predict.files import predict_files
+    from wnet_zoo.prediction.files import predict_files
 
     out = Path(out)
     if out.exists() and not overwrite:

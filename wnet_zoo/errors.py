@@ -51,7 +51,7 @@ class Naming(Protocol):
     """How messages name settings and commands: Python's names, or those of an interface built on the library."""
 
     def setting(self, name: str, value: Any = UNSET) -> str:
-        """Name the parameter ``name`` (a library parameter or :class:`~wnet_zoo.train.config.TrainConfig`
+        """Name the parameter ``name`` (a library parameter or :class:`~wnet_zoo.training.config.TrainConfig`
         field), with the ``value`` it had or should have when given."""
         ...
 
@@ -86,6 +86,11 @@ def setting(name: str, value: Any = UNSET) -> str:
 def command(name: str, *args: Any, **kwargs: Any) -> str:
     """How a message names a call of the public function ``name``, in the current naming."""
     return _NAMING[-1].command(name, *args, **kwargs)
+
+
+def current_naming() -> Naming:
+    """The naming in use (a streaming job carries it to its Dask workers, whose messages then read alike)."""
+    return _NAMING[-1]
 
 
 @contextlib.contextmanager

@@ -3,9 +3,8 @@ parser the command line's option types and the Python API share."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-
-import numpy as np
 
 from wnet_zoo.errors import UserError, setting
 
@@ -20,7 +19,7 @@ def parse_floats(text: str | Sequence[float] | None, name: str) -> tuple[float, 
         values = []
     if len(values) == 1:
         values = values * 3
-    if len(values) != 3 or not all(v > 0 and np.isfinite(v) for v in values):
+    if len(values) != 3 or not all(v > 0 and math.isfinite(v) for v in values):
         raise UserError(f"{setting(name, text)}: give one value or z,y,x of positive numbers, e.g. 2,0.5,0.5")
     return (values[0], values[1], values[2])
 

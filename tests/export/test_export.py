@@ -28,9 +28,9 @@ from wnet_zoo.export.model_card import REQUIRED, default_card_path, read_card
 from wnet_zoo.io.example import example_volume
 from wnet_zoo.io.intensity import remap
 from wnet_zoo.model.checkpoints import load_weights
-from wnet_zoo.predict.metadata import read_metadata
-from wnet_zoo.train.config import TrainConfig
-from wnet_zoo.train.runs import train
+from wnet_zoo.prediction.metadata import read_metadata
+from wnet_zoo.training.config import TrainConfig
+from wnet_zoo.training.runs import train
 
 from closeness import assert_close
 
@@ -94,7 +94,7 @@ def test_export_writes_three_files_and_onnx_metadata(exported: ExportResult, wei
     assert read_metadata(exported.onnx).train_patch == (16, 24, 24)
     assert props["wnet_zoo.input_sigma"] == "1.0,1.0,1.0" and read_metadata(exported.onnx).input_sigma == (1.0,) * 3
     assert props["wnet_zoo.input_log"] == "2.0" and read_metadata(exported.onnx).input_log == 2.0
-    from wnet_zoo.predict.predictor import Predictor
+    from wnet_zoo.prediction.predictor import Predictor
 
     assert (
         Predictor(exported.onnx, device="cpu")

@@ -15,7 +15,7 @@ from torch import nn
 from wnet_zoo.export.encoder import StableGroupNorm, inference_encoder
 from wnet_zoo.export.onnx import export_onnx
 from wnet_zoo.model.wnet import WNet3D
-from wnet_zoo.predict.metadata import ModelMetadata, read_metadata
+from wnet_zoo.prediction.metadata import ModelMetadata, read_metadata
 
 from closeness import assert_close
 

@@ -10,7 +10,7 @@ import zarr
 from wnet_zoo.io.sources import OmeImage
 from wnet_zoo.io.stores import create_zarr, open_zarr, write_tiff_blocks
 from wnet_zoo.io.voxels import VoxelSize, read_voxel_size
-from wnet_zoo.predict.stream.jobs import BlockGrid
+from wnet_zoo.prediction.stream.jobs import BlockGrid
 
 
 @pytest.mark.parametrize("shape", [(9, 20, 23), (3, 9, 20, 23)], ids=["ZYX", "CZYX"])

@@ -8,7 +8,7 @@ import tifffile
 from wnet_zoo.errors import UserError
 from wnet_zoo.io.intensity import remap
 from wnet_zoo.io.volumes import collect_images, read_volume
-from wnet_zoo.train.sampler import PatchSampler, resolve_patch
+from wnet_zoo.training.sampler import PatchSampler, resolve_patch
 from wnet_zoo.triples import parse_triple
 
 from tiffs import truncated_tiffs
@@ -94,7 +94,7 @@ def test_sampler_is_seeded_and_augments(example: np.ndarray):
 
 
 def test_noise_level_reads_the_noise_not_the_content(example: np.ndarray):
-    from wnet_zoo.train.input_choices import NOISY, auto_input_smoothing, noise_level
+    from wnet_zoo.training.input_choices import NOISY, auto_input_smoothing, noise_level
 
     rng = np.random.default_rng(0)
     assert noise_level(rng.normal(0, 3.0, (20, 40, 50))) == pytest.approx(3.0, rel=0.05)
@@ -124,7 +124,7 @@ def _spheres(brightness: list[float], background: float = 100.0) -> np.ndarray:
 
 
 def test_brightness_spread_tells_nuclei_of_widely_varying_brightness():
-    from wnet_zoo.train.input_choices import MIN_OFFSET, SPREAD, auto_input_log, brightness_spread
+    from wnet_zoo.training.input_choices import MIN_OFFSET, SPREAD, auto_input_log, brightness_spread
 
     alike = _spheres([900, 1000, 1100, 950, 1050] * 4)
     mixed = _spheres([100, 1000, 120, 900, 800, 110, 1100, 95, 1000, 105] * 2)  # half the nuclei 9x dimmer

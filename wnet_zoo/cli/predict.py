@@ -1,8 +1,9 @@
 """``wnet-zoo predict``: probabilities, masks and nuclei for images, with an exported ONNX model.
 
-The options' defaults and choices come from the settings objects they build (:class:`~wnet_zoo.predict.settings.Tiling`,
-:class:`~wnet_zoo.predict.settings.EngineSettings`, :class:`~wnet_zoo.segment.options.NucleiOptions`,
-:class:`~wnet_zoo.predict.stream.options.StreamOptions`), so each default is declared once.
+The options' defaults and choices come from the settings objects they build
+(:class:`~wnet_zoo.prediction.settings.Tiling`,
+:class:`~wnet_zoo.prediction.settings.EngineSettings`, :class:`~wnet_zoo.segment.options.NucleiOptions`,
+:class:`~wnet_zoo.prediction.stream.options.StreamOptions`), so each default is declared once.
 """
 
 from __future__ import annotations
@@ -12,11 +13,8 @@ from typing import Any
 import click
 
 from wnet_zoo.cli.types import Triple
-from wnet_zoo.predict.outputs import OUTPUTS
-from wnet_zoo.predict.runtime import DEVICES
-from wnet_zoo.predict.settings import NORMS, EngineSettings, Tiling
-from wnet_zoo.predict.stream.options import FORMATS, StreamOptions
-from wnet_zoo.predict.tiling import BLEND_MODES
+from wnet_zoo.prediction.settings import BLEND_MODES, DEVICES, NORMS, OUTPUTS, EngineSettings, Tiling
+from wnet_zoo.prediction.stream.options import FORMATS, StreamOptions
 from wnet_zoo.segment.options import NucleiOptions
 
 
@@ -142,7 +140,7 @@ def predict(
       wnet-zoo predict model.onnx stacks/ --out results --output probabilities --output instances
       wnet-zoo predict model.onnx brain.ome.zarr --out results --scheduler local:4
     """
-    from wnet_zoo.predict.files import predict_files
+    from wnet_zoo.prediction.files import predict_files
 
     predict_files(
         model,

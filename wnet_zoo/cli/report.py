@@ -11,6 +11,6 @@ import click
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def report(run_dir: str) -> None:
     """Summarise the training run in RUN_DIR: final losses, troubleshooting events, advice."""
-    from wnet_zoo.train.report import run_report
+    from wnet_zoo.training.report import run_report
 
     click.echo(run_report(Path(run_dir)))

@@ -11,7 +11,7 @@ from wnet_zoo.cli.training_options import _DEFAULTS, _csv_ints, config_from_opti
 from wnet_zoo.errors import UserError
 
 if TYPE_CHECKING:
-    from wnet_zoo.train.loop import TrainResult
+    from wnet_zoo.training.loop import TrainResult
 
 
 @click.command()
@@ -41,8 +41,8 @@ def train(
       wnet-zoo train stacks/ --out runs/nuclei --epochs 30 --patch 64
       wnet-zoo train --resume runs/nuclei --epochs 60
     """
-    from wnet_zoo.train.runs import resume
-    from wnet_zoo.train.runs import train as run_training
+    from wnet_zoo.training.runs import resume
+    from wnet_zoo.training.runs import train as run_training
 
     if resume_dir is not None:
         typed = [name for name in options if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
@@ -94,7 +94,7 @@ def finetune(
     """
     from wnet_zoo.io.download import resolve_source
     from wnet_zoo.model.checkpoints import load_weights
-    from wnet_zoo.train.runs import finetune as run_finetune
+    from wnet_zoo.training.runs import finetune as run_finetune
 
     source = resolve_source(source)
     weights = load_weights(source)

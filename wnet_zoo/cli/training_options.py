@@ -1,4 +1,4 @@
-"""The options ``train`` and ``finetune`` share, and the :class:`~wnet_zoo.train.config.TrainConfig` they build."""
+"""The options ``train`` and ``finetune`` share, and the :class:`~wnet_zoo.training.config.TrainConfig` they build."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import click
 
 from wnet_zoo.cli.naming import OFF_FLAGS
 from wnet_zoo.errors import UserError
-from wnet_zoo.train.config import TrainConfig, read_config_file
+from wnet_zoo.training.config import TrainConfig, read_config_file
 
 _DEFAULTS = TrainConfig()
 
@@ -31,7 +31,7 @@ _TYPES = {"int": int, "int | None": int, "float": float, "float | None": float}
 
 def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options of every training parameter, shared by the commands that train: one per field of
-    :class:`~wnet_zoo.train.config.TrainConfig`, with its default, help text, choices and metavar."""
+    :class:`~wnet_zoo.training.config.TrainConfig`, with its default, help text, choices and metavar."""
     options = [
         click.option(
             "--config",

@@ -26,7 +26,7 @@ from wnet_zoo.export.parity import Parity, check_parity
 from wnet_zoo.export.torchscript import export_torchscript
 from wnet_zoo.io.atomic import check_can_create, part_suffix, sweep_stale_parts
 from wnet_zoo.model.checkpoints import LoadedWeights, load_weights
-from wnet_zoo.predict.metadata import ModelMetadata
+from wnet_zoo.prediction.metadata import ModelMetadata
 
 
 @dataclass

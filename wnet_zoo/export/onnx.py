@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import onnx
 
 from wnet_zoo.io.atomic import atomic_path
-from wnet_zoo.predict.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
+from wnet_zoo.prediction.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
 from wnet_zoo.version import __version__
 
 if TYPE_CHECKING:

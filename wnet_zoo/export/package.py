@@ -1,7 +1,7 @@
 """The bioimage.io model package (format 0.5) of a WNet3D encoder.
 
 The zip holds ``rdf.yaml`` (rendered from ``wnet_zoo/export/templates/rdf.yaml``); the weights in three formats
-(``pytorch_state_dict`` with its architecture ``wnet3d_model.py``, a copy of ``wnet_zoo/model.py`` that
+(``pytorch_state_dict`` with its architecture ``wnet3d_model.py``, a copy of ``wnet_zoo/model/wnet.py`` that
 needs only PyTorch; ``torchscript``; ``onnx``); the whole WNet3D with its training record as an attachment
 (named by ``config.wnet_zoo.full_weights``: what ``load_weights`` reads from a package, e.g. to fine-tune);
 test input and output tensors computed by the model itself, the same as TIFF sample tensors; a cover image
@@ -36,7 +36,7 @@ from wnet_zoo.model import wnet as model_module
 from wnet_zoo.model.checkpoints import LoadedWeights
 from wnet_zoo.model.weight_files import FULL_WEIGHTS_KEY
 from wnet_zoo.model.wnet import WNet3D
-from wnet_zoo.predict.metadata import ModelMetadata
+from wnet_zoo.prediction.metadata import ModelMetadata
 from wnet_zoo.version import __version__
 
 ONNX_FILE = "wnet3d.onnx"

@@ -1,6 +1,6 @@
 """WNet3D's shape constants, without torch, for the data checks, the training config and the ONNX metadata.
 
-``wnet_zoo/model.py`` defines the same values itself (it is copied alone into bioimage.io packages); a test
+``wnet_zoo/model/wnet.py`` defines the same values itself (it is copied alone into bioimage.io packages); a test
 keeps the two equal.
 """
 

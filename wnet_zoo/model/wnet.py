@@ -38,7 +38,7 @@ from torch import nn
 
 NUM_GROUPS = 4
 DEFAULT_CHANNELS = (64, 128, 256, 512)  # this file goes into bioimage.io packages alone: no imports of wnet_zoo;
-SPATIAL_MULTIPLE = 8  # the torch-free modules read the same values from wnet_zoo.architecture (tested equal)
+SPATIAL_MULTIPLE = 8  # the torch-free modules read them from wnet_zoo.model.architecture (tested equal)
 
 
 class _Dropout(nn.Dropout):

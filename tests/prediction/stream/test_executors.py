@@ -1,0 +1,132 @@
+"""Dask distributed on a real LocalCluster on 127.0.0.1: same results as one process, a killed worker costs nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from distributed import Client, LocalCluster
+
+from wnet_zoo.cli import main
+from wnet_zoo.errors import UserError
+from wnet_zoo.prediction.files import predict_files
+from wnet_zoo.prediction.stream.executors import kept_environment, open_executor
+from wnet_zoo.prediction.stream.options import StreamOptions
+from wnet_zoo.prediction.stream.streaming import work_folder
+
+from closeness import assert_close
+
+SMALL = StreamOptions(block=32, label_block=32, chunk=16, instance_halo=16)
+OUTPUTS = ("probabilities", "instances")
+SETTINGS = {"device": "cpu", "tile": 16, "outputs": OUTPUTS, "fmt": "zarr", "stream_options": SMALL}
+
+
+@pytest.fixture(scope="module")
+def image(example, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("image") / "crop.zarr"
+    zarr.create_array(str(path), data=example[20:84, 8:80, 16:80].astype(np.uint16), chunks=(32, 32, 32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_process(tiny_onnx, image, tmp_path_factory) -> dict[str, np.ndarray]:
+    out = tmp_path_factory.mktemp("local")
+    predict_files(tiny_onnx, [image], out, threads=2, report=lambda line: None, **SETTINGS)
+    return _read(out)
+
+
+def _read(out: Path) -> dict[str, np.ndarray]:
+    return {name: zarr.open_array(str(out / f"crop_{name}.zarr"), mode="r")[...] for name in OUTPUTS}
+
+
+def _assert_same(ours: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:
+    assert_close(ours["probabilities"], reference["probabilities"], rel=1e-6, what="probabilities")
+    np.testing.assert_array_equal(ours["instances"], reference["instances"])  # numbered in block order both times
+    assert reference["instances"].max() > 20
+
+
+@pytest.mark.slow
+def test_local_cluster_option_equals_one_process(tiny_onnx, image, one_process, tmp_path):
+    lines: list[str] = []
+    environment = dict(os.environ)
+    predict_files(tiny_onnx, [image], tmp_path, scheduler="local:2", report=lines.append, **SETTINGS)
+    assert dict(os.environ) == environment  # Dask's OMP_NUM_THREADS=1 and the like do not leak into the caller
+    assert "streaming blocks on Dask scheduler tcp://127.0.0.1:" in lines[1] and "(2 workers)" in lines[1]
+    _assert_same(_read(tmp_path), one_process)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_costs_only_its_tasks(tiny_onnx, image, one_process, tmp_path):
+    with (
+        kept_environment(),
+        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        victim = next(iter(client.run(os.getpid).values()))
+        done = work_folder(tmp_path, "crop") / "done" / "probabilities"
+        killed: list[int] = []
+
+        def kill_when_under_way() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                finished = len(list(done.glob("*.npz"))) if done.is_dir() else 0
+                if finished >= 2:
+                    os.kill(victim, signal.SIGKILL)
+                    killed.append(finished)
+                    return
+                time.sleep(0.01)
+
+        killer = threading.Thread(target=kill_when_under_way)
+        killer.start()
+        predict_files(
+            tiny_onnx, [image], tmp_path, scheduler=cluster.scheduler_address, report=lambda line: None, **SETTINGS
+        )
+        killer.join()
+    assert killed and killed[0] < 12  # the worker died while probability blocks were still running
+    _assert_same(_read(tmp_path), one_process)
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "hint"),
+    [
+        ("foo", ""),
+        ("localhost:8786", "; did you mean tcp://localhost:8786?"),
+        ("tcp://127.0.0.1", ""),
+        ("tcp://:8786", ""),
+        ("tcp://127.0.0.1:port", ""),
+        ("http://127.0.0.1:8786", ""),
+        ("local:", ""),
+    ],
+)
+def test_a_malformed_scheduler_is_refused_at_once(scheduler, hint):
+    expected = (
+        f"scheduler={scheduler!r}: give local:N (N local workers, e.g. local:2) or a Dask scheduler's address, "
+        f"tcp://HOST:PORT (or tls://, ws://, wss://){hint}"
+    )
+    with pytest.raises(UserError) as raised, open_executor(scheduler):
+        pass
+    assert str(raised.value) == expected
+
+
+def test_predict_refuses_a_malformed_scheduler_and_negative_threads(tiny_onnx, image, tmp_path, capsys):
+    with pytest.raises(UserError, match=r"^scheduler='foo': give local:N"):
+        predict_files(tiny_onnx, [image], tmp_path / "out", scheduler="foo", report=lambda line: None, **SETTINGS)
+    assert not (tmp_path / "out").exists()
+
+    args = ["predict", str(tiny_onnx), str(image), "--out", str(tmp_path / "out")]
+    assert main([*args, "--scheduler", "foo"]) == 2
+    assert capsys.readouterr().err.startswith("Error: --scheduler foo: give local:N")
+    assert main([*args, "--threads", "-3"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) <= 2 and error[0].startswith("Error: Invalid value for '--threads': -3 is not in the range x>=0")
+    assert not (tmp_path / "out").exists()
+    assert main(["predict", "--help"]) == 0
+    assert "--threads INTEGER RANGE CPU threads. Default (and 0): all cores. [x>=0]" in " ".join(
+        capsys.readouterr().out.split()
+    )

@@ -1,0 +1,149 @@
+"""The data-driven choices of the model's input transform: log compression from the nuclei's brightness
+spread, smoothing from the noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from wnet_zoo.errors import setting
+from wnet_zoo.io.intensity import compress_intensities
+from wnet_zoo.training.config import TrainConfig
+
+NOISY = 4.0  # voxel-to-voxel noise on the 0..100 scale from which training smooths the model's input by default
+NOISY_SIGMA = 1.0  # that smoothing's sigma, in voxels along the finest axis; doubled for each doubling of the noise
+MAX_NOISY_SIGMA = 4.0  # up to this sigma
+
+
+LOG = logging.getLogger("wnet_zoo")
+
+
+def noise_level(volume: np.ndarray, samples: int = 1 << 24) -> float:
+    """The voxel-to-voxel noise of a volume in its own units: the robust standard deviation (1.4826 x the
+    median absolute deviation) of the differences between neighbours along x, over sqrt(2).
+
+    Nuclei edges are a small share of all neighbour pairs, so the median reads the noise, not the content. On
+    the 0..100 scale: 8.5 on the low-SNR phantom of ``benchmarks/phantoms.py``, 0.2 to 2.8 on its other
+    settings, 0.7 and 0.9 on CellSeg3D's example volumes. Reads every n-th z plane for at most ``samples``
+    differences.
+    """
+    if volume.ndim != 3 or volume.shape[2] < 2 or volume.size == 0:
+        return 0.0
+    per_plane = volume.shape[1] * (volume.shape[2] - 1)
+    step = max(1, -(-volume.shape[0] * per_plane // samples))
+    differences = np.diff(np.asarray(volume[::step], dtype=np.float32), axis=2).ravel()
+    deviation = np.median(np.abs(differences - np.median(differences)))
+    return float(1.4826 * deviation / np.sqrt(2))
+
+
+def auto_input_smoothing(noise: Sequence[float]) -> float:
+    """The input smoothing training uses by default: :data:`NOISY_SIGMA` when the median volume's noise (on
+    the 0..100 scale, see :func:`noise_level`) reaches :data:`NOISY`, twice that from twice :data:`NOISY`, and
+    so on up to :data:`MAX_NOISY_SIGMA`; else 0.
+
+    Why: SoftNCut weighs a voxel by ``exp(-(I - mean)^4 / intensity_sigma^2)``, so at CellSeg3D's intensity
+    sigma of 1 only voxels within about one unit of their class's mean count; in noise of several units almost
+    none do, and the encoder learns to follow the noise. On clean stacks smoothing costs edge detail. (The phantom
+    runs that set these levels: ``benchmarks/README.md``.)
+    """
+    level = float(np.median(noise)) if noise else 0.0
+    if level < NOISY:
+        return 0.0
+    return min(NOISY_SIGMA * 2.0 ** math.floor(math.log2(level / NOISY)), MAX_NOISY_SIGMA)
+
+
+SPREAD = 2.5  # nuclei brightness spread (see brightness_spread) from which training compresses the model's input
+MIN_OFFSET = 0.1  # the smallest log offset auto_input_log chooses, on the 0..100 scale
+_MIN_OBJECTS = 5  # brightness_spread needs at least this many objects to tell a spread
+_MIN_OBJECT_VOXELS = 27
+_OBJECT_NOISE = 5.0  # objects stand this many noise standard deviations above the background
+
+
+def brightness_spread(volume: np.ndarray) -> float:
+    """How widely the brightness of the objects in a volume varies: the ratio of the 95th to the 25th
+    percentile, over the objects, of their median intensity above the volume's median (its background).
+
+    Objects are the connected components of at least 27 voxels more than 5 noise standard deviations
+    (:func:`noise_level`) above the background, so that nuclei count however dim beside bright ones; 1.0 when
+    fewer than 5 are found (nothing to compare). On the 0..100 phantoms of ``benchmarks/phantoms.py``: 1.5 to
+    1.7 where nuclei are alike (sparse, touching, anisotropic, dense; low_snr has none that clear), 3.5 with
+    uneven illumination, 7.1 with dim nuclei beside 8x brighter ones, 14.5 with over-exposed ones; 1.3 on
+    CellSeg3D's example volumes.
+    """
+    from scipy import ndimage
+
+    volume = np.asarray(volume, dtype=np.float32)
+    background = float(np.median(volume))
+    labels, _ = ndimage.label(volume > background + _OBJECT_NOISE * noise_level(volume))
+    sizes = np.bincount(labels.ravel())
+    objects = np.flatnonzero(sizes[1:] >= _MIN_OBJECT_VOXELS) + 1
+    if objects.size < _MIN_OBJECTS:
+        return 1.0
+    levels = np.asarray(ndimage.median(volume - np.float32(background), labels, objects))
+    levels = levels[levels > 0]
+    if levels.size < _MIN_OBJECTS:
+        return 1.0
+    low, high = np.percentile(levels, [25, 95])
+    return float(high / low)
+
+
+def auto_input_log(volumes: Sequence[np.ndarray]) -> tuple[float, list[float]]:
+    """The input compression training uses by default, and each volume's :func:`brightness_spread`.
+
+    The offset is the median of the volumes' medians (their background level, at least :data:`MIN_OFFSET`)
+    when the median spread reaches :data:`SPREAD`, else 0 (off).
+
+    Why: SoftNCut weighs a voxel by ``exp(-(I - mean)^4 / intensity_sigma^2)`` with a class's mean over the
+    patch, so nuclei far dimmer than the foreground's mean carry no weight in either class, and the encoder
+    leaves them in the background (over-exposed nuclei leave the others at 5 on the 0..100 scale). A logarithm
+    puts nuclei 10x apart in brightness within a few tens of units of each other, all clear of the background.
+    (The phantom runs behind it: ``benchmarks/README.md``.)
+    """
+    spreads = [brightness_spread(v) for v in volumes]
+    if not spreads or float(np.median(spreads)) < SPREAD:
+        return 0.0, spreads
+    background = float(np.median([np.median(v) for v in volumes]))
+    return max(background, MIN_OFFSET), spreads
+
+
+def input_sigma_for(smoothing: float | None, spacing: tuple[float, float, float]) -> tuple[float, float, float]:
+    """The model's (z, y, x) input smoothing in voxels for a sigma of ``smoothing`` finest-axis voxels."""
+    return (
+        (0.0, 0.0, 0.0) if not smoothing else (smoothing / spacing[0], smoothing / spacing[1], smoothing / spacing[2])
+    )
+
+
+def choose_input_transform(config: TrainConfig, volumes: list[np.ndarray]) -> TrainConfig:
+    """``config`` with ``input_log`` and then ``input_smoothing`` resolved where they are None (auto), from the
+    0..100 ``volumes``: the compression from the nuclei's brightness spread (:func:`auto_input_log`),
+    the smoothing from the noise of the volumes as compressed (:func:`auto_input_smoothing`). ``config`` itself
+    is left as it is."""
+    input_log, input_smoothing = config.input_log, config.input_smoothing
+    if input_log is None:
+        input_log, spreads = auto_input_log(volumes)
+        if input_log:
+            LOG.info(
+                "nuclei differ widely in brightness (spread %s, see %s): the model compresses its input with a "
+                "logarithm of offset %.3g (%s turns this off)",
+                ", ".join(f"{v:.1f}" for v in spreads),
+                setting("input_log"),
+                input_log,
+                setting("input_log", 0),
+            )
+    if input_smoothing is None:
+        noise = [noise_level(compress_intensities(v, input_log)) for v in volumes]
+        input_smoothing = auto_input_smoothing(noise)
+        if input_smoothing:
+            LOG.info(
+                "noisy images (voxel-to-voxel noise %s on the 0..100 scale): the model smooths its input by sigma "
+                "%g voxel (%s turns this off)",
+                ", ".join(f"{n:.1f}" for n in noise),
+                input_smoothing,
+                setting("input_smoothing", 0),
+            )
+    return dataclasses.replace(config, input_log=input_log, input_smoothing=input_smoothing)

@@ -1,0 +1,172 @@
+"""Self-supervised WNet3D training: SoftNCut on the encoder, reconstruction on the decoder.
+
+A run directory holds ``config.yaml`` (the resolved config), ``metrics.csv`` (one row per epoch),
+``loss.png`` (redrawn every epoch), ``train.log``, ``events.csv`` (what the training checks of
+:mod:`wnet_zoo.training.checks.coordinator` saw and did), ``last.pt`` and ``best.pt`` (lowest total loss).
+Training starts from scratch (:func:`train`), from pretrained weights (:func:`finetune`) or from a run
+directory's ``last.pt`` (:func:`resume`); a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from wnet_zoo.errors import UserError, setting
+from wnet_zoo.io.atomic import check_can_create, sweep_stale_parts
+from wnet_zoo.model.checkpoints import LoadedWeights, load_weights
+from wnet_zoo.training.config import TrainConfig, read_config_file, write_config_file
+from wnet_zoo.training.data import prepare_data
+from wnet_zoo.training.device import resolve_bf16, resolve_device
+from wnet_zoo.training.input_choices import (
+    choose_input_transform,
+    input_sigma_for,
+)
+from wnet_zoo.training.loop import TrainResult, _Run
+
+
+def train(config: TrainConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> TrainResult:
+    """Train WNet3D from scratch on ``config.images`` into the run directory ``out``.
+
+    Args:
+        config: every training parameter (``config.images`` lists TIFF files or folders).
+        out: the run directory to create.
+        overwrite: replace an existing ``out``; otherwise an existing ``out`` is an error.
+        progress: show a progress bar per epoch.
+
+    Raises:
+        UserError: bad images or options; nothing is written then.
+    """
+    return _start(config, Path(out), overwrite, progress, initial=None)
+
+
+def finetune(
+    config: TrainConfig,
+    source: str | Path,
+    out: str | Path,
+    lr_factor: float = 0.1,
+    overwrite: bool = False,
+    progress: bool = True,
+    weights: LoadedWeights | None = None,
+) -> TrainResult:
+    """Fine-tune pretrained weights from ``source`` (anything :func:`~wnet_zoo.load_weights` reads).
+
+    ``weights``, when given, are those already loaded from ``source`` (so a large archive is read once).
+
+    The architecture (classes, channels, input smoothing) comes from the weights and replaces the config's
+    (an explicit ``config.input_smoothing`` other than the weights' is a ``UserError``) in the configuration
+    recorded (``config`` itself is left as it is). Training runs
+    at ``lr = base_lr * lr_factor``, ``base_lr`` being ``config.base_lr`` or else ``config.lr`` (the
+    training default 1e-3 unless changed): 1e-4 by default, as CellSeg3D's page advises for retraining.
+    """
+    initial = weights if weights is not None else load_weights(source)
+    architecture = initial.architecture
+    if architecture["in_channels"] != 1 or architecture["out_channels"] != 1:
+        raise UserError(f"{source}: a WNet3D with {architecture['in_channels']} input channels; 1 is needed")
+    trained_with = max(architecture["input_sigma"])
+    if config.input_smoothing is not None and config.input_smoothing != trained_with:
+        raise UserError(
+            f"{setting('input_smoothing', config.input_smoothing)}: the weights were trained with {trained_with:g}; "
+            f"drop {setting('input_smoothing')}"
+        )
+    compressed_with = float(architecture["input_log"])
+    if config.input_log is not None and config.input_log != compressed_with:
+        raise UserError(
+            f"{setting('input_log', config.input_log)}: the weights were trained with {compressed_with:g}; "
+            f"drop {setting('input_log')}"
+        )
+    base_lr = config.lr if config.base_lr is None else config.base_lr
+    config = dataclasses.replace(
+        config,
+        channels=list(architecture["channels"]),
+        num_classes=int(architecture["num_classes"]),
+        from_weights=str(source),
+        base_lr=base_lr,
+        lr_factor=lr_factor,
+        lr=base_lr * lr_factor,
+        input_smoothing=trained_with,
+        input_log=compressed_with,
+    )
+    return _start(config, Path(out), overwrite, progress, initial=initial)
+
+
+def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True) -> TrainResult:
+    """Continue the run in ``run_dir`` from its ``last.pt``, up to ``epochs`` in total (default: as configured).
+
+    Images and configuration come from the run directory; metrics.csv keeps one row per epoch in total.
+    """
+    run_dir = Path(run_dir)
+    last = run_dir / "last.pt"
+    if not (run_dir / "config.yaml").is_file() or not last.is_file():
+        raise UserError(f"{run_dir}: not a run directory with config.yaml and last.pt; nothing to resume")
+    sweep_stale_parts(run_dir)  # a checkpoint-sized part of a run killed mid-save
+    config = TrainConfig.from_dict(read_config_file(run_dir / "config.yaml"), source=str(run_dir / "config.yaml"))
+    weights = load_weights(last)
+    checkpoint = weights.checkpoint
+    done = int(checkpoint.get("epoch", 0))
+    if epochs is not None:
+        if epochs < done:
+            raise UserError(
+                f"{setting('epochs', epochs)}: the run has done {done} epochs already; give at least {done}"
+            )
+        config = dataclasses.replace(config, epochs=epochs)
+    data = prepare_data(config)
+    device = resolve_device(config.device)
+    write_config_file(config, run_dir / "config.yaml")
+    architecture = weights.architecture
+    run = _Run(config, run_dir, data, device, progress, tuple(architecture["input_sigma"]), architecture["input_log"])
+    run.restore(checkpoint)
+    return run.fit()
+
+
+def _start(
+    config: TrainConfig, out: Path, overwrite: bool, progress: bool, initial: LoadedWeights | None
+) -> TrainResult:
+    config.validate()
+    if out.exists() and not overwrite:
+        raise UserError(
+            f"{out} already exists; choose another {setting('out')}, pass {setting('overwrite', True)}, "
+            f"or {setting('resume')} it"
+        )
+    check_can_create(out, setting("out"))
+    data = prepare_data(config)
+    device = resolve_device(config.device)
+    config = dataclasses.replace(
+        config,
+        images=[str(p.resolve()) for p in data.paths],
+        patch=list(data.patch),
+        base_lr=config.lr if config.base_lr is None else config.base_lr,
+        bf16=resolve_bf16(config.bf16, device),  # config.yaml records the precision used
+    )
+    config = choose_input_transform(config, data.volumes)
+    if initial is not None:
+        input_sigma = tuple(initial.architecture["input_sigma"])
+    else:
+        input_sigma = input_sigma_for(config.input_smoothing, data.spacing)
+    if out.exists():
+        _check_replaceable(out, data.paths)
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    write_config_file(config, out / "config.yaml")
+    run = _Run(config, out, data, device, progress, input_sigma, config.input_log)
+    if initial is not None:
+        run.model.load_state_dict(initial.state_dict, strict=True)
+    run.checks.start(data.screens)
+    return run.fit()
+
+
+def _check_replaceable(out: Path, inputs: list[Path]) -> None:
+    """``--overwrite`` replaces earlier runs only: never a folder holding the inputs or other files."""
+    target = out.resolve()
+    for path in inputs:
+        if target == path.resolve() or target in path.resolve().parents:
+            raise UserError(
+                f"{setting('out', out)} holds the input {path.name}; {setting('overwrite', True)} would delete it: "
+                f"use another {setting('out')}"
+            )
+    if not out.is_dir() or (any(out.iterdir()) and not (out / "config.yaml").is_file()):
+        raise UserError(
+            f"{out} is not a wnet-zoo run directory; {setting('overwrite', True)} replaces runs only: "
+            f"choose another {setting('out')}"
+        )
