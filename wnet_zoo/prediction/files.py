@@ -28,7 +28,7 @@ from wnet_zoo.prediction.foreground import choose_foreground
 from wnet_zoo.prediction.model_files import onnx_file
 from wnet_zoo.prediction.outputs import ImageResult, OutputSet, check_free, names, output_paths
 from wnet_zoo.prediction.predictor import Predictor
-from wnet_zoo.prediction.settings import NEEDS_NUCLEI, EngineSettings, Tiling, settings_from
+from wnet_zoo.prediction.settings import EngineSettings, Tiling, needs_nuclei, settings_from
 from wnet_zoo.prediction.stream.executors import Executor, check_scheduler, open_executor
 from wnet_zoo.prediction.stream.options import FORMATS, StreamOptions
 from wnet_zoo.prediction.stream.streaming import predict_stream, work_folder
@@ -288,7 +288,7 @@ def _write(
             staged.tiff(paths["probabilities"], probabilities, "CZYX", size)
         if "raw_mask" in paths:
             staged.tiff(paths["raw_mask"], mask.astype(np.uint8), "ZYX", size)
-        if any(name in paths for name in NEEDS_NUCLEI):
+        if needs_nuclei(paths):
             spacing = None if size is None else size[:3]
             label = f"{result.image.name}: nuclei"
             with _stage_progress(label, stage_count(nuclei, volume), progress) as step:

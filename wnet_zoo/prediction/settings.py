@@ -6,6 +6,7 @@ the windows run. Both check their values when made, so that a bad value is refus
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -24,6 +25,11 @@ dropped), so the two agree voxel for voxel; ``raw_mask`` is the model's nuclei c
 DEFAULT_OUTPUTS = ("mask", "instances")
 NEEDS_NUCLEI = ("mask", "instances")
 """The outputs made from the nuclei (and so from the instance pipeline)."""
+
+
+def needs_nuclei(outputs: Iterable[str]) -> bool:
+    """Whether any of ``outputs`` is made from the nuclei (see :data:`NEEDS_NUCLEI`)."""
+    return any(name in NEEDS_NUCLEI for name in outputs)
 
 
 @dataclass(frozen=True)

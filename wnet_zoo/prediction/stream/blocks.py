@@ -29,7 +29,7 @@ from wnet_zoo.errors import naming
 from wnet_zoo.io.intensity import compressed_view, remap
 from wnet_zoo.io.sources import Region, VolumeSource
 from wnet_zoo.io.stores import open_zarr
-from wnet_zoo.prediction.settings import NEEDS_NUCLEI
+from wnet_zoo.prediction.settings import needs_nuclei
 from wnet_zoo.prediction.stream.jobs import FACE_AXES, Job
 from wnet_zoo.prediction.stream.worker import STATE, trim_memory
 from wnet_zoo.prediction.tiling import TilePlan
@@ -112,7 +112,7 @@ def label(job: Job, index: int) -> dict[str, np.ndarray]:
     """
     grid = job.label_grid
     region = grid.region(index)
-    nuclei = any(name in job.outputs for name in NEEDS_NUCLEI)
+    nuclei = needs_nuclei(job.outputs)
     halo = job.instance_halo if nuclei else 0
     extended = tuple(
         slice(max(r.start - halo, 0), min(r.stop + halo, s)) for r, s in zip(region, job.shape, strict=True)

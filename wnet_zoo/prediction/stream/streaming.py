@@ -32,7 +32,7 @@ from wnet_zoo.io.stores import create_zarr, open_zarr, write_tiff_blocks
 from wnet_zoo.io.voxels import VoxelSize, override_voxel_size
 from wnet_zoo.prediction.foreground import foreground_from_totals
 from wnet_zoo.prediction.predictor import Predictor
-from wnet_zoo.prediction.settings import NEEDS_NUCLEI, OUTPUTS
+from wnet_zoo.prediction.settings import OUTPUTS, needs_nuclei
 from wnet_zoo.prediction.stream import blocks
 from wnet_zoo.prediction.stream.executors import DaskExecutor, Executor
 from wnet_zoo.prediction.stream.jobs import BlockGrid, Job
@@ -276,7 +276,7 @@ def _compute(
     foreground, reason = foreground_from_totals(voxels, sums, STATE.predictor_for(job).metadata, foreground_class)
     job = replace(job, foreground=foreground)
     nuclei = None
-    nuclei_wanted = any(name in job.outputs for name in NEEDS_NUCLEI)
+    nuclei_wanted = needs_nuclei(job.outputs)
     if nuclei_wanted or "raw_mask" in job.outputs:
         labelled = executor.map("label", job, range(len(label_grid)), label=label("nuclei"))
         if nuclei_wanted:
@@ -303,7 +303,7 @@ def _make_stores(job: Job, size: VoxelSize | None, source: VolumeSource) -> None
     for name in ("mask", "raw_mask"):
         if name in job.outputs:
             wanted[name] = (job.shape, np.uint8, size)
-    if any(name in job.outputs for name in NEEDS_NUCLEI):
+    if needs_nuclei(job.outputs):
         wanted["raw_labels"] = (job.shape, np.uint32, None)
     for name, (shape, dtype, voxel_size) in wanted.items():
         store = job.store(name)
