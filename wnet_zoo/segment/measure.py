@@ -78,7 +78,7 @@ def label_totals(labels: np.ndarray, intensity: np.ndarray, offset: Sequence[int
     for axis, name in enumerate("zyx"):
         coordinate = np.broadcast_to(grids[axis] + offset[axis], labels.shape).ravel()
         totals[f"sum_{name}"] = np.bincount(flat, weights=coordinate, minlength=count + 1)[1:]
-    boxes = ndimage.find_objects(labels.astype(np.int32, copy=False), max_label=count)
+    boxes = ndimage.find_objects(labels, max_label=count)
     for axis, name in enumerate("zyx"):
         totals[f"start_{name}"] = np.array([b[axis].start + offset[axis] if b else 0 for b in boxes], dtype=np.int64)
         totals[f"stop_{name}"] = np.array([b[axis].stop + offset[axis] if b else 0 for b in boxes], dtype=np.int64)
