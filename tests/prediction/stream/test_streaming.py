@@ -359,3 +359,28 @@ def test_truncated_or_tiny_tiffs_are_refused_by_predict_in_one_line(tiny_onnx, t
             assert len(err.strip().splitlines()) == 1, (case, stream, err)
             assert not [r for r in caplog.records if r.name.startswith("tifffile")], (case, stream)
             assert not out.exists(), (case, stream)
+
+
+def test_a_job_carries_the_callers_naming_to_the_process_that_runs_its_blocks(tmp_path, monkeypatch):
+    """A Dask worker never enters the CLI's naming: the job brings it, so a block's error names the flag."""
+    import pickle
+
+    from wnet_zoo.cli.naming import CliNaming
+    from wnet_zoo.errors import naming, setting
+    from wnet_zoo.io.sources import SourceSpec
+    from wnet_zoo.prediction.stream.jobs import Job
+
+    def refuse(job, index):
+        raise UserError(f"{setting('device', 'cuda')}: no GPU here")
+
+    monkeypatch.setitem(blocks._PHASE_FUNCTIONS, "statistics", refuse)
+    shape = (8, 8, 8)
+    with naming(CliNaming()):
+        job = Job(SourceSpec(tmp_path / "a.tif"), tmp_path / "m.onnx", tmp_path, shape, shape, shape, {}, ("mask",))
+    shipped = pickle.loads(pickle.dumps(job))  # as Dask sends it, run outside the CLI's naming
+    with pytest.raises(UserError, match=r"^--device cuda: no GPU here$"):
+        blocks.run("statistics", shipped, 0)
+    with pytest.raises(UserError, match=r"^device='cuda': no GPU here$"):
+        blocks.run(
+            "statistics", Job(SourceSpec(tmp_path / "a.tif"), tmp_path, tmp_path, shape, shape, shape, {}, ()), 0
+        )
