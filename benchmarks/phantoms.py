@@ -42,6 +42,8 @@ The settings (:data:`SETTINGS`; share of nuclei touching another in brackets):
 - ``low_contrast``: nuclei 1.3x the background, out-of-focus haze between them.
 - ``textured``: strong chromatin texture, bright chromatin spots and two dim nucleoli per nucleus.
 - ``confocal_offset``: 12-bit counts with a camera offset of 400 and an uneven autofluorescent background.
+- ``autofluorescence``: moderately packed nuclei on an autofluorescent background whose large-scale variation is as
+  large as the nuclei's contrast (the development twin of ``confocal_offset``, which is held out).
 - ``tissue``: all of the above at once, as float32.
 
 Held out (:data:`HELD_OUT`): ``dense``, ``confocal_offset`` and ``tissue`` are never used to choose defaults,
@@ -273,6 +275,17 @@ SETTINGS.update(
             read_noise=6.0,
             camera_max=4095,
             seed=12,
+        ),
+        "autofluorescence": PhantomSettings(
+            "Nuclei on an autofluorescent background that varies as much as they stand above it.",
+            shape=(48, 96, 96),
+            count=160,
+            contact=1.0,
+            brightness=80.0,
+            background=40.0,
+            background_structure=0.5,
+            haze=0.15,
+            seed=14,
         ),
         "tissue": PhantomSettings(
             "All of the above at once, in float32: packed, low-contrast, textured nuclei on an uneven, hazy "

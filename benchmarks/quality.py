@@ -124,6 +124,7 @@ def training_summary(run: Path) -> dict[str, Any]:
         "plateau_epoch": plateaus[0] if plateaus else None,
         "input_smoothing": config.get("input-smoothing"),
         "input_log": config.get("input-log"),
+        "input_background": config.get("input-background"),
         "events": {kind: sum(event["kind"] == kind for event in events) for kind in {e["kind"] for e in events}},
     }
 

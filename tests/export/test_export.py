@@ -59,6 +59,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         device="cpu",
         input_smoothing=1.0,
         input_log=2.0,
+        input_background=3,  # every input transform on, so that each weight format is checked with them
     )
     train(config, folder / "run", progress=False)
     torch.save(torch.load(folder / "run" / "best.pt", weights_only=True)["model"], folder / "bare.pth")
@@ -94,13 +95,15 @@ def test_export_writes_three_files_and_onnx_metadata(exported: ExportResult, wei
     assert read_metadata(exported.onnx).train_patch == (16, 24, 24)
     assert props["wnet_zoo.input_sigma"] == "1.0,1.0,1.0" and read_metadata(exported.onnx).input_sigma == (1.0,) * 3
     assert props["wnet_zoo.input_log"] == "2.0" and read_metadata(exported.onnx).input_log == 2.0
+    assert props["wnet_zoo.input_background"] == "3,3,3" and read_metadata(exported.onnx).input_background == (3,) * 3
     from wnet_zoo.prediction.predictor import Predictor
 
     assert (
         Predictor(exported.onnx, device="cpu")
         .describe()
         .endswith(
-            "the model compresses its input's intensities (log, offset 2) and smooths the result (sigma 1,1,1 voxels)"
+            "the model compresses its input's intensities (log, offset 2), subtracts the result's background "
+            "(box radius 3,3,3 voxels) and smooths the result (sigma 1,1,1 voxels)"
         )
     )
     parity = exported.parity
@@ -165,12 +168,14 @@ def test_package_contents(exported: ExportResult, weights: dict[str, Path]):
     assert weights_rdf["pytorch_state_dict"]["architecture"]["callable"] == "UNet3D"
     assert weights_rdf["pytorch_state_dict"]["architecture"]["kwargs"]["input_sigma"] == [1.0, 1.0, 1.0]
     assert weights_rdf["pytorch_state_dict"]["architecture"]["kwargs"]["input_log"] == 2.0
+    assert weights_rdf["pytorch_state_dict"]["architecture"]["kwargs"]["input_background"] == [3, 3, 3]
     assert rdf["config"]["wnet_zoo"]["input_sigma"] == [1.0, 1.0, 1.0] and rdf["config"]["wnet_zoo"]["input_log"] == 2.0
     assert weights_rdf["onnx"]["parent"] == weights_rdf["torchscript"]["parent"] == "pytorch_state_dict"
     assert "## Validation" in archive.read("README.md").decode()
     card = archive.read("README.md").decode()
     assert "compresses its input's intensities" in card and "log(1 + x / 2)" in card
-    assert "smooths its compressed input with a Gaussian of sigma 1 x 1 x 1 voxels" in card
+    assert "subtracts its input's background, the smoothed grey-level opening by a box of 7 x 7 x 7" in card
+    assert "smooths its transformed input with a Gaussian of sigma 1 x 1 x 1 voxels" in card
     cover = Image.open(io.BytesIO(archive.read("cover.png")))
     assert cover.format == "PNG" and cover.width == 2 * cover.height
     raw, expected = _npy(archive, "test_input.npy"), _npy(archive, "test_output.npy")

@@ -91,6 +91,20 @@ def test_stable_group_norm_in_onnxruntime_on_large_groups(tmp_path: Path):
     assert_close(actual, reference, rel=1e-5, what="normalised values")
 
 
+def test_a_flattening_model_exports_its_background_subtraction_and_records_it(tmp_path: Path):
+    torch.manual_seed(0)
+    model = WNet3D(channels=TINY_CHANNELS, input_background=(2, 3, 3)).eval()
+    path = export_onnx(model, tmp_path / "flat.onnx", ModelMetadata(num_classes=2))
+    assert read_metadata(path).input_background == (2, 3, 3)
+    z, y, x = torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in (16, 24, 32)), indexing="ij")
+    image = (50 + 40 * torch.sin(x / 5) + torch.rand(16, 24, 32) * 10)[None, None]  # a background to subtract
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(None, {"raw": image.numpy()})
+    with torch.no_grad():
+        expected = model.encoder(image).numpy()
+    assert np.abs(actual - expected).max() < 1e-4
+
+
 def test_a_compressing_model_exports_its_logarithm_and_records_it(tmp_path: Path):
     torch.manual_seed(0)
     model = WNet3D(channels=TINY_CHANNELS, input_log=1.5).eval()

@@ -93,51 +93,6 @@ def test_sampler_is_seeded_and_augments(example: np.ndarray):
     assert next(rect.epoch(0)).shape == (8, 1, 16, 32, 48)
 
 
-def test_noise_level_reads_the_noise_not_the_content(example: np.ndarray):
-    from wnet_zoo.training.input_choices import NOISY, auto_input_smoothing, noise_level
-
-    rng = np.random.default_rng(0)
-    assert noise_level(rng.normal(0, 3.0, (20, 40, 50))) == pytest.approx(3.0, rel=0.05)
-    content = remap(example)  # real nuclei: edges are a small share of neighbour pairs
-    assert noise_level(content) < 1.5
-    assert noise_level(content + rng.normal(0, 6.0, content.shape)) == pytest.approx(6.0, rel=0.15)
-    assert noise_level(rng.normal(0, 3.0, (40, 40, 50)), samples=5000) == pytest.approx(3.0, rel=0.15)  # planes
-    assert noise_level(np.zeros((4, 4, 1))) == 0.0
-    assert auto_input_smoothing([NOISY + 1, 0.5, NOISY + 2]) == 1.0
-    assert auto_input_smoothing([2 * NOISY + 0.5]) == 2.0 and auto_input_smoothing([4 * NOISY]) == 4.0
-    assert auto_input_smoothing([2 * NOISY - 0.1]) == 1.0 and auto_input_smoothing([100 * NOISY]) == 4.0
-    assert auto_input_smoothing([NOISY - 1, 9.0, 0.5]) == 0.0 and auto_input_smoothing([]) == 0.0
-
-
-def _spheres(brightness: list[float], background: float = 100.0) -> np.ndarray:
-    """A 0..100 volume of 4 x 5 spheres of radius 4 on a grid, each at its given brightness above ``background``
-    (camera counts), blurred a little."""
-    from scipy import ndimage
-
-    volume = np.full((16, 48, 60), background, np.float32)
-    z, y, x = np.ogrid[:16, :48, :60]
-    for i, level in enumerate(brightness):
-        cy, cx = 6 + 12 * (i // 5), 6 + 12 * (i % 5)
-        volume[(z - 8) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= 16] += level
-    noise = np.random.default_rng(0).normal(0, 5.0, volume.shape)
-    return remap(ndimage.gaussian_filter(volume, 0.7) + noise)
-
-
-def test_brightness_spread_tells_nuclei_of_widely_varying_brightness():
-    from wnet_zoo.training.input_choices import MIN_OFFSET, SPREAD, auto_input_log, brightness_spread
-
-    alike = _spheres([900, 1000, 1100, 950, 1050] * 4)
-    mixed = _spheres([100, 1000, 120, 900, 800, 110, 1100, 95, 1000, 105] * 2)  # half the nuclei 9x dimmer
-    assert brightness_spread(alike) < 1.3
-    assert brightness_spread(mixed) > SPREAD + 1
-    assert brightness_spread(_spheres([1000, 100, 1000])) == 1.0  # too few objects to tell
-    assert brightness_spread(np.zeros((8, 8, 8), np.float32)) == 1.0
-    assert auto_input_log([alike]) == (0.0, [brightness_spread(alike)])
-    offset, spreads = auto_input_log([mixed, mixed, alike])  # the median volume decides
-    assert offset == pytest.approx(float(np.median(mixed))) and min(spreads[:2]) >= SPREAD
-    assert auto_input_log([np.maximum(mixed - np.median(mixed), 0)])[0] == MIN_OFFSET  # a zero background
-
-
 def test_truncated_tiffs_are_refused_in_one_line_without_tifffile_noise(tmp_path: Path, caplog):
     for case, path in truncated_tiffs(tmp_path).items():
         caplog.clear()

@@ -23,6 +23,7 @@ TINY_ARCH = {
     "channels": [4, 8, 16, 32],
     "input_sigma": [0.0] * 3,
     "input_log": 0.0,
+    "input_background": [0] * 3,
 }
 
 
@@ -66,8 +67,9 @@ def test_cellseg3d_pth_default_architecture(tmp_path: Path):
         "out_channels": 1,
         "num_classes": 2,
         "channels": [64, 128, 256, 512],
-        "input_sigma": [0.0, 0.0, 0.0],  # CellSeg3D's model neither smooths nor compresses its input
+        "input_sigma": [0.0, 0.0, 0.0],  # CellSeg3D's model neither smooths, flattens nor compresses its input
         "input_log": 0.0,
+        "input_background": [0, 0, 0],
     }
     model = loaded.build_model()
     assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.state_dict().items())

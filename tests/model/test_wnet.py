@@ -134,3 +134,36 @@ def test_input_compression_is_the_numpy_logarithm_keeps_the_range_and_travels_wi
         WNet3D(channels=(4, 8, 16, 32), input_log=1.0, input_sigma=(1, 1, 1)).load_state_dict(state)
     with pytest.raises(ValueError, match="input_log must be"):
         WNet3D(input_log=-1)
+
+
+def test_input_flattening_removes_a_smooth_background_keeps_nuclei_and_travels_with_the_weights():
+    from wnet_zoo.training.input_choices import flattened
+
+    rng = np.random.default_rng(0)
+    z, y, x = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in (16, 40, 40)), indexing="ij")
+    background = 20 + 15 * np.sin(x / 9) * np.cos(y / 11)  # varies as much as the nuclei stand above it
+    nuclei = np.zeros_like(background)
+    for cz, cy, cx in ((8, 10, 10), (8, 28, 12), (7, 20, 30)):
+        nuclei[(z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= 9] = 30
+    image = background + nuclei + rng.normal(0, 1, background.shape).astype(np.float32)
+    flatten = model.InputFlattening((4, 4, 4))
+    ours = flatten(torch.from_numpy(image)[None, None])[0, 0].numpy()
+    assert_close(ours, flattened(image, (4, 4, 4))[0], rel=1e-5, what="flattened image")  # the numpy twin
+    inside, outside = ours[nuclei > 0], ours[(nuclei == 0) & (background > 0)]
+    assert inside.mean() - outside.mean() > 20  # the nuclei keep most of their contrast ...
+    assert np.percentile(outside, 95) - np.percentile(outside, 5) < 10  # ... and the 30-unit background is gone
+    assert np.percentile(image[nuclei == 0], 95) - np.percentile(image[nuclei == 0], 5) > 25
+    unchanged = torch.from_numpy(image)
+    assert model.InputFlattening((0, 0, 0))(unchanged) is unchanged
+    plain = WNet3D(channels=(4, 8, 16, 32)).eval()
+    flat = WNet3D(channels=(4, 8, 16, 32), input_background=(2, 4, 4)).eval()
+    assert "encoder.flatten.input_background" not in plain.state_dict()
+    state = flat.state_dict()
+    assert state["encoder.flatten.input_background"].tolist() == [2, 4, 4] and flat.input_background == (2, 4, 4)
+    assert flat.architecture()["input_background"] == [2, 4, 4]
+    with pytest.raises(ValueError, match=r"trained with input background radius \(2, 4, 4\)"):
+        plain.load_state_dict(state)
+    with pytest.raises(ValueError, match="0 on every axis or on none"):
+        WNet3D(input_background=(0, 4, 4))
+    with pytest.raises(ValueError, match="input_background must be 3 whole numbers"):
+        WNet3D(input_background=(1.5, 4, 4))

@@ -281,6 +281,35 @@ def test_nuclei_of_widely_varying_brightness_train_a_model_that_compresses_its_i
     assert load_weights(off / "best.pt").architecture["input_log"] == 0.0
 
 
+def test_nuclei_on_an_uneven_background_train_a_model_that_subtracts_it(tmp_path: Path):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    z, y, x = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in (24, 48, 64)), indexing="ij")
+    volume = 300 + 240 * np.sin(x / 7 + 1) * np.cos(y / 9)  # autofluorescence swinging wider than the nuclei
+    for cz in range(6, 24, 12):
+        for cy in range(6, 48, 12):
+            for cx in range(6, 64, 12):
+                volume[(z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= 16] += 240
+    volume = ndimage.gaussian_filter(volume, 0.7) + rng.normal(0, 10.0, volume.shape)
+    path = tmp_path / "uneven.tif"
+    tifffile.imwrite(path, volume.astype(np.float32))
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(run), "--epochs", "1", *TINY]) == 0
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    radius = config["input-background"]
+    assert 4 <= radius <= 8 and config["input-log"] == 0.0  # a box at least as wide as the nuclei
+    assert load_weights(run / "best.pt").architecture["input_background"] == [radius] * 3
+    assert "subtracts its input's background" in (run / "train.log").read_text()
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    assert load_weights(run / "last.pt").architecture["input_background"] == [radius] * 3
+    refused = ["finetune", str(path), "--from", str(run), "--out", str(tmp_path / "ft"), "--input-background", "2"]
+    assert main(refused) == 2  # weights trained with another box
+    off = tmp_path / "off"
+    assert main(["train", str(path), "--out", str(off), "--epochs", "1", "--input-background", "0", *TINY]) == 0
+    assert load_weights(off / "best.pt").architecture["input_background"] == [0, 0, 0]
+
+
 def test_losses_compare_with_the_image_the_encoder_sees():
     torch.manual_seed(0)
     config = TrainConfig(channels=[4, 8, 16, 32], bf16=False)

@@ -93,6 +93,7 @@ class InferenceEncoder(nn.Module):
     def __init__(self, encoder: UNet3D, compose: bool = True) -> None:
         super().__init__()
         self.compress = copy.deepcopy(encoder.compress)
+        self.flatten = copy.deepcopy(encoder.flatten)
         self.smooth = copy.deepcopy(encoder.smooth)
         self.max_pool = nn.MaxPool3d(2)
         for name in ("in_b", "conv1", "conv2", "bot", "deconv2", "deconv3", "out_b"):

@@ -36,6 +36,7 @@ def export_onnx(model: WNet3D, path: str | Path, metadata: ModelMetadata, exampl
         metadata,
         input_sigma=tuple(model.input_sigma) if any(model.input_sigma) else None,
         input_log=model.input_log or None,
+        input_background=tuple(model.input_background) if any(model.input_background) else None,
     )
     encoder = inference_encoder(model)
     parameter = next(encoder.parameters())

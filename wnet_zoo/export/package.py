@@ -194,6 +194,7 @@ def _values(source: PackageSource, raw: np.ndarray, probabilities: np.ndarray) -
             "dropout": model.dropout,
             "input_sigma": list(model.input_sigma),
             "input_log": model.input_log,
+            "input_background": list(model.input_background),
         },
         "pytorch_version": torch.__version__.split("+")[0],
         "opset_version": OPSET,
@@ -249,13 +250,13 @@ def _training_text(source: PackageSource) -> str:
     if card.voxel_size is not None:
         size = " x ".join(f"{v:g}" for v in card.voxel_size)
         text += f" Training voxel size (z, y, x): {size} {card.voxel_unit}."
-    text += _input_text(source.model.input_log, source.model.input_sigma)
+    text += _input_text(source.model.input_log, source.model.input_background, source.model.input_sigma)
     if card.training_data.get("description"):
         text += f" Data: {str(card.training_data['description']).strip()}"
     return text
 
 
-def _input_text(offset: float, sigma: Sequence[float]) -> str:
+def _input_text(offset: float, background: Sequence[int], sigma: Sequence[float]) -> str:
     """The model card's sentences on what the model does to its input before segmenting it."""
     text = ""
     if offset:
@@ -264,11 +265,17 @@ def _input_text(offset: float, sigma: Sequence[float]) -> str:
             f"100 * log(1 + x / {offset:.3g}) / log(1 + 100 / {offset:.3g}), before segmenting it (chosen in "
             "training for stacks whose nuclei differ widely in brightness)."
         )
+    if any(background):
+        text += (
+            " The model subtracts its input's background, the smoothed grey-level opening by a box of "
+            f"{' x '.join(str(2 * r + 1) for r in background)} voxels (z, y, x), before segmenting it (chosen in "
+            "training for stacks whose background varies as much as the nuclei stand above it)."
+        )
     if any(sigma):
         text += (
-            f" The model smooths its {'compressed ' if offset else ''}input with a Gaussian of sigma "
-            f"{' x '.join(f'{s:g}' for s in sigma)} voxels (z, y, x) before segmenting it (chosen in training for "
-            "noisy stacks)."
+            f" The model smooths its {'transformed ' if offset or any(background) else ''}input with a Gaussian of "
+            f"sigma {' x '.join(f'{s:g}' for s in sigma)} voxels (z, y, x) before segmenting it (chosen in training "
+            "for noisy stacks)."
         )
     if text:
         text += " Every weight format here includes these steps."
@@ -289,6 +296,8 @@ def _wnet_zoo_config(source: PackageSource) -> dict[str, Any]:
         config["input_sigma"] = list(source.model.input_sigma)
     if source.model.input_log:
         config["input_log"] = source.model.input_log
+    if any(source.model.input_background):
+        config["input_background"] = list(source.model.input_background)
     if metadata.foreground_class is not None:
         config["foreground_class"] = metadata.foreground_class
     if metadata.train_patch is not None:

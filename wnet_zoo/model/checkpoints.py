@@ -64,12 +64,13 @@ def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def infer_architecture(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Read in/out channels, classes and level widths of a WNet3D from its weight shapes, and its input
-    compression and smoothing from the ``encoder.compress.input_log`` and ``encoder.smooth.input_sigma``
-    buffers (none without them, as in CellSeg3D's weights)."""
+    transform from the ``encoder.compress.input_log``, ``encoder.flatten.input_background`` and
+    ``encoder.smooth.input_sigma`` buffers (none without them, as in CellSeg3D's weights)."""
     try:
         first = state["encoder.in_b.module.0.weight"]
         sigma = state.get("encoder.smooth.input_sigma")
         log = state.get("encoder.compress.input_log")
+        background = state.get("encoder.flatten.input_background")
         return {
             "in_channels": int(first.shape[1]),
             "out_channels": int(state["decoder.out_b.module.8.weight"].shape[0]),
@@ -82,6 +83,7 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> dict[str, Any]:
             ],
             "input_sigma": [0.0, 0.0, 0.0] if sigma is None else [float(v) for v in sigma.tolist()],
             "input_log": 0.0 if log is None else float(log),
+            "input_background": [0, 0, 0] if background is None else [int(v) for v in background.tolist()],
         }
     except (KeyError, AttributeError, IndexError, TypeError, ValueError):
         raise UserError(f"not a WNet3D state dict: {_EXPECTED}") from None

@@ -16,10 +16,11 @@ Layout of one U-Net, with ``c = channels`` (CellSeg3D: 64, 128, 256, 512)::
 CellSeg3D hard-codes 64 as the width of its output block; here it follows ``channels[0]``, which is
 the same for the default architecture and keeps small models small.
 
-The encoder may compress its input's intensities (:class:`InputCompression`, a fixed logarithm) and then smooth
-it (:class:`InputSmoothing`, a fixed Gaussian); both are off for CellSeg3D's weights and by default. Trained on a
-transformed image, a model must see the same transform wherever it runs, so each is part of the model, its graph
-and its weights (the ``compress.input_log`` and ``smooth.input_sigma`` buffers, present only when on).
+The encoder may compress its input's intensities (:class:`InputCompression`, a fixed logarithm), subtract its
+background (:class:`InputFlattening`, a morphological top-hat) and smooth it (:class:`InputSmoothing`, a fixed
+Gaussian), in that order; all are off for CellSeg3D's weights and by default. Trained on a transformed image, a
+model must see the same transform wherever it runs, so each is part of the model, its graph and its weights (the
+``compress.input_log``, ``flatten.input_background`` and ``smooth.input_sigma`` buffers, present only when on).
 
 Each ``[conv3 conv1]`` pair is linear with nothing in between, so when the 1x1 convolution does not
 widen the features the pair is evaluated as one 3x3x3 convolution with the composed weights (same
@@ -107,15 +108,16 @@ class InputSmoothing(nn.Module):
     ``sigma`` (z, y, x) in voxels. Kernels reach ``int(4 * sigma + 0.5)`` voxels each way (scipy's
     ``gaussian_filter``) and are normalised to sum 1. A non-zero ``sigma`` is kept in the state dict
     (``input_sigma``), so weights tell the smoothing they were trained with; loading weights of another sigma
-    is an error rather than a silent mismatch.
+    is an error rather than a silent mismatch. A part of another transform (``recorded=False``) keeps no buffer.
     """
 
-    def __init__(self, sigma: Sequence[float] = (0.0, 0.0, 0.0), channels: int = 1) -> None:
+    def __init__(self, sigma: Sequence[float] = (0.0, 0.0, 0.0), channels: int = 1, recorded: bool = True) -> None:
         super().__init__()
         self.channels = channels
         self.sigma = _check_sigma(sigma)
+        self.recorded = recorded
         self.radii = tuple(int(4 * s + 0.5) for s in self.sigma)
-        if any(self.sigma):
+        if any(self.sigma) and recorded:
             self.register_buffer("input_sigma", torch.tensor(self.sigma, dtype=torch.float64))
         for axis, (s, r) in enumerate(zip(self.sigma, self.radii, strict=True)):
             offsets = torch.arange(-r, r + 1, dtype=torch.float64)
@@ -137,8 +139,53 @@ class InputSmoothing(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         given = state_dict.get(prefix + "input_sigma")
         found = tuple(float(v) for v in given.tolist()) if given is not None else (0.0, 0.0, 0.0)
-        if found != self.sigma:
+        if self.recorded and found != self.sigma:
             raise ValueError(f"weights trained with input smoothing sigma {found}, model built with {self.sigma}")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class InputFlattening(nn.Module):
+    """Subtracts a smooth estimate of the background from each channel: ``x - G(open(g(x)))``; the identity at
+    radius 0.
+
+    ``open`` is a grey-level opening (erosion then dilation) by a box of ``2 * radius + 1`` voxels per axis, which
+    keeps what is wider than the box (autofluorescence, cytoplasm, out-of-focus haze) and removes the nuclei, which
+    are narrower; ``g`` is a Gaussian of sigma ``radius / max(radius)`` (one voxel along the finest axis), so that
+    the erosion reads the background's level rather than the noise's minima; ``G`` a Gaussian of sigma
+    ``radius / 2``, which smooths the opening's box-shaped steps. At tile borders the box holds only the voxels
+    inside (max-pooling ignores its padding), so tiles agree wherever their boxes do. A non-zero ``radius`` is kept
+    in the state dict (``input_background``): loading weights of another radius is an error.
+    """
+
+    def __init__(self, radius: Sequence[int] = (0, 0, 0), channels: int = 1) -> None:
+        super().__init__()
+        self.radius = _check_radius(radius)
+        finest = max(self.radius) or 1
+        self.presmooth = InputSmoothing([r / finest for r in self.radius], channels, recorded=False)
+        self.blur = InputSmoothing([r / 2 for r in self.radius], channels, recorded=False)
+        if any(self.radius):
+            self.register_buffer("input_background", torch.tensor(self.radius, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not any(self.radius):
+            return x
+        return x - self.blur(self._dilate(-self._dilate(-self.presmooth(x))))
+
+    def _dilate(self, x: torch.Tensor) -> torch.Tensor:
+        """A box maximum, one axis at a time (the box is separable: 3 x (2r+1) comparisons, not (2r+1)^3)."""
+        for axis, r in enumerate(self.radius):
+            size = [1, 1, 1]
+            size[axis] = 2 * r + 1
+            padding = [0, 0, 0]
+            padding[axis] = r
+            x = F.max_pool3d(x, size, stride=1, padding=padding)
+        return x
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        given = state_dict.get(prefix + "input_background")
+        found = tuple(int(v) for v in given.tolist()) if given is not None else (0, 0, 0)
+        if found != self.radius:
+            raise ValueError(f"weights trained with input background radius {found}, model built with {self.radius}")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
@@ -174,8 +221,8 @@ class InputCompression(nn.Module):
 
 class UNet3D(nn.Module):
     """One half of WNet3D: a 3-level 3-D U-Net, optionally ending in a softmax over channels, optionally
-    compressing and smoothing its input first (``input_log``, ``input_sigma``: see :class:`InputCompression`
-    and :class:`InputSmoothing`)."""
+    compressing, flattening and smoothing its input first (``input_log``, ``input_background``, ``input_sigma``:
+    see :class:`InputCompression`, :class:`InputFlattening` and :class:`InputSmoothing`)."""
 
     def __init__(
         self,
@@ -186,11 +233,13 @@ class UNet3D(nn.Module):
         dropout: float = 0.65,
         input_sigma: Sequence[float] = (0.0, 0.0, 0.0),
         input_log: float = 0.0,
+        input_background: Sequence[int] = (0, 0, 0),
     ) -> None:
         super().__init__()
         c0, c1, c2, c3 = _check_channels(channels)
         self.softmax = softmax
         self.compress = InputCompression(input_log)
+        self.flatten = InputFlattening(input_background, in_channels)
         self.smooth = InputSmoothing(input_sigma, in_channels)
         self.max_pool = nn.MaxPool3d(2)
         self.in_b = _Block(in_channels, c0, dropout, separable=False)
@@ -211,8 +260,8 @@ class UNet3D(nn.Module):
         return torch.softmax(x, dim=1) if self.softmax else x
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """The input as the U-Net sees it: compressed, then smoothed (each the identity when off)."""
-        return self.smooth(self.compress(x))
+        """The input as the U-Net sees it: compressed, flattened, then smoothed (each the identity when off)."""
+        return self.smooth(self.flatten(self.compress(x)))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The U-Net's output before any softmax (the wiring of the levels, without input checks)."""
@@ -238,6 +287,9 @@ class WNet3D(nn.Module):
             CellSeg3D). Training compares the decoder's reconstruction with the smoothed image too.
         input_log: offset on the 0..100 scale of the logarithm the encoder compresses its input's intensities with,
             before any smoothing (0: none, as in CellSeg3D; see :class:`InputCompression`).
+        input_background: (z, y, x) radius in voxels of the box whose opening the encoder takes as its input's
+            background and subtracts, after any compression (0: none, as in CellSeg3D; see
+            :class:`InputFlattening`).
 
     ``forward(x)`` returns ``(probabilities, reconstruction)``; ``model.encoder(x)`` alone returns the
     K class probabilities. Spatial sizes must be multiples of 8.
@@ -252,6 +304,7 @@ class WNet3D(nn.Module):
         dropout: float = 0.65,
         input_sigma: Sequence[float] = (0.0, 0.0, 0.0),
         input_log: float = 0.0,
+        input_background: Sequence[int] = (0, 0, 0),
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -267,6 +320,7 @@ class WNet3D(nn.Module):
             dropout=dropout,
             input_sigma=input_sigma,
             input_log=input_log,
+            input_background=input_background,
         )
         self.decoder = UNet3D(num_classes, out_channels, self.channels, softmax=False, dropout=dropout)
 
@@ -284,6 +338,7 @@ class WNet3D(nn.Module):
             "dropout": self.dropout,
             "input_sigma": list(self.encoder.smooth.sigma),
             "input_log": self.encoder.compress.offset,
+            "input_background": list(self.encoder.flatten.radius),
         }
 
     @property
@@ -295,6 +350,11 @@ class WNet3D(nn.Module):
     def input_log(self) -> float:
         """The offset (0..100 scale) of the encoder's logarithmic input compression (0: none)."""
         return self.encoder.compress.offset
+
+    @property
+    def input_background(self) -> tuple[int, int, int]:
+        """The (z, y, x) radius in voxels of the encoder's background subtraction (zeros: none)."""
+        return self.encoder.flatten.radius
 
 
 def check_input_shape(shape: Sequence[int], in_channels: int) -> None:
@@ -313,6 +373,15 @@ def _check_sigma(sigma: Sequence[float]) -> tuple[float, float, float]:
     values = tuple(float(s) for s in sigma)
     if len(values) != 3 or not all(0 <= s < 64 for s in values):
         raise ValueError(f"input_sigma must be 3 values (z, y, x) in [0, 64) voxels, got {tuple(sigma)}")
+    return values  # type: ignore[return-value]
+
+
+def _check_radius(radius: Sequence[int]) -> tuple[int, int, int]:
+    values = tuple(int(r) for r in radius)
+    if len(values) != 3 or values != tuple(radius) or not all(0 <= r <= 32 for r in values):
+        raise ValueError(f"input_background must be 3 whole numbers (z, y, x) in [0, 32] voxels, got {tuple(radius)}")
+    if any(values) and not all(values):
+        raise ValueError(f"input_background must be 0 on every axis or on none, got {values}")
     return values  # type: ignore[return-value]
 
 

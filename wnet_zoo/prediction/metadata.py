@@ -41,6 +41,8 @@ class ModelMetadata:
             (set by :func:`export_onnx` from the model; informative: the smoothing is in the graph).
         input_log: the offset (0..100 scale) of the logarithm the graph compresses its input with, when it does
             (set by :func:`export_onnx`; informative too).
+        input_background: the (z, y, x) box radius in voxels of the background the graph subtracts from its
+            input, when it does (set by :func:`export_onnx`; informative too).
         from_wnet_zoo: whether the graph carries these metadata (False: another tool's graph, whose classes
             are read off its output and whose input is assumed to be scaled as ours).
         layout_declared: whether the graph's declared shapes show an output (B, K, Z, Y, X) with K >= 2 and the
@@ -56,6 +58,7 @@ class ModelMetadata:
     version: str = __version__
     input_sigma: tuple[float, float, float] | None = None
     input_log: float | None = None
+    input_background: tuple[int, int, int] | None = None
     from_wnet_zoo: bool = True
     layout_declared: bool = False
 
@@ -76,6 +79,8 @@ class ModelMetadata:
             props["input_sigma"] = ",".join(map(repr, self.input_sigma))
         if self.input_log is not None:
             props["input_log"] = repr(self.input_log)
+        if self.input_background is not None:
+            props["input_background"] = ",".join(map(str, self.input_background))
         return {_PREFIX + key: value for key, value in props.items()}
 
     @classmethod
@@ -85,6 +90,7 @@ class ModelMetadata:
         patch = ours.get("train_patch")
         sigma = ours.get("input_sigma")
         log = ours.get("input_log")
+        background = ours.get("input_background")
         return cls(
             num_classes=int(ours.get("num_classes", 0)),
             foreground_class=int(ours["foreground_class"]) if "foreground_class" in ours else None,
@@ -95,6 +101,7 @@ class ModelMetadata:
             version=ours.get("version", "unknown"),
             input_sigma=tuple(float(v) for v in sigma.split(",")) if sigma else None,  # type: ignore[arg-type]
             input_log=float(log) if log else None,
+            input_background=tuple(int(v) for v in background.split(",")) if background else None,  # type: ignore[arg-type]
             from_wnet_zoo=bool(ours),
         )
 

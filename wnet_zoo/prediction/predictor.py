@@ -38,9 +38,14 @@ def input_transform(metadata: ModelMetadata) -> str:
     steps = []
     if metadata.input_log:
         steps.append(f"compresses its input's intensities (log, offset {metadata.input_log:.3g})")
+    if metadata.input_background:
+        what = "the result's" if steps else "its input's"
+        steps.append(f"subtracts {what} background (box radius {','.join(map(str, metadata.input_background))} voxels)")
     if metadata.input_sigma:
         what = "the result" if steps else "its input"
         steps.append(f"smooths {what} (sigma {','.join(f'{v:g}' for v in metadata.input_sigma)} voxels)")
+    if len(steps) > 2:
+        steps = [", ".join(steps[:-1]), steps[-1]]
     return f"; the model {' and '.join(steps)}" if steps else ""
 
 

@@ -34,6 +34,9 @@ class TrainConfig:
     :func:`wnet_zoo.training.input_choices.auto_input_smoothing`), and recorded.
     ``input_log`` is the offset (0..100 scale) of the logarithm the model compresses its input with, before any
     smoothing; None: chosen from the images (see :func:`wnet_zoo.training.input_choices.auto_input_log`), and recorded.
+    ``input_background`` is the radius (voxels along the finest axis) of the box whose opening the model subtracts
+    from its input as background; None: chosen from the images (see
+    :func:`wnet_zoo.training.input_choices.auto_input_background`), and recorded.
     """
 
     images: list[str] = field(default_factory=list)
@@ -69,6 +72,18 @@ class TrainConfig:
                 "or over-exposed ones, uneven illumination), else 0 (off, as in CellSeg3D)."
             ),
             "metavar": "OFFSET",
+        },
+    )
+    input_background: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Subtract the background of the model's input: its grey-level opening by a box of 2*RADIUS+1 "
+                "voxels (along the finest axis), in training and in every export. Default: on where the background "
+                "varies by at least 0.7x the nuclei's contrast (autofluorescence, cytoplasm, uneven haze), with a "
+                "radius just above the nuclei's (2 to 8 voxels); else 0 (off, as in CellSeg3D)."
+            ),
+            "metavar": "RADIUS",
         },
     )
     epochs: int = field(default=12, metadata={"help": "Epochs to train."})
@@ -166,6 +181,11 @@ class TrainConfig:
             (
                 self.input_log is None or 0 <= self.input_log <= 100,
                 f"{setting('input_log')} must be an offset in [0, 100] on the 0..100 scale, e.g. 1 (0: off)",
+            ),
+            (
+                self.input_background is None
+                or (int(self.input_background) == self.input_background and 0 <= self.input_background <= 16),
+                f"{setting('input_background')} must be a whole radius in [0, 16] voxels, e.g. 4 (0: off)",
             ),
             (
                 self.ncut_weight >= 0 and self.rec_weight >= 0,

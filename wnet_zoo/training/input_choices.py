@@ -1,5 +1,5 @@
 """The data-driven choices of the model's input transform: log compression from the nuclei's brightness
-spread, smoothing from the noise.
+spread, background subtraction from how much the background varies, smoothing from the noise.
 """
 
 from __future__ import annotations
@@ -111,6 +111,104 @@ def auto_input_log(volumes: Sequence[np.ndarray]) -> tuple[float, list[float]]:
     return max(background, MIN_OFFSET), spreads
 
 
+UNEVEN = 0.7  # background spread, in units of the nuclei's contrast, from which training subtracts the background
+MIN_BACKGROUND_RADIUS = 2  # the subtraction's box radius, in voxels along the finest axis, is chosen in this range
+MAX_BACKGROUND_RADIUS = 8
+_SAMPLE = (96, 256, 256)  # the background is judged on a central block of at most this size of each volume
+
+
+def flattened(volume: np.ndarray, radius: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The volume less its background, and that background, as :class:`wnet_zoo.model.wnet.InputFlattening`
+    computes them: the Gaussian-smoothed opening by a box of ``2 * radius + 1`` voxels (z, y, x) of the volume
+    smoothed by one voxel."""
+    from scipy import ndimage
+
+    finest = max(radius)
+    smooth = ndimage.gaussian_filter(np.asarray(volume, dtype=np.float32), [r / finest for r in radius], mode="nearest")
+    box = [2 * r + 1 for r in radius]
+    opened = ndimage.maximum_filter(ndimage.minimum_filter(smooth, size=box), size=box)
+    background = ndimage.gaussian_filter(opened, [r / 2 for r in radius], mode="nearest")
+    return np.asarray(volume, dtype=np.float32) - background, background
+
+
+def nucleus_radius(volume: np.ndarray, spacing: tuple[float, float, float]) -> float:
+    """The radius (voxels along the finest axis) of the larger nuclei: the 90th percentile, over the objects of
+    at least 27 voxels of an Otsu split of the volume flattened at the largest radius, of each object's largest
+    inscribed distance (so that touching nuclei merged by the split still read as one nucleus's radius). 0 when
+    nothing splits."""
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    flat, _ = flattened(volume, background_radius_for(MAX_BACKGROUND_RADIUS, spacing))
+    if float(flat.max()) <= float(flat.min()):
+        return 0.0
+    inside = flat > threshold_otsu(flat)
+    labels, count = ndimage.label(inside)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    depth = ndimage.distance_transform_edt(inside, sampling=np.asarray(spacing) / min(spacing))
+    deepest = np.asarray(ndimage.maximum(depth, labels, np.arange(1, count + 1)))[sizes >= _MIN_OBJECT_VOXELS]
+    return float(np.percentile(deepest, 90)) if deepest.size else 0.0
+
+
+def background_unevenness(volume: np.ndarray, radius: Sequence[int]) -> float:
+    """How much the background varies against how far the nuclei stand above it: the 5th-95th percentile range of
+    the background :func:`flattened` finds, over the difference of the class means of an Otsu split of the
+    flattened volume. 0.2 to 0.4 on the phantoms of ``benchmarks/phantoms.py`` whose background is flat
+    (illumination that fades scales the nuclei, not the background) and 0.2 and 0.4 on CellSeg3D's example
+    volumes; 1.1 with autofluorescence as strong as the nuclei's contrast.
+    """
+    from skimage.filters import threshold_otsu
+
+    flat, background = flattened(volume, radius)
+    if float(flat.max()) <= float(flat.min()):
+        return 0.0
+    split = threshold_otsu(flat)
+    contrast = float(flat[flat > split].mean() - flat[flat <= split].mean())
+    low, high = np.percentile(background, [5, 95])
+    return float((high - low) / contrast) if contrast > 0 else 0.0
+
+
+def auto_input_background(
+    volumes: Sequence[np.ndarray], spacing: tuple[float, float, float]
+) -> tuple[int, list[float], float]:
+    """The background subtraction training uses by default: its box radius (voxels along the finest axis, 0: off),
+    each volume's :func:`background_unevenness` and the nuclei's radius (:func:`nucleus_radius`, the median over
+    the volumes), each judged on a central block of at most 96 x 256 x 256 voxels.
+
+    On where the median unevenness reaches :data:`UNEVEN`, with a radius of the nuclei's rounded up (a box wider
+    than 90 % of them removes them wholly from the background it finds), at least :data:`MIN_BACKGROUND_RADIUS`;
+    off where that radius would exceed :data:`MAX_BACKGROUND_RADIUS` (nuclei too large for a patch to hold the
+    box), and off on a flat background.
+
+    Why: SoftNCut and the reconstruction group voxels by intensity, so where autofluorescence or cytoplasm varies
+    as much as the nuclei stand above it, the encoder learns the background's bright regions as foreground. The
+    opening is the background a nucleus-sized box sees, so subtracting it leaves the nuclei on a flat floor.
+    (The phantom runs behind it: ``benchmarks/README.md``.)
+    """
+    samples = [_central(v) for v in volumes]
+    if not samples:
+        return 0, [], 0.0
+    nucleus = float(np.median([nucleus_radius(v, spacing) for v in samples]))
+    radius = max(MIN_BACKGROUND_RADIUS, math.ceil(nucleus))
+    if radius > MAX_BACKGROUND_RADIUS:
+        return 0, [], nucleus
+    unevenness = [background_unevenness(v, background_radius_for(radius, spacing)) for v in samples]
+    return (radius if float(np.median(unevenness)) >= UNEVEN else 0), unevenness, nucleus
+
+
+def background_radius_for(radius: int | None, spacing: tuple[float, float, float]) -> tuple[int, int, int]:
+    """The model's (z, y, x) background box radius in voxels for ``radius`` finest-axis voxels (at least 1 each)."""
+    if not radius:
+        return (0, 0, 0)
+    finest = min(spacing)
+    return tuple(max(1, round(radius * finest / s)) for s in spacing)  # type: ignore[return-value]
+
+
+def _central(volume: np.ndarray) -> np.ndarray:
+    start = [max(0, (n - m) // 2) for n, m in zip(volume.shape, _SAMPLE, strict=True)]
+    return np.asarray(volume[tuple(slice(s, s + m) for s, m in zip(start, _SAMPLE, strict=True))], dtype=np.float32)
+
+
 def input_sigma_for(smoothing: float | None, spacing: tuple[float, float, float]) -> tuple[float, float, float]:
     """The model's (z, y, x) input smoothing in voxels for a sigma of ``smoothing`` finest-axis voxels."""
     return (
@@ -118,12 +216,16 @@ def input_sigma_for(smoothing: float | None, spacing: tuple[float, float, float]
     )
 
 
-def choose_input_transform(config: TrainConfig, volumes: list[np.ndarray]) -> TrainConfig:
-    """``config`` with ``input_log`` and then ``input_smoothing`` resolved where they are None (auto), from the
-    0..100 ``volumes``: the compression from the nuclei's brightness spread (:func:`auto_input_log`),
-    the smoothing from the noise of the volumes as compressed (:func:`auto_input_smoothing`). ``config`` itself
-    is left as it is."""
+def choose_input_transform(
+    config: TrainConfig, volumes: list[np.ndarray], spacing: tuple[float, float, float]
+) -> TrainConfig:
+    """``config`` with ``input_log``, ``input_background`` and then ``input_smoothing`` resolved where they are
+    None (auto), from the 0..100 ``volumes`` of voxel ``spacing``: the compression from the nuclei's brightness
+    spread (:func:`auto_input_log`), the background subtraction from the compressed volumes' background
+    (:func:`auto_input_background`), the smoothing from the noise of the volumes as compressed
+    (:func:`auto_input_smoothing`). ``config`` itself is left as it is."""
     input_log, input_smoothing = config.input_log, config.input_smoothing
+    input_background = config.input_background
     if input_log is None:
         input_log, spreads = auto_input_log(volumes)
         if input_log:
@@ -134,6 +236,26 @@ def choose_input_transform(config: TrainConfig, volumes: list[np.ndarray]) -> Tr
                 setting("input_log"),
                 input_log,
                 setting("input_log", 0),
+            )
+    if input_background is None:
+        compressed = [compress_intensities(v, input_log) for v in volumes] if input_log else volumes
+        input_background, unevenness, nucleus = auto_input_background(compressed, spacing)
+        if input_background:
+            LOG.info(
+                "uneven background (%s x the nuclei's contrast, see %s): the model subtracts the background a box "
+                "of radius %d voxels sees, nuclei being up to %.1f voxels in radius (%s turns this off)",
+                ", ".join(f"{v:.2f}" for v in unevenness),
+                setting("input_background"),
+                input_background,
+                nucleus,
+                setting("input_background", 0),
+            )
+        elif not unevenness and nucleus:
+            LOG.info(
+                "nuclei of %.1f voxels in radius are too large for the default background subtraction; set %s "
+                "if the background is uneven",
+                nucleus,
+                setting("input_background"),
             )
     if input_smoothing is None:
         noise = [noise_level(compress_intensities(v, input_log)) for v in volumes]
@@ -146,4 +268,6 @@ def choose_input_transform(config: TrainConfig, volumes: list[np.ndarray]) -> Tr
                 input_smoothing,
                 setting("input_smoothing", 0),
             )
-    return dataclasses.replace(config, input_log=input_log, input_smoothing=input_smoothing)
+    return dataclasses.replace(
+        config, input_log=input_log, input_smoothing=input_smoothing, input_background=input_background
+    )

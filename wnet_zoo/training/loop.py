@@ -77,10 +77,11 @@ class _Run:
         progress: bool,
         input_sigma: tuple[float, float, float],
         input_log: float = 0.0,
+        input_background: tuple[int, int, int] = (0, 0, 0),
     ) -> None:
         self.config, self.out, self.device, self.progress = config, out, device, progress
         _seed_everything(config.seed)
-        self.step = TrainingStep.from_config(config, device, input_sigma, input_log)
+        self.step = TrainingStep.from_config(config, device, input_sigma, input_log, input_background)
         self.model, self.optimizer = self.step.model, self.step.optimizer
         self.sampler = PatchSampler(
             data.volumes,
@@ -115,6 +116,12 @@ class _Run:
                 LOG.info(
                     "the model compresses its input with a logarithm of offset %.3g, in training and in its exports",
                     self.model.input_log,
+                )
+            if any(self.model.input_background):
+                LOG.info(
+                    "the model subtracts its input's background (box radius %s voxels, z, y, x), in training and in "
+                    "its exports",
+                    ", ".join(map(str, self.model.input_background)),
                 )
             if any(self.model.input_sigma):
                 LOG.info(

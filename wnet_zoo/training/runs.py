@@ -20,6 +20,7 @@ from wnet_zoo.training.config import TrainConfig, read_config_file, write_config
 from wnet_zoo.training.data import prepare_data
 from wnet_zoo.training.device import resolve_bf16, resolve_device
 from wnet_zoo.training.input_choices import (
+    background_radius_for,
     choose_input_transform,
     input_sigma_for,
 )
@@ -54,8 +55,9 @@ def finetune(
 
     ``weights``, when given, are those already loaded from ``source`` (so a large archive is read once).
 
-    The architecture (classes, channels, input smoothing) comes from the weights and replaces the config's
-    (an explicit ``config.input_smoothing`` other than the weights' is a ``UserError``) in the configuration
+    The architecture (classes, channels, input transform) comes from the weights and replaces the config's
+    (an explicit ``config.input_smoothing``, ``input_log`` or ``input_background`` other than the weights' is a
+    ``UserError``) in the configuration
     recorded (``config`` itself is left as it is). Training runs
     at ``lr = base_lr * lr_factor``, ``base_lr`` being ``config.base_lr`` or else ``config.lr`` (the
     training default 1e-3 unless changed): 1e-4 by default, as CellSeg3D's page advises for retraining.
@@ -76,6 +78,12 @@ def finetune(
             f"{setting('input_log', config.input_log)}: the weights were trained with {compressed_with:g}; "
             f"drop {setting('input_log')}"
         )
+    flattened_with = max(architecture["input_background"])
+    if config.input_background is not None and config.input_background != flattened_with:
+        raise UserError(
+            f"{setting('input_background', config.input_background)}: the weights were trained with "
+            f"{flattened_with}; drop {setting('input_background')}"
+        )
     base_lr = config.lr if config.base_lr is None else config.base_lr
     config = dataclasses.replace(
         config,
@@ -87,6 +95,7 @@ def finetune(
         lr=base_lr * lr_factor,
         input_smoothing=trained_with,
         input_log=compressed_with,
+        input_background=flattened_with,
     )
     return _start(config, Path(out), overwrite, progress, initial=initial)
 
@@ -115,7 +124,16 @@ def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True
     device = resolve_device(config.device)
     write_config_file(config, run_dir / "config.yaml")
     architecture = weights.architecture
-    run = _Run(config, run_dir, data, device, progress, tuple(architecture["input_sigma"]), architecture["input_log"])
+    run = _Run(
+        config,
+        run_dir,
+        data,
+        device,
+        progress,
+        tuple(architecture["input_sigma"]),
+        architecture["input_log"],
+        tuple(architecture["input_background"]),
+    )
     run.restore(checkpoint)
     return run.fit()
 
@@ -139,17 +157,19 @@ def _start(
         base_lr=config.lr if config.base_lr is None else config.base_lr,
         bf16=resolve_bf16(config.bf16, device),  # config.yaml records the precision used
     )
-    config = choose_input_transform(config, data.volumes)
+    config = choose_input_transform(config, data.volumes, data.spacing)
     if initial is not None:
         input_sigma = tuple(initial.architecture["input_sigma"])
+        input_background = tuple(initial.architecture["input_background"])
     else:
         input_sigma = input_sigma_for(config.input_smoothing, data.spacing)
+        input_background = background_radius_for(config.input_background, data.spacing)
     if out.exists():
         _check_replaceable(out, data.paths)
         shutil.rmtree(out)
     out.mkdir(parents=True)
     write_config_file(config, out / "config.yaml")
-    run = _Run(config, out, data, device, progress, input_sigma, config.input_log)
+    run = _Run(config, out, data, device, progress, input_sigma, config.input_log, input_background)
     if initial is not None:
         run.model.load_state_dict(initial.state_dict, strict=True)
     run.checks.start(data.screens)

@@ -33,16 +33,18 @@ class TrainingStep:
         device: torch.device,
         input_sigma: tuple[float, float, float] = (0.0, 0.0, 0.0),
         input_log: float = 0.0,
+        input_background: tuple[int, int, int] = (0, 0, 0),
     ) -> TrainingStep:
         """A freshly initialised model (channels-last on the device) compressing its input with a logarithm of
-        offset ``input_log`` and smoothing it by ``input_sigma`` ((z, y, x) voxels), Adam and the loss of
-        ``config``."""
+        offset ``input_log``, subtracting its background (box radius ``input_background``) and smoothing it by
+        ``input_sigma`` ((z, y, x) voxels), Adam and the loss of ``config``."""
         model = WNet3D(
             num_classes=config.num_classes,
             channels=config.channels,
             dropout=config.dropout,
             input_sigma=input_sigma,
             input_log=input_log,
+            input_background=input_background,
         )
         # channels-last halves the time of the 3-D convolutions' backward pass on CPUs (oneDNN)
         model.to(device, memory_format=torch.channels_last_3d)
