@@ -236,14 +236,14 @@ def benchmark_setting(
 
 def earlier_settings(path: Path, run: dict[str, Any], rerun: Sequence[str]) -> dict[str, Any]:
     """The settings of the results file at ``path`` that this invocation does not run again, when that file was
-    made with the same options (``run``); each dated (by the file where it has no date of its own)."""
+    made with the same options (``run``); each dated, with its machine (the file's where it has none of its own)."""
     if not path.exists():
         return {}
     earlier = json.loads(path.read_text())
     if earlier.get("run") != run:
         return {}
     return {
-        name: {"date": earlier["date"], **result}
+        name: {"date": earlier["date"], "machine": earlier["machine"], **result}
         for name, result in earlier["settings"].items()
         if name not in rerun and name in SETTINGS
     }
@@ -335,14 +335,13 @@ def render_table(results: dict[str, Any]) -> str:
     run = results["run"]
     options = [*([f"--epochs {run['epochs']}"] if run["epochs"] else []), *run["train_args"]]
     training = f"`train {' '.join(options)}`" if options else "`train` with its defaults"
-    machine_info = results["machine"]
     lines += [
         "",
         "Each cell: foreground Dice / F1 at IoU 0.5 / mean F1 over IoU 0.1..0.9. wnet-zoo: "
         f"{training}, `export --onnx`, `predict` with its default outputs; seconds for the three commands. "
         "Mask boundaries: the same run's mask split as `predict --boundary mask --relative-min-size 0` would "
         "(without the half-max boundaries and the relative minimum size). Failed runs score 0 in the means.",
-        f"{machine_info['cpu']}, {machine_info['threads'] or 'all'} thread(s), {_dates(results)}; "
+        f"{_machines(results)}, {_dates(results)}; "
         "`python benchmarks/quality.py`, results in `benchmarks/results/quality.json`.",
         *(f"Failed: {note}" for note in notes),
     ]
@@ -354,6 +353,22 @@ def render_table(results: dict[str, Any]) -> str:
             f"{found['mean_f1_margin']:+.3f} on average (goal +0.1)."
         )
     return "\n".join(lines)
+
+
+def _machines(results: dict[str, Any]) -> str:
+    """The CPU and thread limit of the run, or of each setting where settings were measured on different
+    machines (quality does not depend on the CPU beyond float rounding; seconds do)."""
+    machines = {
+        name: "{cpu}, {threads} thread(s)".format(cpu=found["cpu"], threads=found["threads"] or "all")
+        for name, found in ((n, s.get("machine", results["machine"])) for n, s in results["settings"].items())
+    }
+    if len(set(machines.values())) <= 1:
+        found = results["machine"]
+        return next(iter(machines.values()), f"{found['cpu']}, {found['threads'] or 'all'} thread(s)")
+    by_machine: dict[str, list[str]] = {}
+    for name, text in machines.items():
+        by_machine.setdefault(text, []).append(name)
+    return "; ".join(f"{', '.join(names)} on {text}" for text, names in by_machine.items())
 
 
 def _dates(results: dict[str, Any]) -> str:
@@ -425,9 +440,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in args.settings:
             start = time.perf_counter()
-            results["settings"][name] = benchmark_setting(
-                name, work, args.epochs, args.threads, args.train_arg, kept.get(name)
-            )
+            results["settings"][name] = {
+                "machine": results["machine"],
+                **benchmark_setting(name, work, args.epochs, args.threads, args.train_arg, kept.get(name)),
+            }
             results["settings"] = {n: results["settings"][n] for n in SETTINGS if n in results["settings"]}
             results["goals"] = goals(results)
             args.out.write_text(json.dumps(results, indent=2) + "\n")

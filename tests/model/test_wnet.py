@@ -137,7 +137,7 @@ def test_input_compression_is_the_numpy_logarithm_keeps_the_range_and_travels_wi
 
 
 def test_input_flattening_removes_a_smooth_background_keeps_nuclei_and_travels_with_the_weights():
-    from wnet_zoo.training.input_choices import flattened
+    from wnet_zoo.io.intensity import subtract_background
 
     rng = np.random.default_rng(0)
     z, y, x = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in (16, 40, 40)), indexing="ij")
@@ -148,7 +148,7 @@ def test_input_flattening_removes_a_smooth_background_keeps_nuclei_and_travels_w
     image = background + nuclei + rng.normal(0, 1, background.shape).astype(np.float32)
     flatten = model.InputFlattening((4, 4, 4))
     ours = flatten(torch.from_numpy(image)[None, None])[0, 0].numpy()
-    assert_close(ours, flattened(image, (4, 4, 4))[0], rel=1e-5, what="flattened image")  # the numpy twin
+    assert_close(ours, subtract_background(image, (4, 4, 4))[0], rel=1e-5, what="flattened image")  # the numpy twin
     inside, outside = ours[nuclei > 0], ours[(nuclei == 0) & (background > 0)]
     assert inside.mean() - outside.mean() > 20  # the nuclei keep most of their contrast ...
     assert np.percentile(outside, 95) - np.percentile(outside, 5) < 10  # ... and the 30-unit background is gone

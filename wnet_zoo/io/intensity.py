@@ -1,6 +1,9 @@
-"""Intensity transforms shared by training and prediction: the 0..100 remap and the log compression."""
+"""Intensity transforms shared by training and prediction: the 0..100 remap, the log compression and the
+background subtraction, in numpy."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -27,13 +30,45 @@ def compress_intensities(volume: np.ndarray, offset: float) -> np.ndarray:
     return np.log1p(np.maximum(volume, 0) * np.float32(1.0 / offset)) * scale
 
 
-def compressed_view(
-    volume: np.ndarray, offset: float, low: float | None = None, high: float | None = None
+def subtract_background(volume: np.ndarray, radius: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The model's background subtraction (:class:`wnet_zoo.model.wnet.InputFlattening`) in numpy: the volume
+    less its background, and that background, the opening by a box of ``2 * radius + 1`` voxels (z, y, x) of
+    the volume smoothed by ``radius / max(radius)``, smoothed by ``radius / 2``. Each value depends on the
+    voxels within :func:`background_reach` of it only."""
+    from scipy import ndimage
+
+    volume = np.asarray(volume, dtype=np.float32)
+    finest = max(radius)
+    smooth = ndimage.gaussian_filter(volume, [r / finest for r in radius], mode="nearest")
+    box = [2 * r + 1 for r in radius]
+    opened = ndimage.maximum_filter(ndimage.minimum_filter(smooth, size=box), size=box)
+    background = ndimage.gaussian_filter(opened, [r / 2 for r in radius], mode="nearest")
+    return volume - background, background
+
+
+def background_reach(radius: Sequence[int]) -> tuple[int, int, int]:
+    """How far (z, y, x voxels) :func:`subtract_background` reads around a voxel: the two Gaussians' kernel
+    radii (scipy's ``int(4 * sigma + 0.5)``) and the opening's two box radii."""
+    if not any(radius):
+        return (0, 0, 0)
+    finest = max(radius)
+    return tuple(int(4 * r / finest + 0.5) + 2 * r + int(4 * r / 2 + 0.5) for r in radius)  # type: ignore[return-value]
+
+
+def model_view(
+    volume: np.ndarray,
+    offset: float,
+    background: Sequence[int] | None = None,
+    low: float | None = None,
+    high: float | None = None,
 ) -> np.ndarray:
-    """The volume as a model compressing its input with ``offset`` sees it (:func:`compress_intensities` of
-    :func:`remap`, ``low`` and ``high`` overriding the volume's own minimum and maximum), for the half-max
-    boundaries of its nuclei; the volume itself at offset 0 (those boundaries are the same under any
-    increasing linear map of the intensities, such as the remap)."""
-    if not offset:
-        return volume
-    return compress_intensities(remap(volume, low, high), offset)
+    """The volume as a model compressing its input with ``offset`` and subtracting its background with a box of
+    radius ``background`` sees it (:func:`compress_intensities` of :func:`remap`, then
+    :func:`subtract_background`; ``low`` and ``high`` override the volume's own minimum and maximum), for the
+    half-max boundaries of its nuclei. Without compression the remap is left out: those boundaries are the same
+    under any increasing linear map of the intensities; the volume itself when the model does neither."""
+    if offset:
+        volume = compress_intensities(remap(volume, low, high), offset)
+    if background is not None and any(background):
+        volume = subtract_background(volume, background)[0]
+    return volume

@@ -20,11 +20,12 @@ from tqdm.auto import tqdm
 
 from wnet_zoo.errors import UserError, setting
 from wnet_zoo.io.atomic import check_can_create, removed_if_left_empty, sweep_stale_parts
-from wnet_zoo.io.intensity import compressed_view
+from wnet_zoo.io.intensity import model_view
 from wnet_zoo.io.sources import SourceSpec, collect_sources
 from wnet_zoo.io.volumes import read_volume
 from wnet_zoo.io.voxels import VoxelSize, override_voxel_size, read_voxel_size
 from wnet_zoo.prediction.foreground import choose_foreground
+from wnet_zoo.prediction.metadata import ModelMetadata
 from wnet_zoo.prediction.model_files import onnx_file
 from wnet_zoo.prediction.outputs import ImageResult, OutputSet, check_free, names, output_paths
 from wnet_zoo.prediction.predictor import Predictor
@@ -236,8 +237,7 @@ def _predict_one(
     probabilities = predictor.probabilities(volume, progress=request.progress, label=spec.path.name)
     foreground, reason = choose_foreground(probabilities, volume, predictor.metadata, request.foreground_class)
     result = ImageResult(spec.path, paths, foreground, reason, None)
-    input_log = predictor.metadata.input_log or 0.0
-    _write(result, probabilities, volume, size, request.nuclei, input_log, request.progress)
+    _write(result, probabilities, volume, size, request.nuclei, predictor.metadata, request.progress)
     return result
 
 
@@ -278,7 +278,7 @@ def _write(
     volume: np.ndarray,
     size: VoxelSize | None,
     nuclei: NucleiOptions,
-    input_log: float,
+    metadata: ModelMetadata,
     progress: bool = False,
 ) -> None:
     paths = result.paths
@@ -297,7 +297,7 @@ def _write(
                     volume,
                     mask=mask,
                     voxel_size=spacing,
-                    boundary_intensity=compressed_view(volume, input_log),
+                    boundary_intensity=model_view(volume, metadata.input_log or 0.0, metadata.input_background),
                     step=step,
                     **asdict(nuclei),
                 )

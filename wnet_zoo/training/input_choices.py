@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from wnet_zoo.errors import setting
-from wnet_zoo.io.intensity import compress_intensities
+from wnet_zoo.io.intensity import compress_intensities, subtract_background
 from wnet_zoo.training.config import TrainConfig
 
 NOISY = 4.0  # voxel-to-voxel noise on the 0..100 scale from which training smooths the model's input by default
@@ -117,20 +117,6 @@ MAX_BACKGROUND_RADIUS = 8
 _SAMPLE = (96, 256, 256)  # the background is judged on a central block of at most this size of each volume
 
 
-def flattened(volume: np.ndarray, radius: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The volume less its background, and that background, as :class:`wnet_zoo.model.wnet.InputFlattening`
-    computes them: the Gaussian-smoothed opening by a box of ``2 * radius + 1`` voxels (z, y, x) of the volume
-    smoothed by one voxel."""
-    from scipy import ndimage
-
-    finest = max(radius)
-    smooth = ndimage.gaussian_filter(np.asarray(volume, dtype=np.float32), [r / finest for r in radius], mode="nearest")
-    box = [2 * r + 1 for r in radius]
-    opened = ndimage.maximum_filter(ndimage.minimum_filter(smooth, size=box), size=box)
-    background = ndimage.gaussian_filter(opened, [r / 2 for r in radius], mode="nearest")
-    return np.asarray(volume, dtype=np.float32) - background, background
-
-
 def nucleus_radius(volume: np.ndarray, spacing: tuple[float, float, float]) -> float:
     """The radius (voxels along the finest axis) of the larger nuclei: the 90th percentile, over the objects of
     at least 27 voxels of an Otsu split of the volume flattened at the largest radius, of each object's largest
@@ -139,7 +125,7 @@ def nucleus_radius(volume: np.ndarray, spacing: tuple[float, float, float]) -> f
     from scipy import ndimage
     from skimage.filters import threshold_otsu
 
-    flat, _ = flattened(volume, background_radius_for(MAX_BACKGROUND_RADIUS, spacing))
+    flat, _ = subtract_background(volume, background_radius_for(MAX_BACKGROUND_RADIUS, spacing))
     if float(flat.max()) <= float(flat.min()):
         return 0.0
     inside = flat > threshold_otsu(flat)
@@ -152,14 +138,14 @@ def nucleus_radius(volume: np.ndarray, spacing: tuple[float, float, float]) -> f
 
 def background_unevenness(volume: np.ndarray, radius: Sequence[int]) -> float:
     """How much the background varies against how far the nuclei stand above it: the 5th-95th percentile range of
-    the background :func:`flattened` finds, over the difference of the class means of an Otsu split of the
-    flattened volume. 0.2 to 0.4 on the phantoms of ``benchmarks/phantoms.py`` whose background is flat
-    (illumination that fades scales the nuclei, not the background) and 0.2 and 0.4 on CellSeg3D's example
-    volumes; 1.1 with autofluorescence as strong as the nuclei's contrast.
+    the background :func:`~wnet_zoo.io.intensity.subtract_background` finds, over the difference of the class
+    means of an Otsu split of the volume less that background. 0.0 to 0.5 on the phantoms of
+    ``benchmarks/phantoms.py`` whose background is flat (illumination that fades scales the nuclei, not the
+    background), 0.2 on CellSeg3D's example volumes, 0.8 with autofluorescence as strong as the nuclei's contrast.
     """
     from skimage.filters import threshold_otsu
 
-    flat, background = flattened(volume, radius)
+    flat, background = subtract_background(volume, radius)
     if float(flat.max()) <= float(flat.min()):
         return 0.0
     split = threshold_otsu(flat)

@@ -313,20 +313,22 @@ def test_blocks_of_thin_volumes_grow_to_the_same_memory():
 
 
 @pytest.mark.slow
-def test_a_compressing_model_has_its_half_max_boundaries_read_the_compressed_image(volume, tmp_path):
-    """In memory and streamed alike, the half-max boundaries read the image as the model saw it. (Random weights
-    give nuclei that reach past the usual instance halo, hence a wider one.)"""
+@pytest.mark.parametrize("transform", [{"input_log": 2.0}, {"input_log": 2.0, "input_background": (2, 3, 3)}])
+def test_a_transforming_model_has_its_half_max_boundaries_read_the_image_as_it_saw_it(volume, tmp_path, transform):
+    """In memory and streamed alike, the half-max boundaries read the image as the model saw it: compressed, and
+    less its background (which blocks read beyond their halo for). (Random weights give nuclei that reach past
+    the usual instance halo, hence a wider one.)"""
     import torch
 
     from wnet_zoo.export.onnx import export_onnx
-    from wnet_zoo.io.intensity import compress_intensities, remap
+    from wnet_zoo.io.intensity import model_view
     from wnet_zoo.model.wnet import WNet3D
     from wnet_zoo.prediction.metadata import ModelMetadata
     from wnet_zoo.segment.nuclei import instances
 
     torch.manual_seed(0)
-    model = tmp_path / "log.onnx"
-    export_onnx(WNet3D(channels=(4, 8, 16, 32), input_log=2.0).eval(), model, ModelMetadata(num_classes=2))
+    model = tmp_path / "transform.onnx"
+    export_onnx(WNet3D(channels=(4, 8, 16, 32), **transform).eval(), model, ModelMetadata(num_classes=2))
     tifffile.imwrite(tmp_path / "crop.tif", volume)
     results = {}
     for stream in (False, True):
@@ -339,7 +341,7 @@ def test_a_compressing_model_has_its_half_max_boundaries_read_the_compressed_ima
     _assert_same(results[True], results[False])
     probabilities, mask = results[False]["probabilities"], results[False]["raw_mask"] > 0
     foreground = probabilities[:, mask].mean(axis=1).argmax()
-    seen = compress_intensities(remap(volume), 2.0)
+    seen = model_view(volume, 2.0, transform.get("input_background"))
     found = instances(probabilities[foreground], volume, mask=mask, boundary_intensity=seen).labels
     raw = instances(probabilities[foreground], volume, mask=mask).labels
     np.testing.assert_array_equal(results[False]["instances"] > 0, found > 0)

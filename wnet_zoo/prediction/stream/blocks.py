@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from wnet_zoo.errors import naming
-from wnet_zoo.io.intensity import compressed_view, remap
+from wnet_zoo.io.intensity import background_reach, model_view, remap
 from wnet_zoo.io.sources import Region, VolumeSource
 from wnet_zoo.io.stores import open_zarr
 from wnet_zoo.prediction.settings import needs_nuclei
@@ -123,10 +123,18 @@ def label(job: Job, index: int) -> dict[str, np.ndarray]:
         open_zarr(job.store("raw_mask"))[region] = foreground[core].astype(np.uint8)
     if not nuclei:
         return {}
+    # the half-max boundaries read the image as the model saw it; its background subtraction reads further
+    # around each voxel, so that margin is read too and cut off after, for the values the in-memory path gives
+    reach = background_reach(job.input_background or (0, 0, 0))
+    read = tuple(
+        slice(max(e.start - m, 0), min(e.stop + m, s)) for e, m, s in zip(extended, reach, job.shape, strict=True)
+    )
+    inner = tuple(slice(e.start - r.start, e.stop - r.start) for e, r in zip(extended, read, strict=True))
     with job.source.open() as source:
-        intensity = source.read(extended)
-    # the half-max boundaries read the image as the model saw it
-    seen = compressed_view(intensity, job.input_log, job.low, job.high)
+        wide = source.read(read)
+    intensity = wide[inner]
+    seen = model_view(wide, job.input_log, job.input_background, job.low, job.high)[inner]
+    del wide
     labels = nuclei_labels(foreground, seen, job.spacing, job.nuclei)
     del seen
     own, compact = np.unique(labels[core], return_inverse=True)

@@ -162,6 +162,7 @@ def _job(
         chunk=options.chunk,
         instance_halo=options.instance_halo,
         input_log=predictor.metadata.input_log or 0.0,
+        input_background=predictor.metadata.input_background,
         cache_bytes=options.cache_mb * 2**20,
     )
     if not distributed:
