@@ -103,3 +103,22 @@ def test_the_background_box_follows_the_voxel_size():
     assert background_radius_for(None, (2.0, 1.0, 1.0)) == (0, 0, 0) == background_radius_for(0, (1.0, 1.0, 1.0))
     assert background_radius_for(5, (2.0, 1.0, 1.0)) == (2, 5, 5)
     assert background_radius_for(3, (8.0, 1.0, 1.0)) == (1, 3, 3)  # at least one voxel on every axis
+
+
+def test_the_brightness_spread_of_packed_nuclei_is_read_above_the_space_between_them():
+    import dataclasses
+
+    from wnet_zoo.training.input_choices import SPREAD, background_level, brightness_spread
+
+    from phantoms import SETTINGS, make_phantom
+
+    packed = remap(make_phantom("packed")[0])  # nuclei fill 46 % of the volume: the median is no background ...
+    assert background_level(packed) < np.median(packed) - 5  # ... the space between the nuclei is
+    assert brightness_spread(packed) < 1.5
+    SETTINGS["packed_bright"] = dataclasses.replace(SETTINGS["packed"], bright_fraction=0.15, bright_factor=8)
+    try:
+        bright = remap(make_phantom("packed_bright")[0])  # 15 % of the nuclei 8x brighter
+    finally:
+        del SETTINGS["packed_bright"]
+    assert brightness_spread(bright) > SPREAD  # 4.4; read above the volume's median it was 1.8
+    assert background_level(np.full((8, 8, 8), 3.0, np.float32)) == 3.0
