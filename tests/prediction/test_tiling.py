@@ -115,6 +115,9 @@ def test_short_axis_is_cropped_back_and_padding_uses_the_value():
     assert padded.shape == (8, 8, 8) and padded[0].min() == -3.0 and padded[-2:].max() == -3.0
     assert plan.crop(padded).shape == (5, 8, 8) and plan.crop(padded).min() == 1.0
     assert len(plan.tiles) == 1
+    ramp = np.arange(5, dtype=np.float32)[:, None, None] * np.ones((5, 8, 8), np.float32)
+    edged = plan.pad_volume(ramp, value=-3.0, edge=True)  # for a model that subtracts its background
+    assert edged[:, 0, 0].tolist() == [0, 0, 1, 2, 3, 4, 4, 4]
 
 
 def test_bad_settings_are_user_errors():

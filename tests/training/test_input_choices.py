@@ -101,7 +101,8 @@ def test_a_constant_volume_and_nuclei_too_large_for_the_box_leave_the_background
 
 def test_the_background_box_follows_the_voxel_size():
     assert background_radius_for(None, (2.0, 1.0, 1.0)) == (0, 0, 0) == background_radius_for(0, (1.0, 1.0, 1.0))
-    assert background_radius_for(5, (2.0, 1.0, 1.0)) == (2, 5, 5)
+    assert background_radius_for(5, (2.0, 1.0, 1.0)) == (3, 5, 5)  # rounded up: at least as wide as the nuclei
+    assert background_radius_for(4, (2.0, 1.0, 1.0)) == (2, 4, 4)
     assert background_radius_for(3, (8.0, 1.0, 1.0)) == (1, 3, 3)  # at least one voxel on every axis
 
 

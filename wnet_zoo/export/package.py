@@ -267,7 +267,8 @@ def _input_text(offset: float, background: Sequence[int], sigma: Sequence[float]
         )
     if any(background):
         text += (
-            " The model subtracts its input's background, the smoothed grey-level opening by a box of "
+            f" The model subtracts its {'compressed ' if offset else ''}input's background, the smoothed grey-level "
+            "opening by a box of "
             f"{' x '.join(str(2 * r + 1) for r in background)} voxels (z, y, x), before segmenting it (chosen in "
             "training for stacks whose background varies as much as the nuclei stand above it)."
         )

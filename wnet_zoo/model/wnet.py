@@ -153,7 +153,9 @@ class InputFlattening(nn.Module):
     are narrower; ``g`` is a Gaussian of sigma ``radius / max(radius)`` (one voxel along the finest axis), so that
     the erosion reads the background's level rather than the noise's minima; ``G`` a Gaussian of sigma
     ``radius / 2``, which smooths the opening's box-shaped steps. At tile borders the box holds only the voxels
-    inside (max-pooling ignores its padding), so tiles agree wherever their boxes do. A non-zero ``radius`` is kept
+    inside (max-pooling ignores its padding) and the Gaussians repeat the edge, so overlapping tiles agree beyond
+    the transform's reach (``2 * radius`` plus the Gaussians' kernel radii) from their borders. It runs in float32
+    under autocast too. A non-zero ``radius`` is kept
     in the state dict (``input_background``): loading weights of another radius is an error.
     """
 
@@ -169,6 +171,11 @@ class InputFlattening(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not any(self.radius):
             return x
+        if torch.is_autocast_enabled(x.device.type):
+            # a small difference of two large values: in bf16 the background would be off by up to a unit on
+            # the 0..100 scale, which the exports (float32) would not reproduce
+            with torch.autocast(x.device.type, enabled=False):
+                return self.forward(x.float())
         return x - self.blur(self._dilate(-self._dilate(-self.presmooth(x))))
 
     def _dilate(self, x: torch.Tensor) -> torch.Tensor:
@@ -378,8 +385,8 @@ def _check_sigma(sigma: Sequence[float]) -> tuple[float, float, float]:
 
 def _check_radius(radius: Sequence[int]) -> tuple[int, int, int]:
     values = tuple(int(r) for r in radius)
-    if len(values) != 3 or values != tuple(radius) or not all(0 <= r <= 32 for r in values):
-        raise ValueError(f"input_background must be 3 whole numbers (z, y, x) in [0, 32] voxels, got {tuple(radius)}")
+    if len(values) != 3 or values != tuple(radius) or not all(0 <= r <= 16 for r in values):
+        raise ValueError(f"input_background must be 3 whole numbers (z, y, x) in [0, 16] voxels, got {tuple(radius)}")
     if any(values) and not all(values):
         raise ValueError(f"input_background must be 0 on every axis or on none, got {values}")
     return values  # type: ignore[return-value]

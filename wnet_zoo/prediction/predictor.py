@@ -138,13 +138,20 @@ class Predictor:
             f"{input_transform(self.metadata)}"
         )
 
+    @property
+    def pads_edges(self) -> bool:
+        """Whether axes shorter than the tile are padded with their edge voxels rather than a constant: for a
+        model that subtracts its input's background, whose opening would take a constant pad for background."""
+        return bool(self.metadata.input_background and any(self.metadata.input_background))
+
     def probabilities(self, volume: np.ndarray, progress: bool = False, label: str | None = None) -> np.ndarray:
         """Class probabilities (K, Z, Y, X) of a checked float32 volume (Z, Y, X), blended over the tiles."""
         plan = TilePlan.create(volume.shape, self.tile, self.tiling.overlap, self.tiling.blend)
+        edge = self.pads_edges
         if self.tiling.norm == "global":
-            source = plan.pad_volume(remap(volume), 0.0)
+            source = plan.pad_volume(remap(volume), 0.0, edge)
         else:
-            source = plan.pad_volume(np.asarray(volume, dtype=np.float32), float(volume.min()))
+            source = plan.pad_volume(np.asarray(volume, dtype=np.float32), float(volume.min()), edge)
         blender: Blender | None = None
         done = 0
         with tqdm(total=len(plan.tiles), desc=label, unit="tile", disable=not progress, leave=False) as bar:

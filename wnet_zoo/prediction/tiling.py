@@ -106,10 +106,13 @@ class TilePlan:
         """The shape the tiles are laid on: the volume with short axes padded to the tile."""
         return tuple(s + b + a for s, (b, a) in zip(self.shape, self.pad, strict=True))  # type: ignore[return-value]
 
-    def pad_volume(self, volume: np.ndarray, value: float = 0.0) -> np.ndarray:
-        """``volume`` (z, y, x) padded like MONAI pads it (a constant ``value``); itself if nothing to pad."""
+    def pad_volume(self, volume: np.ndarray, value: float = 0.0, edge: bool = False) -> np.ndarray:
+        """``volume`` (z, y, x) padded like MONAI pads it (a constant ``value``), or with its edge voxels repeated
+        (``edge``); itself if nothing to pad."""
         if not any(b or a for b, a in self.pad):
             return volume
+        if edge:
+            return np.pad(volume, self.pad, mode="edge")
         return np.pad(volume, self.pad, mode="constant", constant_values=value)
 
     def crop(self, array: np.ndarray) -> np.ndarray:

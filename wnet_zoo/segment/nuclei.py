@@ -99,7 +99,8 @@ def instances(
             ``"auto"``: half-max when ``intensity`` is given, else the mask.
         relative_min_size: nuclei under this fraction of the typical nucleus volume are removed too (0: off).
         boundary_intensity: the image the half-max boundary reads instead of ``intensity`` (the predictor passes
-            the image as a model that compresses its input sees it; the table still reads ``intensity``).
+            the image as the model saw it, compressed and less its background where the model does either; the
+            table still reads ``intensity``).
         step: called with each stage's name as it starts (:func:`stage_count` of them), e.g. to move a progress
             bar on a large volume.
     """

@@ -28,8 +28,9 @@ def noise_level(volume: np.ndarray, samples: int = 1 << 24) -> float:
     median absolute deviation) of the differences between neighbours along x, over sqrt(2).
 
     Nuclei edges are a small share of all neighbour pairs, so the median reads the noise, not the content. On
-    the 0..100 scale: 8.5 on the low-SNR phantom of ``benchmarks/phantoms.py``, 0.2 to 2.8 on its other
-    settings, 0.7 and 0.9 on CellSeg3D's example volumes. Reads every n-th z plane for at most ``samples``
+    the 0..100 scale: 8.5 on the low-SNR phantom of ``benchmarks/phantoms.py``, 4 to 6.5 on its packed,
+    low-contrast and tissue settings, 0.2 to 2.8 on the others, 0.7 and 0.9 on CellSeg3D's example volumes
+    (``benchmarks/results/input_choices.json``). Reads every n-th z plane for at most ``samples``
     differences.
     """
     if volume.ndim != 3 or volume.shape[2] < 2 or volume.size == 0:
@@ -200,11 +201,12 @@ def auto_input_background(
 
 
 def background_radius_for(radius: int | None, spacing: tuple[float, float, float]) -> tuple[int, int, int]:
-    """The model's (z, y, x) background box radius in voxels for ``radius`` finest-axis voxels (at least 1 each)."""
+    """The model's (z, y, x) background box radius in voxels for ``radius`` finest-axis voxels, rounded up (a box
+    at least as wide as the nuclei on every axis)."""
     if not radius:
         return (0, 0, 0)
     finest = min(spacing)
-    return tuple(max(1, round(radius * finest / s)) for s in spacing)  # type: ignore[return-value]
+    return tuple(max(1, math.ceil(radius * finest / s - 1e-9)) for s in spacing)  # type: ignore[return-value]
 
 
 def _central(volume: np.ndarray) -> np.ndarray:
@@ -241,7 +243,7 @@ def choose_input_transform(
                 setting("input_log", 0),
             )
     if input_background is None:
-        compressed = [compress_intensities(v, input_log) for v in volumes] if input_log else volumes
+        compressed = [compress_intensities(_central(v), input_log) for v in volumes]
         input_background, unevenness, nucleus = auto_input_background(compressed, spacing)
         if input_background:
             LOG.info(

@@ -55,12 +55,11 @@ def finetune(
 
     ``weights``, when given, are those already loaded from ``source`` (so a large archive is read once).
 
-    The architecture (classes, channels, input transform) comes from the weights and replaces the config's
-    (an explicit ``config.input_smoothing``, ``input_log`` or ``input_background`` other than the weights' is a
-    ``UserError``) in the configuration
-    recorded (``config`` itself is left as it is). Training runs
-    at ``lr = base_lr * lr_factor``, ``base_lr`` being ``config.base_lr`` or else ``config.lr`` (the
-    training default 1e-3 unless changed): 1e-4 by default, as CellSeg3D's page advises for retraining.
+    The architecture (classes, channels, input transform) comes from the weights and replaces the config's in
+    the configuration recorded (``config`` itself is left as it is); an explicit ``config.input_smoothing``,
+    ``input_log`` or ``input_background`` other than the weights' is a ``UserError``. Training runs at
+    ``lr = base_lr * lr_factor``, ``base_lr`` being ``config.base_lr`` or else ``config.lr`` (the training
+    default 1e-3 unless changed): 1e-4 by default, as CellSeg3D's page advises for retraining.
     """
     initial = weights if weights is not None else load_weights(source)
     architecture = initial.architecture

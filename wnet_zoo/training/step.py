@@ -106,8 +106,8 @@ class TrainingStep:
 
     @torch.no_grad()
     def target(self, image: torch.Tensor) -> torch.Tensor:
-        """What the losses compare with: the image as the encoder sees it (compressed and smoothed, when the
-        model does either)."""
+        """What the losses compare with: the image as the encoder sees it (compressed, less its background and
+        smoothed, when the model does any of these)."""
         return self.model.encoder.prepare(image)
 
     def _finite_gradients(self) -> bool:

@@ -330,15 +330,17 @@ def test_a_transforming_model_has_its_half_max_boundaries_read_the_image_as_it_s
     model = tmp_path / "transform.onnx"
     export_onnx(WNet3D(channels=(4, 8, 16, 32), **transform).eval(), model, ModelMetadata(num_classes=2))
     tifffile.imwrite(tmp_path / "crop.tif", volume)
+    tifffile.imwrite(tmp_path / "thin.tif", volume[:12])  # thinner than the tile: padded, with edges if flattening
     results = {}
     for stream in (False, True):
         out = tmp_path / f"out{stream}"
         options = {"stream_options": WIDE_HALO} if stream else {}
-        predict_files(
-            model, [tmp_path / "crop.tif"], out, outputs=ALL, stream=stream, report=_quiet, **options, **SETTINGS
-        )
+        images = [tmp_path / "crop.tif", tmp_path / "thin.tif"]
+        predict_files(model, images, out, outputs=ALL, stream=stream, report=_quiet, **options, **SETTINGS)
         results[stream] = _read(out, "crop", "tif")
+        results["thin", stream] = _read(out, "thin", "tif")
     _assert_same(results[True], results[False])
+    _assert_same(results["thin", True], results["thin", False])
     probabilities, mask = results[False]["probabilities"], results[False]["raw_mask"] > 0
     foreground = probabilities[:, mask].mean(axis=1).argmax()
     seen = model_view(volume, 2.0, transform.get("input_background"))

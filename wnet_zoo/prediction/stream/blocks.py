@@ -74,7 +74,7 @@ def probabilities(job: Job, index: int) -> dict[str, np.ndarray]:
     region = job.grid.region(index)
     with job.source.open() as source:
         window = plan.source_region(region)
-        raw = read_padded(source, plan, window)
+        raw = read_padded(source, plan, window, edge=predictor.pads_edges)
     inner = tuple(
         slice(r.start + b - w.start, r.stop + b - w.start)
         for r, (b, _), w in zip(region, plan.pad, window, strict=True)
@@ -82,10 +82,12 @@ def probabilities(job: Job, index: int) -> dict[str, np.ndarray]:
     intensity = raw[inner].copy()
     if predictor.tiling.norm == "global":
         data = remap(raw, job.low, job.high)
-        data[_pad_mask(plan, window, data.shape)] = 0.0
+        if not predictor.pads_edges:
+            data[_pad_mask(plan, window, data.shape)] = 0.0
     else:
         data = raw
-        data[_pad_mask(plan, window, data.shape)] = job.low
+        if not predictor.pads_edges:
+            data[_pad_mask(plan, window, data.shape)] = job.low
     del raw
     outputs = _TileOutputs(job, predictor, plan, data, window, plan.tiles_covering(region))
     blended = plan.blend_region(region, outputs)
@@ -125,14 +127,14 @@ def label(job: Job, index: int) -> dict[str, np.ndarray]:
         return {}
     # the half-max boundaries read the image as the model saw it; its background subtraction reads further
     # around each voxel, so that margin is read too and cut off after, for the values the in-memory path gives
-    reach = background_reach(job.input_background or (0, 0, 0))
+    reach = background_reach(job.input_background)
     read = tuple(
         slice(max(e.start - m, 0), min(e.stop + m, s)) for e, m, s in zip(extended, reach, job.shape, strict=True)
     )
     inner = tuple(slice(e.start - r.start, e.stop - r.start) for e, r in zip(extended, read, strict=True))
     with job.source.open() as source:
         wide = source.read(read)
-    intensity = wide[inner]
+    intensity = wide[inner].copy()
     seen = model_view(wide, job.input_log, job.input_background, job.low, job.high)[inner]
     del wide
     labels = nuclei_labels(foreground, seen, job.spacing, job.nuclei)
@@ -220,8 +222,9 @@ def relabel(job: Job, index: int, extra: dict[str, Any]) -> dict[str, np.ndarray
     return {}
 
 
-def read_padded(source: VolumeSource, plan: TilePlan, window: Region) -> np.ndarray:
-    """The part ``window`` (padded coordinates) of the volume, zeros where it lies in the padding."""
+def read_padded(source: VolumeSource, plan: TilePlan, window: Region, edge: bool = False) -> np.ndarray:
+    """The part ``window`` (padded coordinates) of the volume, zeros where it lies in the padding (the nearest
+    edge voxel with ``edge``, as :meth:`TilePlan.pad_volume` pads)."""
     shape = tuple(w.stop - w.start for w in window)
     inside = [
         (max(w.start - b, 0), min(w.stop - b, s)) for w, (b, _), s in zip(window, plan.pad, plan.shape, strict=True)
@@ -229,10 +232,13 @@ def read_padded(source: VolumeSource, plan: TilePlan, window: Region) -> np.ndar
     values = source.read(tuple(slice(a, z) for a, z in inside))  # type: ignore[arg-type]
     if values.shape == shape:
         return values
-    out = np.zeros(shape, dtype=np.float32)
     place = tuple(
         slice(a + b - w.start, z + b - w.start) for (a, z), (b, _), w in zip(inside, plan.pad, window, strict=True)
     )
+    if edge:
+        widths = [(p.start, n - p.stop) for p, n in zip(place, shape, strict=True)]
+        return np.pad(np.asarray(values, dtype=np.float32), widths, mode="edge")
+    out = np.zeros(shape, dtype=np.float32)
     out[place] = values
     return out
 

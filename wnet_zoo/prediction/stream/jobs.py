@@ -79,7 +79,7 @@ class Job:
     instance_halo: int = 24
     nuclei: NucleiOptions = NucleiOptions()
     input_log: float = 0.0
-    input_background: tuple[int, int, int] | None = None
+    input_background: tuple[int, int, int] = (0, 0, 0)
     cache_bytes: int = 128 * 2**20
     naming: Naming = field(default_factory=current_naming)
 

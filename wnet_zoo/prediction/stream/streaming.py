@@ -27,6 +27,7 @@ import numpy as np
 
 from wnet_zoo.errors import UserError, setting
 from wnet_zoo.io.atomic import atomic_path
+from wnet_zoo.io.intensity import background_reach
 from wnet_zoo.io.sources import SourceSpec, VolumeSource
 from wnet_zoo.io.stores import create_zarr, open_zarr, write_tiff_blocks
 from wnet_zoo.io.voxels import VoxelSize, override_voxel_size
@@ -155,14 +156,20 @@ def _job(
         work=work,
         shape=source.shape,
         block=fit_block(source.shape, options.block, options.chunk, max(predictor.tile) // 2),
-        label_block=fit_block(source.shape, options.label_block, options.chunk, options.instance_halo),
+        label_block=fit_block(
+            source.shape,
+            options.label_block,
+            options.chunk,
+            # a model that subtracts its background has its half-max boundaries read that much further
+            options.instance_halo + max(background_reach(predictor.metadata.input_background or (0, 0, 0))),
+        ),
         predictor=settings,
         outputs=tuple(outputs),
         spacing=spacing,
         chunk=options.chunk,
         instance_halo=options.instance_halo,
         input_log=predictor.metadata.input_log or 0.0,
-        input_background=predictor.metadata.input_background,
+        input_background=predictor.metadata.input_background or (0, 0, 0),
         cache_bytes=options.cache_mb * 2**20,
     )
     if not distributed:
