@@ -155,6 +155,10 @@ def test_input_flattening_removes_a_smooth_background_keeps_nuclei_and_travels_w
     assert np.percentile(image[nuclei == 0], 95) - np.percentile(image[nuclei == 0], 5) > 25
     unchanged = torch.from_numpy(image)
     assert model.InputFlattening((0, 0, 0))(unchanged) is unchanged
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as in bf16 training: still float32, as the exports compute
+        under = flatten(torch.from_numpy(image)[None, None])[0, 0]
+    assert under.dtype == torch.float32
+    assert_close(under.numpy(), ours, rel=1e-5, what="flattened image under autocast")
     plain = WNet3D(channels=(4, 8, 16, 32)).eval()
     flat = WNet3D(channels=(4, 8, 16, 32), input_background=(2, 4, 4)).eval()
     assert "encoder.flatten.input_background" not in plain.state_dict()
