@@ -81,21 +81,25 @@ def test_baselines_label_nuclei(capsys: pytest.CaptureFixture[str]):
     assert [row.split()[:2] for row in rows[1:4]] == [["sparse", name] for name in results]
 
 
-def test_quality_keeps_the_settings_it_does_not_run_again_each_dated(tmp_path: Path):
+def test_quality_keeps_the_settings_it_does_not_run_again_each_dated_with_its_machine(tmp_path: Path):
     import json
 
     run = {"epochs": None, "threads": None, "train_args": []}
     path = tmp_path / "quality.json"
+    amd = {"cpu": "AMD EPYC", "threads": None}
     earlier = {"sparse": {"fg_dice": 1}, "low_snr": {"fg_dice": 2}, "retired": {"fg_dice": 3}}
-    path.write_text(json.dumps({"date": "2026-11-25T10:00:00+00:00", "run": run, "settings": earlier}))
+    path.write_text(json.dumps({"date": "2026-11-25T10:00:00+00:00", "run": run, "machine": amd, "settings": earlier}))
     kept = quality.earlier_settings(path, run, ["low_snr"])
-    assert kept == {"sparse": {"date": "2026-11-25T10:00:00+00:00", "fg_dice": 1}}
+    assert kept == {"sparse": {"date": "2026-11-25T10:00:00+00:00", "machine": amd, "fg_dice": 1}}
     assert quality.earlier_settings(path, {**run, "epochs": 2}, ["low_snr"]) == {}  # other options: not comparable
     assert quality.earlier_settings(tmp_path / "absent.json", run, []) == {}
     now = "2026-11-26T01:00:00+00:00"
-    results = {"date": now, "settings": {**kept, "low_snr": {"date": now}}}
+    xeon = {"cpu": "Intel Xeon", "threads": 2}
+    results = {"date": now, "machine": xeon, "settings": {**kept, "low_snr": {"date": now, "machine": xeon}}}
     assert quality._dates(results) == "sparse on 2026-11-25; low_snr on 2026-11-26"
     assert quality._dates({"date": now, "settings": {"low_snr": {"date": now}}}) == "2026-11-26"
+    assert quality._machines(results) == "sparse on AMD EPYC, all thread(s); low_snr on Intel Xeon, 2 thread(s)"
+    assert quality._machines({"machine": xeon, "settings": {"low_snr": {}}}) == "Intel Xeon, 2 thread(s)"
 
 
 @pytest.mark.slow

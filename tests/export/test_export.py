@@ -174,7 +174,7 @@ def test_package_contents(exported: ExportResult, weights: dict[str, Path]):
     assert "## Validation" in archive.read("README.md").decode()
     card = archive.read("README.md").decode()
     assert "compresses its input's intensities" in card and "log(1 + x / 2)" in card
-    assert "subtracts its input's background, the smoothed grey-level opening by a box of 7 x 7 x 7" in card
+    assert "subtracts its compressed input's background, the smoothed grey-level opening by a box of 7 x 7 x 7" in card
     assert "smooths its transformed input with a Gaussian of sigma 1 x 1 x 1 voxels" in card
     cover = Image.open(io.BytesIO(archive.read("cover.png")))
     assert cover.format == "PNG" and cover.width == 2 * cover.height
