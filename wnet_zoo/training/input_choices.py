@@ -65,6 +65,18 @@ _MIN_OBJECT_VOXELS = 27
 _OBJECT_NOISE = 5.0  # objects stand this many noise standard deviations above the background
 
 
+def otsu_split(values: np.ndarray) -> tuple[float, float] | None:
+    """The level of a two-class (Otsu) split of ``values`` and how far apart the two classes' means lie; None for
+    a constant array (nothing to split)."""
+    from skimage.filters import threshold_otsu
+
+    if float(values.max()) <= float(values.min()):
+        return None
+    level = float(threshold_otsu(values))
+    above = values > level
+    return level, float(values[above].mean() - values[~above].mean())
+
+
 def background_level(volume: np.ndarray) -> float:
     """The intensity of the space between the nuclei: the median of the voxels below an Otsu split of the volume
     smoothed by one voxel.
@@ -74,12 +86,12 @@ def background_level(volume: np.ndarray) -> float:
     above it. Where nuclei are sparse both read the same.
     """
     from scipy import ndimage
-    from skimage.filters import threshold_otsu
 
     smooth = ndimage.gaussian_filter(np.asarray(volume, dtype=np.float32), 1.0)
-    if float(smooth.max()) <= float(smooth.min()):
+    split = otsu_split(smooth)
+    if split is None:
         return float(np.median(volume))
-    return float(np.median(np.asarray(volume)[smooth <= threshold_otsu(smooth)]))
+    return float(np.median(np.asarray(volume)[smooth <= split[0]]))
 
 
 def brightness_spread(volume: np.ndarray) -> float:
@@ -141,12 +153,12 @@ def nucleus_radius(volume: np.ndarray, spacing: tuple[float, float, float]) -> f
     inscribed distance (so that touching nuclei merged by the split still read as one nucleus's radius). 0 when
     nothing splits."""
     from scipy import ndimage
-    from skimage.filters import threshold_otsu
 
     flat, _ = subtract_background(volume, background_radius_for(MAX_BACKGROUND_RADIUS, spacing))
-    if float(flat.max()) <= float(flat.min()):
+    split = otsu_split(flat)
+    if split is None:
         return 0.0
-    inside = flat > threshold_otsu(flat)
+    inside = flat > split[0]
     labels, count = ndimage.label(inside)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     depth = ndimage.distance_transform_edt(inside, sampling=np.asarray(spacing) / min(spacing))
@@ -161,13 +173,11 @@ def background_unevenness(volume: np.ndarray, radius: Sequence[int]) -> float:
     ``benchmarks/phantoms.py`` whose background is flat (illumination that fades scales the nuclei, not the
     background), 0.2 on CellSeg3D's example volumes, 0.8 with autofluorescence as strong as the nuclei's contrast.
     """
-    from skimage.filters import threshold_otsu
-
     flat, background = subtract_background(volume, radius)
-    if float(flat.max()) <= float(flat.min()):
+    split = otsu_split(flat)
+    if split is None:
         return 0.0
-    split = threshold_otsu(flat)
-    contrast = float(flat[flat > split].mean() - flat[flat <= split].mean())
+    contrast = split[1]
     low, high = np.percentile(background, [5, 95])
     return float((high - low) / contrast) if contrast > 0 else 0.0
 

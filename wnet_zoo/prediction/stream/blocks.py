@@ -134,7 +134,7 @@ def label(job: Job, index: int) -> dict[str, np.ndarray]:
     inner = tuple(slice(e.start - r.start, e.stop - r.start) for e, r in zip(extended, read, strict=True))
     with job.source.open() as source:
         wide = source.read(read)
-    intensity = wide[inner].copy()
+    intensity = wide[inner].copy() if any(reach) else wide  # a copy lets the wider read go
     seen = model_view(wide, job.input_log, job.input_background, job.low, job.high)[inner]
     del wide
     labels = nuclei_labels(foreground, seen, job.spacing, job.nuclei)

@@ -150,6 +150,7 @@ def _job(
     else:
         settings["threads"] = predictor.engine.threads
     spacing = relative_spacing(None if size is None else size[:3])
+    background = predictor.metadata.input_background or (0, 0, 0)
     job = Job(
         source=spec,
         model=model,
@@ -161,7 +162,7 @@ def _job(
             options.label_block,
             options.chunk,
             # a model that subtracts its background has its half-max boundaries read that much further
-            options.instance_halo + max(background_reach(predictor.metadata.input_background or (0, 0, 0))),
+            options.instance_halo + max(background_reach(background)),
         ),
         predictor=settings,
         outputs=tuple(outputs),
@@ -169,7 +170,7 @@ def _job(
         chunk=options.chunk,
         instance_halo=options.instance_halo,
         input_log=predictor.metadata.input_log or 0.0,
-        input_background=predictor.metadata.input_background or (0, 0, 0),
+        input_background=background,
         cache_bytes=options.cache_mb * 2**20,
     )
     if not distributed:

@@ -17,7 +17,7 @@ import numpy as np
 from wnet_zoo.errors import UserError, command, setting
 from wnet_zoo.training.checks.base import NOTHING, Decision, EpochEnd, RunStart, StepLosses
 from wnet_zoo.training.events import Event, numbers
-from wnet_zoo.training.input_choices import noise_level
+from wnet_zoo.training.input_choices import noise_level, otsu_split
 
 OVER_EXPOSED_SHARE = 1e-3
 """A volume is over-exposed when this share of its voxels sits at the dtype's maximum or at its top value
@@ -151,13 +151,10 @@ def structure_cut(values: np.ndarray, noise: float) -> float | None:
     """The level of a two-class (Otsu) split of the smoothed intensities ``values``, when the two classes'
     means stand :data:`STRUCTURE_SEPARATION` times the smoothed ``noise`` apart; None for noise alone or a
     constant volume."""
-    from skimage.filters import threshold_otsu
-
-    if float(values.max()) <= float(values.min()):
+    split = otsu_split(values)
+    if split is None:
         return None
-    level = float(threshold_otsu(values))
-    above = values > level
-    separation = float(values[above].mean() - values[~above].mean())
+    level, separation = split
     return level if separation >= STRUCTURE_SEPARATION * noise else None
 
 
