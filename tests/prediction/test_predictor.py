@@ -102,6 +102,23 @@ def test_one_tile_over_the_whole_volume_is_one_plain_run(tiny, example):
     assert_close(predictor.probabilities(volume), plan.crop(plain), rel=1e-6, what="probabilities")
 
 
+def test_a_model_that_subtracts_its_background_has_short_axes_padded_with_their_edges(example, tmp_path):
+    """A constant pad would be taken for background by the opening: a bright band along a thin stack's faces."""
+    torch.manual_seed(0)
+    path = export_onnx(
+        WNet3D(channels=TINY_CHANNELS, input_background=(2, 3, 3)).eval(), tmp_path / "flat.onnx", ModelMetadata(2)
+    )
+    volume = np.ascontiguousarray(example[50:62, 10:40, 20:48])  # (12, 30, 28): z padded to the tile's 24
+    predictor = Predictor(path, device="cpu", threads=2, tile="24,32,32")
+    plan = TilePlan.create(volume.shape, predictor.tile, 0.25)
+    assert len(plan.tiles) == 1 and predictor.pads_edges
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    edged = session.run(None, {"raw": plan.pad_volume(remap(volume), edge=True)[None, None]})[0][0]
+    assert_close(predictor.probabilities(volume), plan.crop(edged), rel=1e-6, what="probabilities")
+    constant = session.run(None, {"raw": plan.pad_volume(remap(volume))[None, None]})[0][0]
+    assert not np.allclose(plan.crop(constant), plan.crop(edged), atol=1e-2)  # so the check above can fail
+
+
 CUDNN_SIZE_LIMIT = (  # what onnxruntime-gpu 1.31 said on an H200 running 1331 windows of 64^3 in one batch
     "Non-zero status code returned while running Conv node. Name:'/in_b/in_b.0/Conv' Status Message: CUDNN failure "
     "3000: CUDNN_STATUS_NOT_SUPPORTED ; GPU=0 ; expr=cudnnSetTensorNdDescriptor(tensor_, dataType, ...)"
