@@ -58,8 +58,8 @@ def test_resume_rejects_bad_requests(tmp_path: Path, small_tiff: Path, capsys):
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, small_tiff: Path):
     run, straight = tmp_path / "killed", tmp_path / "straight"
     args = [str(small_tiff), "--epochs", "3", "--samples-per-epoch", "4", *TINY[:4], *TINY[6:]]
-    command = [sys.executable, "-m", "wnet_zoo.cli", "train", *args, "--out", str(run)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cli = [sys.executable, "-m", "wnet_zoo.cli", "train"]
+    process = subprocess.Popen([*cli, *args, "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (run / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -69,7 +69,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, small_tiff:
     done = load_weights(run / "last.pt").epoch
     assert 1 <= done < 3
     assert not list(run.glob(".*.tmp")) or all(p.stat().st_size >= 0 for p in run.glob(".*.tmp"))
-    assert main(["train", "--resume", str(run)]) == 0
-    assert main(["train", *args, "--out", str(straight)]) == 0
+    # each run in a fresh process like the killed one: once in 4 CI runs the killed run's first epoch differed in
+    # its 8th digit from the same epoch trained inside the test process
+    assert subprocess.run([*cli, "--resume", str(run)], capture_output=True).returncode == 0
+    assert subprocess.run([*cli, *args, "--out", str(straight)], capture_output=True).returncode == 0
     assert _rows(run) == _rows(straight)
     assert _same_weights(run / "last.pt", straight / "last.pt")
