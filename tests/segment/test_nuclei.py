@@ -123,19 +123,41 @@ def test_packed_nuclei_read_their_background_in_the_darkest_part_of_their_surrou
         found = labels > 0
         return dice_of_nucleus(labels, truth == 14), 2 * (found & (truth > 0)).sum() / (found.sum() + (truth > 0).sum())
 
-    assert min(scores()) > 0.87
+    assert min(scores()) > 0.92
     monkeypatch.setattr(half_max, "HALF_MAX_BACKGROUND", 50.0)
-    assert max(scores()) < 0.8
+    assert max(scores()) < 0.85
+
+
+def test_half_max_reads_a_clear_edge_with_less_smoothing_and_a_noisy_one_as_before():
+    """Small blurred nuclei: smoothing by 1 voxel moves their half-max surface inwards, so where they stand far
+    above the noise their edge is read at a smoothing of 0.5 (truer size); in heavy noise, at 1 as before."""
+    from wnet_zoo.segment.half_max import half_max_foreground
+
+    shape = (32, 32, 32)
+    centres = [(z, y, x) for z in (8, 23) for y in (8, 23) for x in (8, 23)]
+    truth = np.zeros(shape, np.int32)
+    for i, centre in enumerate(centres):
+        truth[spheres(shape, [centre], 3.5)] = i + 1
+    blurred = ndimage.gaussian_filter(np.where(truth > 0, 100.0, 0.0), 1.0)
+    labels = np.where(blurred > 50.0, truth, 0)
+
+    def dice(noise: float, sigmas: tuple[float, ...]) -> float:
+        image = blurred + np.random.default_rng(1).normal(0, noise, shape)
+        found = half_max_foreground(labels, image, (1.0, 1.0, 1.0), sigmas)
+        return 2 * (found & (truth > 0)).sum() / (found.sum() + (truth > 0).sum())
+
+    assert dice(1.0, (0.5, 0.75, 1.0)) > 0.95 and dice(1.0, (0.5, 0.75, 1.0)) > dice(1.0, (1.0,)) + 0.05
+    assert dice(80.0, (0.5, 0.75, 1.0)) == dice(80.0, (1.0,))
 
 
 def test_half_max_boundary_gives_blurred_nuclei_their_true_size_and_relative_min_size_drops_speckles():
     image, truth, mask = blurred_nuclei()
     probability = mask.astype(np.float32)
     as_mask = instances(probability, image, mask=mask, boundary="mask", relative_min_size=0)
-    half_max = instances(probability, image, mask=mask, boundary="half_max", relative_min_size=0)
+    relative = instances(probability, image, mask=mask, boundary="mask")  # relative_min_size 0.1
     found = instances(probability, image, mask=mask)  # the defaults: half-max, relative_min_size 0.1
-    assert as_mask.labels.max() == half_max.labels.max() == 3  # two nuclei and the speckle's blob (>= 10 voxels)
-    assert found.labels.max() == 2  # the blob is under a tenth of a typical nucleus
+    assert as_mask.labels.max() == 3  # two nuclei and the speckle's blob (>= 10 voxels)
+    assert relative.labels.max() == found.labels.max() == 2  # the blob is under a tenth of a typical nucleus
     for nucleus in (truth == 1, truth == 2):
         assert dice_of_nucleus(as_mask.labels, nucleus) < 0.75  # the mask's rim
         assert dice_of_nucleus(found.labels, nucleus) > 0.9  # the dim one too: each nucleus has its own level
@@ -164,7 +186,8 @@ def test_a_false_positive_on_plain_background_does_not_grow(monkeypatch):
 
     assert len(sizes()) == 3 and min(sizes()) > 0.8 * truth.sum() / 3
     monkeypatch.setattr(half_max, "HALF_MAX_GROWTH_CONTRAST", 0.0)
-    assert len(sizes()) == 4  # every label grows: the blob spreads into the noise around it
+    grown = sizes()  # every label grows: the blob spreads into the noise around it, far beyond its 125 voxels
+    assert len(grown) >= 4 and sum(grown) - sum(sorted(grown)[-3:]) > 2 * 125
 
 
 def test_instances_name_each_stage_as_it_starts():
@@ -247,6 +270,26 @@ def test_a_nucleus_cut_in_two_is_merged_back_and_touching_nuclei_are_not():
     thin[0, 0, :3] = 3  # no volume: left alone, and the others renumbered 1..n
     merged = merge_convex(thin, (1.0, 1.0, 1.0))
     assert merged.max() == 2 and (merged[0, 0, :3] == 2).all() and merged.dtype == np.int32
+
+
+def test_pieces_of_unequal_brightness_are_two_nuclei_however_convex_their_union():
+    """Two small nuclei pressed together, blurred, keep little waist: the shape alone would merge them. One
+    nucleus cut in two is one brightness; two nuclei are two."""
+    from wnet_zoo.segment.convex import merge_convex
+
+    z, y, x = np.indices((30, 30, 60))
+    elongated = ((z - 15) / 6.0) ** 2 + ((y - 15) / 6.0) ** 2 + ((x - 30) / 14.5) ** 2 <= 1
+    uneven = x >= 30 + 2 * np.sin(y / 2.0) * np.cos(z / 2.0)
+    halves = np.where(elongated, 1 + uneven, 0).astype(np.int32)
+    noise = np.random.default_rng(0).normal(0.0, 3.0, halves.shape)
+    one = np.where(elongated, 100.0, 10.0) + noise
+    two = np.where(elongated, np.where(uneven, 100.0, 70.0), 10.0) + noise  # 0.33 of the contrast apart
+    assert merge_convex(halves, (1.0, 1.0, 1.0), intensity=one).max() == 1
+    assert merge_convex(halves, (1.0, 1.0, 1.0), intensity=two).max() == 2
+    textured = np.where(elongated, np.where(uneven, 100.0, 93.0), 10.0) + noise  # within a tenth: one nucleus
+    assert merge_convex(halves, (1.0, 1.0, 1.0), intensity=textured).max() == 1
+    solid = np.where(halves > 0, halves, 3)  # no unlabelled voxel around them: the shape decides
+    assert merge_convex(solid, (1.0, 1.0, 1.0), intensity=two)[halves > 0].max() == 1
 
 
 def test_convex_merge_decides_the_same_wherever_the_labels_lie():

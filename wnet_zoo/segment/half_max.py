@@ -5,37 +5,50 @@ background and its peak.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
 import numpy as np
 
 from wnet_zoo.segment.geometry import euclidean_distance
 
 HALF_MAX_SIGMA = 1.0  # smoothing of the image before levels are read, in units of the finest voxel side
+HALF_MAX_EDGE_SIGMAS = (0.5, 0.75, 1.0)  # smoothings an edge may be read at (none above HALF_MAX_SIGMA)
+HALF_MAX_EDGE_CONTRAST = 10.0  # an edge is read at the least smoothing leaving peak - background this x its noise
 HALF_MAX_SHELL = 3.0  # a nucleus's surroundings, where its boundary may move out to: outside the mask within this
 HALF_MAX_BACKGROUND = 10.0  # a nucleus's background level: this percentile of its smoothed surroundings
 HALF_MAX_PEAK = 90.0  # a nucleus's own level: this percentile of its smoothed intensity
 HALF_MAX_GROWTH_CONTRAST = 1.0  # a boundary moves out only where peak - background is this x the shell's noise
 
 
-def half_max_foreground(labels: np.ndarray, intensity: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+def half_max_foreground(
+    labels: np.ndarray,
+    intensity: np.ndarray,
+    spacing: tuple[float, float, float],
+    edge_sigmas: Sequence[float] = HALF_MAX_EDGE_SIGMAS,
+) -> np.ndarray:
     """The voxels of each labelled nucleus and of its surroundings whose smoothed intensity is at least halfway
     from those surroundings to the nucleus's peak (bool): each boundary moves in, or out by up to
     :data:`HALF_MAX_SHELL`, to where the intensity crosses half its maximum.
 
     A nucleus's surroundings are the unlabelled voxels within :data:`HALF_MAX_SHELL` of it and nearer to it than to
     any other nucleus; its background is their :data:`HALF_MAX_BACKGROUND` percentile (the median of all
-    unlabelled voxels when it has none), its peak the :data:`HALF_MAX_PEAK` percentile of its own voxels; the image
-    is smoothed by :data:`HALF_MAX_SIGMA` first, against noise. A mask drawn too tight (packed nuclei, whose
-    neighbours' light makes the model call their rims background) grows back; one drawn too wide shrinks. Only
-    labels whose peak stands :data:`HALF_MAX_GROWTH_CONTRAST` noise deviations above their background grow: for a
-    label on plain background (a false positive) half its shell would pass at random.
+    unlabelled voxels when it has none), its peak the :data:`HALF_MAX_PEAK` percentile of its own voxels, both read
+    on the image smoothed by :data:`HALF_MAX_SIGMA`, against noise. Its edge is then read on the least smoothed of
+    ``edge_sigmas`` (none above :data:`HALF_MAX_SIGMA`) whose remaining noise leaves peak - background
+    :data:`HALF_MAX_EDGE_CONTRAST` times above it: smoothing moves the half-max surface of a small convex nucleus
+    inwards (by a voxel for a radius of 3 to 4 at a sigma of 1) and fills the necks between packed ones, so a
+    nucleus that stands well above the noise is smoothed less, a noisy one as much as before. A mask drawn too tight
+    (packed nuclei, whose neighbours' light makes the model call their rims background) grows back; one drawn too
+    wide shrinks. Only labels whose peak stands :data:`HALF_MAX_GROWTH_CONTRAST` noise deviations above their
+    background grow: for a label on plain background (a false positive) half its shell would pass at random.
     """
     from scipy import ndimage
 
     count = int(labels.max(initial=0))
     if count == 0:
         return labels > 0
-    smoothed = ndimage.gaussian_filter(np.asarray(intensity, dtype=np.float32), [HALF_MAX_SIGMA / s for s in spacing])
+    intensity = np.asarray(intensity, dtype=np.float32)
+    smoothed = ndimage.gaussian_filter(intensity, [HALF_MAX_SIGMA / s for s in spacing])
     outside = labels == 0
     if not outside.any():  # one nucleus fills the volume: nothing to compare it with
         return ~outside
@@ -48,11 +61,47 @@ def half_max_foreground(labels: np.ndarray, intensity: np.ndarray, spacing: tupl
     background[np.isnan(background)] = np.median(smoothed[outside])
     (peak,) = _percentiles_per_label(smoothed, labels, count, [HALF_MAX_PEAK])
     level = np.concatenate([[np.inf], background + 0.5 * (peak - background)]).astype(np.float32)
-    noise = _shell_noise(np.asarray(intensity, dtype=np.float32) - smoothed, owners, count)
+    noise = _shell_noise(intensity - smoothed, owners, count)
     grows = np.concatenate([[False], peak - background >= HALF_MAX_GROWTH_CONTRAST * noise])
     owners[~grows[owners]] = 0  # a label no brighter than the noise around it (no nucleus) only shrinks
     owners += labels  # each nucleus with its shell
-    return smoothed >= level[owners]
+    edge_sigma = np.concatenate([[HALF_MAX_SIGMA], _edge_sigmas(peak - background, noise, spacing, edge_sigmas)])
+    foreground = smoothed >= level[owners]
+    for sigma in edge_sigmas:
+        if sigma == HALF_MAX_SIGMA or not (edge_sigma == sigma).any():
+            continue
+        region = edge_sigma[owners] == sigma
+        edge = ndimage.gaussian_filter(intensity, [sigma / s for s in spacing])
+        foreground[region] = edge[region] >= level[owners[region]]
+    return foreground
+
+
+def _edge_sigmas(
+    contrast: np.ndarray, noise: np.ndarray, spacing: tuple[float, float, float], sigmas: Sequence[float]
+) -> np.ndarray:
+    """Per label, the least of ``sigmas`` at which ``contrast`` is at least
+    :data:`HALF_MAX_EDGE_CONTRAST` x the ``noise`` left by that smoothing; :data:`HALF_MAX_SIGMA` where none is
+    (or the noise is unknown)."""
+    chosen = np.full(contrast.shape, HALF_MAX_SIGMA)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for sigma in sorted(sigmas, reverse=True):
+            clear = contrast >= HALF_MAX_EDGE_CONTRAST * noise * _noise_left(sigma, spacing)
+            chosen[clear] = sigma
+    return chosen
+
+
+@cache
+def _noise_left(sigma: float, spacing: tuple[float, float, float]) -> float:
+    """The standard deviation of unit white noise after the Gaussian smoothing ``sigma`` (in units of the finest
+    voxel side) as scipy applies it: the root of the sum of the squared kernel weights, axis by axis."""
+    from scipy import ndimage
+
+    left = 1.0
+    for side in spacing:
+        impulse = np.zeros(8 * int(np.ceil(sigma / side)) + 1)
+        impulse[impulse.size // 2] = 1.0
+        left *= float(np.sqrt(np.sum(ndimage.gaussian_filter1d(impulse, sigma / side) ** 2)))
+    return left
 
 
 def _shell_noise(residual: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:

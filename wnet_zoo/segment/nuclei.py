@@ -143,7 +143,7 @@ def nuclei_labels(
         step("split again")
         labels = split_nuclei(foreground, spacing, options.spot_sigma, options.min_distance)
     step("convex merge")
-    return merge_convex(labels, spacing, CONVEX_MERGE)
+    return merge_convex(labels, spacing, CONVEX_MERGE, None if intensity is None else np.asarray(intensity))
 
 
 def half_max_applies(options: NucleiOptions, intensity: np.ndarray | None) -> bool:

@@ -1,0 +1,125 @@
+"""What each choice of the nuclei stages adds, on the masks the quality benchmark's trained models gave.
+
+    python benchmarks/nuclei_choices.py --work DIR [--out JSON]
+
+``DIR`` is a ``benchmarks/quality.py --work`` folder: for each phantom setting it holds, the model's raw mask
+(``{name}_predictions/{name}_raw_mask.tif``) is split into nuclei again with the choices of
+``wnet_zoo/segment`` switched on one after the other, and scored against the truth: ``before`` (half-max edges
+read at a smoothing of 1, the distance map smoothed by 1 before seeding, the convex merge by shape alone), then
+``edge smoothing`` (each edge read at the least smoothing its noise allows), ``seed smoothing 0.5`` (the distance
+map smoothed by half a voxel) and ``brightness`` (pieces of unequal brightness stay apart): the last is what
+``wnet-zoo predict`` does. ``seeds 2 apart`` is the alternative that was not kept (see ``benchmarks/README.md``).
+Nothing is trained or predicted; a run takes about a minute per setting. Results go to
+``benchmarks/results/nuclei_choices.json``; held-out settings are marked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]
+
+from wnet_zoo.io.intensity import model_view  # noqa: E402
+from wnet_zoo.prediction.metadata import read_metadata  # noqa: E402
+from wnet_zoo.segment.convex import merge_convex  # noqa: E402
+from wnet_zoo.segment.evaluate import evaluate  # noqa: E402
+from wnet_zoo.segment.geometry import relative_spacing  # noqa: E402
+from wnet_zoo.segment.half_max import HALF_MAX_EDGE_SIGMAS, half_max_foreground  # noqa: E402
+from wnet_zoo.segment.measure import typical_volume  # noqa: E402
+from wnet_zoo.segment.nuclei import _remove_small, split_nuclei  # noqa: E402
+from wnet_zoo.segment.options import NucleiOptions  # noqa: E402
+
+from phantoms import HELD_OUT, SETTINGS, make_phantom  # noqa: E402
+
+RESULTS = HERE / "results" / "nuclei_choices.json"
+
+# name: (edge smoothings, seed smoothing, seed distance, brightness tolerance or None for shape alone)
+VARIANTS: dict[str, tuple[tuple[float, ...], float, float, float | None]] = {
+    "before": ((1.0,), 1.0, 3.0, None),
+    "edge smoothing": (HALF_MAX_EDGE_SIGMAS, 1.0, 3.0, None),
+    "seed smoothing 0.5": (HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, None),
+    "brightness": (HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1),
+    "seeds 2 apart": (HALF_MAX_EDGE_SIGMAS, 0.5, 2.0, 0.1),
+}
+
+
+def nuclei(
+    mask: np.ndarray,
+    image: np.ndarray,
+    spacing: tuple[float, float, float],
+    variant: tuple[tuple[float, ...], float, float, float | None],
+) -> np.ndarray:
+    """The nuclei of ``mask`` as ``wnet_zoo.segment.nuclei.instances`` finds them, with ``variant``'s choices."""
+    edges, spot, distance, brightness = variant
+    labels = split_nuclei(mask, spacing, spot, distance)
+    foreground = half_max_foreground(labels, image, spacing, edges)
+    labels = split_nuclei(foreground, spacing, spot, distance)
+    if brightness is None:
+        labels = merge_convex(labels, spacing)
+    else:
+        labels = merge_convex(labels, spacing, intensity=image, brightness=brightness)
+    return _remove_small(labels, NucleiOptions().min_size_for(typical_volume(labels)))
+
+
+def setting_scores(work: Path, name: str) -> dict[str, Any]:
+    """Each variant's scores on one setting's saved raw mask."""
+    metadata = read_metadata(work / f"{name}_export" / "wnet3d.onnx")
+    image, truth = make_phantom(name)
+    mask = tifffile.imread(work / f"{name}_predictions" / f"{name}_raw_mask.tif") > 0
+    seen = model_view(image.astype(np.float32), metadata.input_log or 0.0, metadata.input_background)
+    spacing = relative_spacing(SETTINGS[name].voxel_size)
+    found: dict[str, Any] = {"held_out": name in HELD_OUT, "true_nuclei": int(truth.max())}
+    for variant, choices in VARIANTS.items():
+        labels = nuclei(mask, seen, spacing, choices)
+        scores = evaluate(labels, truth)
+        found[variant] = {
+            "fg_dice": round(scores.foreground_dice, 4),
+            "f1_at_05": round(scores.f1_at_05, 4),
+            "mean_f1": round(scores.mean_f1, 4),
+            "nuclei": int(labels.max()),
+        }
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, required=True, help="a benchmarks/quality.py --work folder")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    settings = {}
+    for name in SETTINGS:
+        if (args.work / f"{name}_predictions" / f"{name}_raw_mask.tif").is_file():
+            settings[name] = setting_scores(args.work, name)
+            print(name, json.dumps({k: v for k, v in settings[name].items() if isinstance(v, dict)}), flush=True)
+    if not settings:
+        sys.exit(f"{args.work}: no setting's raw mask; run benchmarks/quality.py --work {args.work} first")
+    print("| setting | " + " | ".join(VARIANTS) + " |")
+    print("|---|" + "---|" * len(VARIANTS))
+    for name, found in settings.items():
+        cells = [f"{found[v]['mean_f1']:.3f} ({found[v]['nuclei']})" for v in VARIANTS]
+        label = f"{name} (held out)" if found["held_out"] else name
+        print(f"| {label}, {found['true_nuclei']} nuclei | " + " | ".join(cells) + " |")
+    results = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "what": "mean F1 and nuclei found on each setting's saved raw mask, the nuclei-stage choices added in turn",
+        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "variants": {name: list(map(str, choices)) for name, choices in VARIANTS.items()},
+        "settings": settings,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
