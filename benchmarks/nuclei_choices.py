@@ -5,10 +5,12 @@
 ``DIR`` is a ``benchmarks/quality.py --work`` folder: for each phantom setting it holds, the model's raw mask
 (``{name}_predictions/{name}_raw_mask.tif``) is split into nuclei again with the choices of
 ``wnet_zoo/segment`` switched on one after the other, and scored against the truth: ``before`` (half-max edges
-read at a smoothing of 1, the distance map smoothed by 1 before seeding, the convex merge by shape alone), then
-``edge smoothing`` (each edge read at the least smoothing its noise allows), ``seed smoothing 0.5`` (the distance
-map smoothed by half a voxel) and ``brightness`` (pieces of unequal brightness stay apart): the last is what
-``wnet-zoo predict`` does. ``seeds 2 apart`` is the alternative that was not kept (see ``benchmarks/README.md``).
+read at a smoothing of 1 on the image as the model saw it, log-compressed where the model compresses, the distance
+map smoothed by 1 before seeding, the convex merge by shape alone), then ``edge smoothing`` (each edge read at the
+least smoothing its noise allows), ``seed smoothing 0.5`` (the distance map smoothed by half a voxel),
+``brightness`` (pieces of unequal brightness stay apart) and ``linear intensity`` (the boundaries read the image
+uncompressed): the last is what ``wnet-zoo predict`` does. ``seeds 2 apart`` is an alternative that was not kept
+(see ``benchmarks/README.md``).
 Nothing is trained or predicted; a run takes about a minute per setting. Results go to
 ``benchmarks/results/nuclei_choices.json``; held-out settings are marked.
 """
@@ -29,7 +31,7 @@ import tifffile
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from wnet_zoo.io.intensity import model_view  # noqa: E402
+from wnet_zoo.io.intensity import boundary_view, compress_intensities, remap  # noqa: E402
 from wnet_zoo.prediction.metadata import read_metadata  # noqa: E402
 from wnet_zoo.segment.convex import merge_convex  # noqa: E402
 from wnet_zoo.segment.evaluate import evaluate  # noqa: E402
@@ -43,24 +45,22 @@ from phantoms import HELD_OUT, SETTINGS, make_phantom  # noqa: E402
 
 RESULTS = HERE / "results" / "nuclei_choices.json"
 
-# name: (edge smoothings, seed smoothing, seed distance, brightness tolerance or None for shape alone)
-VARIANTS: dict[str, tuple[tuple[float, ...], float, float, float | None]] = {
-    "before": ((1.0,), 1.0, 3.0, None),
-    "edge smoothing": (HALF_MAX_EDGE_SIGMAS, 1.0, 3.0, None),
-    "seed smoothing 0.5": (HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, None),
-    "brightness": (HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1),
-    "seeds 2 apart": (HALF_MAX_EDGE_SIGMAS, 0.5, 2.0, 0.1),
+Variant = tuple[tuple[float, ...], float, float, float | None, bool]
+# name: (edge smoothings, seed smoothing, seed distance, brightness tolerance or None for shape alone, compressed)
+VARIANTS: dict[str, Variant] = {
+    "before": ((1.0,), 1.0, 3.0, None, True),
+    "edge smoothing": (HALF_MAX_EDGE_SIGMAS, 1.0, 3.0, None, True),
+    "seed smoothing 0.5": (HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, None, True),
+    "brightness": (HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, True),
+    "linear intensity": (HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, False),
+    "seeds 2 apart": (HALF_MAX_EDGE_SIGMAS, 0.5, 2.0, 0.1, False),
 }
 
 
-def nuclei(
-    mask: np.ndarray,
-    image: np.ndarray,
-    spacing: tuple[float, float, float],
-    variant: tuple[tuple[float, ...], float, float, float | None],
-) -> np.ndarray:
-    """The nuclei of ``mask`` as ``wnet_zoo.segment.nuclei.instances`` finds them, with ``variant``'s choices."""
-    edges, spot, distance, brightness = variant
+def nuclei(mask: np.ndarray, image: np.ndarray, spacing: tuple[float, float, float], variant: Variant) -> np.ndarray:
+    """The nuclei of ``mask`` as ``wnet_zoo.segment.nuclei.instances`` finds them, with ``variant``'s choices;
+    ``image`` is the one the boundaries read."""
+    edges, spot, distance, brightness, _ = variant
     labels = split_nuclei(mask, spacing, spot, distance)
     foreground = half_max_foreground(labels, image, spacing, edges)
     labels = split_nuclei(foreground, spacing, spot, distance)
@@ -76,11 +76,13 @@ def setting_scores(work: Path, name: str) -> dict[str, Any]:
     metadata = read_metadata(work / f"{name}_export" / "wnet3d.onnx")
     image, truth = make_phantom(name)
     mask = tifffile.imread(work / f"{name}_predictions" / f"{name}_raw_mask.tif") > 0
-    seen = model_view(image.astype(np.float32), metadata.input_log or 0.0, metadata.input_background)
+    image = image.astype(np.float32)
+    linear = boundary_view(image, metadata.input_background)
+    compressed = boundary_view(compress_intensities(remap(image), metadata.input_log or 0.0), metadata.input_background)
     spacing = relative_spacing(SETTINGS[name].voxel_size)
     found: dict[str, Any] = {"held_out": name in HELD_OUT, "true_nuclei": int(truth.max())}
     for variant, choices in VARIANTS.items():
-        labels = nuclei(mask, seen, spacing, choices)
+        labels = nuclei(mask, compressed if choices[-1] else linear, spacing, choices)
         scores = evaluate(labels, truth)
         found[variant] = {
             "fg_dice": round(scores.foreground_dice, 4),

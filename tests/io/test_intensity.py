@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from wnet_zoo.io.intensity import background_reach, model_view, remap, subtract_background
+from wnet_zoo.io.intensity import background_reach, boundary_view, subtract_background
 
 from closeness import assert_close, scaled_error
 
@@ -26,15 +26,10 @@ def test_the_background_of_a_block_read_with_its_reach_is_the_whole_volume_s(rad
     assert scaled_error(subtract_background(volume[wide], radius)[0][inner], whole[block]) > 1e-3
 
 
-def test_the_model_view_compresses_then_subtracts_and_is_the_volume_when_the_model_does_neither():
+def test_the_boundary_view_is_the_volume_less_its_background_in_linear_intensity():
     volume = np.random.default_rng(1).random((16, 24, 24), dtype=np.float32) * 1000 + 50
-    assert model_view(volume, 0.0) is volume and model_view(volume, 0.0, (0, 0, 0)) is volume
-    compressed = model_view(volume, 2.0)
-    assert compressed.min() >= 0 and compressed.max() == pytest.approx(100, rel=1e-5)
-    assert_close(model_view(volume, 2.0, (1, 2, 2)), subtract_background(compressed, (1, 2, 2))[0], rel=1e-6)
-    assert_close(
-        model_view(volume, 2.0, None, low=0.0, high=2000.0),
-        model_view(remap(volume, 0.0, 2000.0), 2.0, None, 0, 100),
-        rel=1e-6,
-    )
+    assert boundary_view(volume) is volume and boundary_view(volume, (0, 0, 0)) is volume
+    assert_close(boundary_view(volume, (1, 2, 2)), subtract_background(volume, (1, 2, 2))[0], rel=1e-6)
+    # an increasing linear map (the 0..100 remap a model applies first) scales the view and moves no boundary
+    assert_close(boundary_view(volume * 0.1 - 5, (1, 2, 2)), boundary_view(volume, (1, 2, 2)) * 0.1, rel=1e-5)
     assert background_reach((0, 0, 0)) == (0, 0, 0)

@@ -55,20 +55,14 @@ def background_reach(radius: Sequence[int]) -> tuple[int, int, int]:
     return tuple(int(4 * r / finest + 0.5) + 2 * r + int(4 * r / 2 + 0.5) for r in radius)  # type: ignore[return-value]
 
 
-def model_view(
-    volume: np.ndarray,
-    offset: float,
-    background: Sequence[int] | None = None,
-    low: float | None = None,
-    high: float | None = None,
-) -> np.ndarray:
-    """The volume as a model compressing its input with ``offset`` and subtracting its background with a box of
-    radius ``background`` sees it (:func:`compress_intensities` of :func:`remap`, then
-    :func:`subtract_background`; ``low`` and ``high`` override the volume's own minimum and maximum), for the
-    half-max boundaries of its nuclei. Without compression the remap is left out: those boundaries are the same
-    under any increasing linear map of the intensities; the volume itself when the model does neither."""
-    if offset:
-        volume = compress_intensities(remap(volume, low, high), offset)
+def boundary_view(volume: np.ndarray, background: Sequence[int] | None = None) -> np.ndarray:
+    """The image the half-max boundaries of a model's nuclei read: ``volume`` less its background where the model
+    subtracts one with a box of radius ``background`` (:func:`subtract_background`), else ``volume`` itself.
+
+    In linear intensity, also for a model that compresses its input: a blurred edge lies halfway up in linear
+    intensity, while halfway up the log-compressed image lies lower and drew nuclei too wide once edges were read
+    at less smoothing (``benchmarks/README.md``). The boundaries are the same under any increasing linear map of
+    the intensities, and so is the subtraction, so the volume is not remapped to 0..100."""
     if background is not None and any(background):
-        volume = subtract_background(volume, background)[0]
+        return subtract_background(volume, background)[0]
     return volume

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from wnet_zoo.errors import UserError, setting
 from wnet_zoo.io.atomic import check_can_create, removed_if_left_empty, sweep_stale_parts
-from wnet_zoo.io.intensity import model_view
+from wnet_zoo.io.intensity import boundary_view
 from wnet_zoo.io.sources import SourceSpec, collect_sources
 from wnet_zoo.io.volumes import read_volume
 from wnet_zoo.io.voxels import VoxelSize, override_voxel_size, read_voxel_size
@@ -297,7 +297,7 @@ def _write(
                     volume,
                     mask=mask,
                     voxel_size=spacing,
-                    boundary_intensity=model_view(volume, metadata.input_log or 0.0, metadata.input_background),
+                    boundary_intensity=boundary_view(volume, metadata.input_background),
                     step=step,
                     **asdict(nuclei),
                 )

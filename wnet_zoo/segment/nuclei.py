@@ -98,9 +98,9 @@ def instances(
             where the smoothed ``intensity`` (required) is halfway between its local background and its peak;
             ``"auto"``: half-max when ``intensity`` is given, else the mask.
         relative_min_size: nuclei under this fraction of the typical nucleus volume are removed too (0: off).
-        boundary_intensity: the image the half-max boundary reads instead of ``intensity`` (the predictor passes
-            the image as the model saw it, compressed and less its background where the model does either; the
-            table still reads ``intensity``).
+        boundary_intensity: the image the half-max boundary and the convex merge read instead of ``intensity``
+            (the predictor passes the image less its background where the model subtracts one,
+            :func:`~wnet_zoo.io.intensity.boundary_view`; the table still reads ``intensity``).
         step: called with each stage's name as it starts (:func:`stage_count` of them), e.g. to move a progress
             bar on a large volume.
     """

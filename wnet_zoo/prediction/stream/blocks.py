@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from wnet_zoo.errors import naming
-from wnet_zoo.io.intensity import background_reach, model_view, remap
+from wnet_zoo.io.intensity import background_reach, boundary_view, remap
 from wnet_zoo.io.sources import Region, VolumeSource
 from wnet_zoo.io.stores import open_zarr
 from wnet_zoo.prediction.settings import needs_nuclei
@@ -125,8 +125,8 @@ def label(job: Job, index: int) -> dict[str, np.ndarray]:
         open_zarr(job.store("raw_mask"))[region] = foreground[core].astype(np.uint8)
     if not nuclei:
         return {}
-    # the half-max boundaries read the image as the model saw it; its background subtraction reads further
-    # around each voxel, so that margin is read too and cut off after, for the values the in-memory path gives
+    # the half-max boundaries read the image less its background where the model subtracts one; the subtraction
+    # reads further around each voxel, so that margin is read too and cut off after, for the in-memory values
     reach = background_reach(job.input_background)
     read = tuple(
         slice(max(e.start - m, 0), min(e.stop + m, s)) for e, m, s in zip(extended, reach, job.shape, strict=True)
@@ -135,7 +135,7 @@ def label(job: Job, index: int) -> dict[str, np.ndarray]:
     with job.source.open() as source:
         wide = source.read(read)
     intensity = wide[inner].copy() if any(reach) else wide  # a copy lets the wider read go
-    seen = model_view(wide, job.input_log, job.input_background, job.low, job.high)[inner]
+    seen = boundary_view(wide, job.input_background)[inner]
     del wide
     labels = nuclei_labels(foreground, seen, job.spacing, job.nuclei)
     del seen

@@ -57,10 +57,9 @@ class Job:
     """Everything a worker needs to do a phase of one image: plain data, sent once per task.
 
     ``work`` is the work folder holding the stores (on storage every worker sees); ``naming`` how messages
-    name settings (the caller's, so a worker's error reads as the caller's would); ``input_log`` and
-    ``input_background`` the model's input compression and background subtraction
-    (:class:`wnet_zoo.prediction.metadata.ModelMetadata`), through which the half-max boundaries read the image,
-    as in memory.
+    name settings (the caller's, so a worker's error reads as the caller's would); ``input_background``
+    the model's background subtraction (:class:`wnet_zoo.prediction.metadata.ModelMetadata`), which the half-max
+    boundaries read the image through, as in memory.
     """
 
     source: SourceSpec
@@ -78,7 +77,6 @@ class Job:
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     instance_halo: int = 24
     nuclei: NucleiOptions = NucleiOptions()
-    input_log: float = 0.0
     input_background: tuple[int, int, int] = (0, 0, 0)
     cache_bytes: int = 128 * 2**20
     naming: Naming = field(default_factory=current_naming)

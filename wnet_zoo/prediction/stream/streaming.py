@@ -169,7 +169,6 @@ def _job(
         spacing=spacing,
         chunk=options.chunk,
         instance_halo=options.instance_halo,
-        input_log=predictor.metadata.input_log or 0.0,
         input_background=background,
         cache_bytes=options.cache_mb * 2**20,
     )
