@@ -132,18 +132,22 @@ def nuclei_labels(
 ) -> np.ndarray:
     """Nuclei of ``foreground`` (int32 labels, small ones kept): split, and with the half-max boundary (or
     ``"auto"`` with an ``intensity``) moved to the half maximum of ``intensity`` and split again; split pieces
-    of one convex nucleus merged. ``step`` is called with each stage's name as it starts (a progress bar's)."""
+    of one convex nucleus (of one brightness, within half-max boundaries) merged. ``step`` is called with each
+    stage's name as it starts (a progress bar's)."""
     step = step or (lambda name: None)
     step("split")
     labels = split_nuclei(foreground, spacing, options.spot_sigma, options.min_distance)
-    if half_max_applies(options, intensity):
+    # the convex merge compares the pieces' brightness only within the nuclei's half-max boundaries: a piece of the
+    # model's own mask can be mostly the halo around a nucleus, dimmer than the piece holding its core
+    brightness = np.asarray(intensity) if half_max_applies(options, intensity) else None
+    if brightness is not None:
         step("half-max boundaries")
-        foreground = half_max_foreground(labels, np.asarray(intensity), spacing)
+        foreground = half_max_foreground(labels, brightness, spacing)
         del labels  # not held through the second split: this is the label phase's memory peak when streaming
         step("split again")
         labels = split_nuclei(foreground, spacing, options.spot_sigma, options.min_distance)
     step("convex merge")
-    return merge_convex(labels, spacing, CONVEX_MERGE, None if intensity is None else np.asarray(intensity))
+    return merge_convex(labels, spacing, CONVEX_MERGE, brightness)
 
 
 def half_max_applies(options: NucleiOptions, intensity: np.ndarray | None) -> bool:
