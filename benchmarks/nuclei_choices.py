@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from wnet_zoo.segment.nuclei import _remove_small, split_nuclei  # noqa: E402
 from wnet_zoo.segment.options import NucleiOptions  # noqa: E402
 
 from phantoms import HELD_OUT, SETTINGS, make_phantom  # noqa: E402
+from quality import machine  # noqa: E402
 
 RESULTS = HERE / "results" / "nuclei_choices.json"
 
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "what": "mean F1 and nuclei found on each setting's saved raw mask, the nuclei-stage choices added in turn",
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "machine": machine(None),
         "variants": {name: list(map(str, choices)) for name, choices in VARIANTS.items()},
         "settings": settings,
     }
