@@ -105,10 +105,10 @@ def merge_convex(
             for p, q, pad in zip(boxes[a - 1], boxes[b - 1], reach, strict=True)
         )
         around = intensity[box][labels[box] == 0]
-        if around.size == 0:  # packed solid: no surroundings to measure the contrast against
-            return True
         bright, dim = max(medians[a], medians[b]), min(medians[a], medians[b])
-        return bright - dim <= brightness * max(bright - float(np.median(around)), 0.0)
+        contrast = bright - float(np.median(around)) if around.size else 0.0
+        # no surroundings (packed solid) or none darker: nothing to measure the difference against, the shape decides
+        return contrast <= 0 or bright - dim <= brightness * contrast
 
     for key in pairs.tolist():
         a, b = divmod(key, count + 1)

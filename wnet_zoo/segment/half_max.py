@@ -67,12 +67,14 @@ def half_max_foreground(
     owners += labels  # each nucleus with its shell
     edge_sigma = np.concatenate([[HALF_MAX_SIGMA], _edge_sigmas(peak - background, noise, spacing, edge_sigmas)])
     foreground = smoothed >= level[owners]
+    del smoothed
     for sigma in edge_sigmas:
         if sigma == HALF_MAX_SIGMA or not (edge_sigma == sigma).any():
             continue
-        region = edge_sigma[owners] == sigma
+        region = (edge_sigma == sigma)[owners]
         edge = ndimage.gaussian_filter(intensity, [sigma / s for s in spacing])
         foreground[region] = edge[region] >= level[owners[region]]
+        del edge, region
     return foreground
 
 
@@ -84,14 +86,14 @@ def _edge_sigmas(
     (or the noise is unknown)."""
     chosen = np.full(contrast.shape, HALF_MAX_SIGMA)
     with np.errstate(invalid="ignore", divide="ignore"):
-        for sigma in sorted(sigmas, reverse=True):
-            clear = contrast >= HALF_MAX_EDGE_CONTRAST * noise * _noise_left(sigma, spacing)
+        for sigma in sorted((s for s in sigmas if s <= HALF_MAX_SIGMA), reverse=True):
+            clear = contrast >= HALF_MAX_EDGE_CONTRAST * noise * _noise_left(sigma, tuple(map(float, spacing)))
             chosen[clear] = sigma
     return chosen
 
 
 @cache
-def _noise_left(sigma: float, spacing: tuple[float, float, float]) -> float:
+def _noise_left(sigma: float, spacing: tuple[float, ...]) -> float:
     """The standard deviation of unit white noise after the Gaussian smoothing ``sigma`` (in units of the finest
     voxel side) as scipy applies it: the root of the sum of the squared kernel weights, axis by axis."""
     from scipy import ndimage

@@ -10,7 +10,8 @@ union is as convex as the two apart (:func:`merge_convex`) are merged back, whil
 union has a waist, stay apart.
 
 Two refinements take the image into account (both on by default, as ``wnet-zoo predict`` runs them; what they
-add on the phantoms is in ``benchmarks/README.md``):
+add on the phantoms is in ``benchmarks/README.md``), and within the first the convex merge reads it too (small
+pressed nuclei keep little waist once blurred, but rarely share a brightness):
 
 - ``boundary="half_max"`` (the default when the image is given): the model's mask tends to cover the blurred rim of
   each nucleus (its nuclei class takes almost everything above the flat background). The edge of a blurred object
@@ -86,8 +87,8 @@ def instances(
 
     Args:
         probability: (z, y, x) foreground probability.
-        intensity: (z, y, x) image: its mean per nucleus goes to the table (default: ``probability``) and the
-            half-max boundary reads it.
+        intensity: (z, y, x) image: its mean per nucleus goes to the table (default: ``probability``); the
+            half-max boundary reads it, and within that boundary the convex merge compares pieces' brightness.
         mask: foreground voxels (default: ``probability > threshold``).
         threshold: foreground threshold, when no ``mask`` is given.
         min_size: nuclei with fewer voxels are removed.
@@ -139,15 +140,15 @@ def nuclei_labels(
     labels = split_nuclei(foreground, spacing, options.spot_sigma, options.min_distance)
     # the convex merge compares the pieces' brightness only within the nuclei's half-max boundaries: a piece of the
     # model's own mask can be mostly the halo around a nucleus, dimmer than the piece holding its core
-    brightness = np.asarray(intensity) if half_max_applies(options, intensity) else None
-    if brightness is not None:
+    image = np.asarray(intensity) if half_max_applies(options, intensity) else None
+    if image is not None:
         step("half-max boundaries")
-        foreground = half_max_foreground(labels, brightness, spacing)
+        foreground = half_max_foreground(labels, image, spacing)
         del labels  # not held through the second split: this is the label phase's memory peak when streaming
         step("split again")
         labels = split_nuclei(foreground, spacing, options.spot_sigma, options.min_distance)
     step("convex merge")
-    return merge_convex(labels, spacing, CONVEX_MERGE, brightness)
+    return merge_convex(labels, spacing, CONVEX_MERGE, image)
 
 
 def half_max_applies(options: NucleiOptions, intensity: np.ndarray | None) -> bool:

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from wnet_zoo.errors import UserError, setting
 
 DEFAULT_MIN_SIZE = 10
-# The distance map is smoothed by half a voxel: by 1, the seeds of packed nuclei 3 to 5 voxels in radius ran
-# together (the packed phantom: 658 nuclei found for 900, 726 at 0.5). Seeds 2 apart found more (782) but made
-# streamed labels differ from in-memory ones on a mask of one labyrinthine clump (benchmarks/README.md).
+# Half a voxel of smoothing: by 1, the seeds of packed nuclei 3 to 5 voxels in radius run together. Seeds stay 3
+# apart: at 2, streamed labels differed from in-memory ones on a labyrinthine mask (benchmarks/README.md).
 DEFAULT_SPOT_SIGMA = 0.5
 DEFAULT_MIN_DISTANCE = 3.0
 DEFAULT_RELATIVE_MIN_SIZE = 0.1
