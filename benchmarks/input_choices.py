@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from wnet_zoo.training.input_choices import (  # noqa: E402
 )
 
 from phantoms import HELD_OUT, SETTINGS, make_phantom  # noqa: E402
+from quality import machine  # noqa: E402
 
 RESULTS = HERE / "results" / "input_choices.json"
 REAL = HERE.parent.parent / "shared" / "data"
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "what": "the data-driven input transform training chooses, and the readings behind it",
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "machine": machine(None),
         "volumes": volumes,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

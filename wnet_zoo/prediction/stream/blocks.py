@@ -81,13 +81,11 @@ def probabilities(job: Job, index: int) -> dict[str, np.ndarray]:
     )
     intensity = raw[inner].copy()
     if predictor.tiling.norm == "global":
-        data = remap(raw, job.low, job.high)
-        if not predictor.pads_edges:
-            data[_pad_mask(plan, window, data.shape)] = 0.0
+        data, pad_value = remap(raw, job.low, job.high), 0.0
     else:
-        data = raw
-        if not predictor.pads_edges:
-            data[_pad_mask(plan, window, data.shape)] = job.low
+        data, pad_value = raw, job.low
+    if not predictor.pads_edges:  # the constant pad the in-memory path gives (MONAI's)
+        data[_pad_mask(plan, window, data.shape)] = pad_value
     del raw
     outputs = _TileOutputs(job, predictor, plan, data, window, plan.tiles_covering(region))
     blended = plan.blend_region(region, outputs)
