@@ -281,9 +281,12 @@ def goals(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def machine(threads: int | None) -> dict[str, Any]:
-    """The CPU, the cores visible, the thread limit and the library versions the numbers come from."""
+    """The CPU (and whether it computes bf16 natively, as training then does), the cores visible, the thread
+    limit and the library versions the numbers come from."""
     import onnxruntime
     import torch
+
+    from wnet_zoo.prediction.runtime import cpu_supports_bf16
 
     cpu = platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
@@ -292,11 +295,12 @@ def machine(threads: int | None) -> dict[str, Any]:
         cpu = names[0] if names else cpu
     return {
         "cpu": cpu,
+        "cpu_bf16": cpu_supports_bf16(),
         "cores": os.cpu_count(),
         "threads": threads,
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "onnxruntime": onnxruntime.__version__,
     }
 

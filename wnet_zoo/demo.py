@@ -1,7 +1,8 @@
 """``wnet-zoo demo``: the whole job on the bundled example volume, in a few minutes on 2 CPU cores.
 
-Train a small WNet3D, export it (ONNX, TorchScript, bioimage.io package), predict the example with the
-exported ONNX file (probabilities, mask, instances) and draw a preview.
+Fine-tune the bundled pretrained WNet3D on the example (as a user fine-tunes it on their own stacks), export it
+(ONNX, TorchScript, bioimage.io package), predict the example with the exported ONNX file (probabilities, mask,
+instances) and draw a preview.
 """
 
 from __future__ import annotations
@@ -16,25 +17,26 @@ from wnet_zoo.errors import UserError, setting
 from wnet_zoo.export.exporter import ExportResult, export_model
 from wnet_zoo.io.atomic import check_can_create
 from wnet_zoo.io.example import example_volume
+from wnet_zoo.model.pretrained import BUNDLED
 from wnet_zoo.training.config import TrainConfig
 from wnet_zoo.training.loop import TrainResult
 from wnet_zoo.training.plotting import plot_preview
-from wnet_zoo.training.runs import train
+from wnet_zoo.training.runs import finetune
+
+DEMO_EPOCHS = 8
 
 if TYPE_CHECKING:
     from wnet_zoo.prediction.outputs import ImageResult
 
 
 def demo_config() -> TrainConfig:
-    """A small, quick configuration: narrow U-Nets and few patches, CellSeg3D's loss settings."""
+    """A quick fine-tuning of the bundled model: few patches, CellSeg3D's loss settings, the default rate."""
     return TrainConfig(
         images=[str(example_volume())],
-        channels=[8, 16, 32, 64],
         patch=[64, 64, 64],
-        epochs=15,
+        epochs=DEMO_EPOCHS,
         samples_per_epoch=4,
         batch=2,
-        lr=2e-3,
         seed=0,
         device="cpu",
     )
@@ -58,7 +60,7 @@ class DemoResult:
         return "\n".join(
             [
                 f"demo finished in {self.out}",
-                f"  training run     {run}  (final ncut {last['ncut']:.4f}, rec {last['rec']:.4g})",
+                f"  fine-tuning run  {run}  (final ncut {last['ncut']:.4f}, rec {last['rec']:.4g})",
                 f"  loss curves      {run / 'loss.png'}",
                 f"  ONNX model       {self.export.onnx}",
                 f"  zoo package      {self.export.package}",
@@ -70,7 +72,8 @@ class DemoResult:
 
 
 def run_demo(out: Path, overwrite: bool = False, progress: bool = True) -> DemoResult:
-    """Train, export and predict on the bundled example into ``out`` (``run/``, ``export/``, ``predictions/``)."""
+    """Fine-tune, export and predict on the bundled example into ``out`` (``run/``, ``export/``,
+    ``predictions/``)."""
     from wnet_zoo.prediction.files import predict_files
 
     out = Path(out)
@@ -78,7 +81,7 @@ def run_demo(out: Path, overwrite: bool = False, progress: bool = True) -> DemoR
         raise UserError(f"{out} already exists; choose another {setting('out')} or pass {setting('overwrite', True)}")
     check_can_create(out, setting("out"))
     out.mkdir(parents=True, exist_ok=True)
-    training = train(demo_config(), out / "run", overwrite=True, progress=progress)
+    training = finetune(demo_config(), BUNDLED, out / "run", overwrite=True, progress=progress)
     exported = export_model(training.run_dir, out / "export", overwrite=True)
     (prediction,) = predict_files(
         exported.onnx,

@@ -351,7 +351,7 @@ def test_pydantic_pin_holds():
     assert "wnet-zoo[zoo]" in extras["test"]
 
 
-def test_wheel_ships_cards_and_templates(tmp_path: Path):
+def test_wheel_ships_cards_templates_and_the_bundled_model(tmp_path: Path):
     pytest.importorskip("setuptools")
     source = tmp_path / "src"
     source.mkdir()
@@ -366,19 +366,23 @@ def test_wheel_ships_cards_and_templates(tmp_path: Path):
         "wnet_zoo/export/cards/wnet3d.yaml",
         "wnet_zoo/export/templates/rdf.yaml",
         "wnet_zoo/export/templates/README.md",
+        "wnet_zoo/model/bundled/wnet3d.pt",
+        "wnet_zoo/model/bundled/wnet3d.yaml",
     }
     assert shipped <= names
     install = [sys.executable, "-m", "pip", "install", str(wheel), "--no-deps", "-q", "--target", str(tmp_path / "t")]
     subprocess.run(install, check=True, capture_output=True)
     probe = (
         "import json, wnet_zoo; from wnet_zoo.export.model_card import read_card;"
-        "from wnet_zoo.export.rdf import read_template;"
-        "print(json.dumps([wnet_zoo.__file__, read_card().name, len(read_template('rdf.yaml'))]))"
+        "from wnet_zoo.export.rdf import read_template; from wnet_zoo.model.pretrained import bundled_weights;"
+        "print(json.dumps([wnet_zoo.__file__, read_card().name, len(read_template('rdf.yaml')),"
+        " str(bundled_weights())]))"
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "t")}
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env)
-    where, name, size = json.loads(run.stdout)
+    where, name, size, bundled = json.loads(run.stdout)
     assert where.startswith(str(tmp_path / "t")) and name == "WNet3D nuclei" and size > 1000
+    assert bundled.startswith(str(tmp_path / "t"))
 
 
 def test_card_value_errors_are_one_short_line(tmp_path: Path, monkeypatch, capsys):

@@ -7,6 +7,8 @@ import torch
 import yaml
 
 from wnet_zoo.cli import main
+from wnet_zoo.model.checkpoints import load_weights
+from wnet_zoo.model.pretrained import describe_bundled
 from wnet_zoo.model.wnet import WNet3D
 from wnet_zoo.training.device import bf16_supported
 
@@ -110,3 +112,31 @@ def test_finetune_lr_with_a_config_base_rate(tmp_path: Path, small_tiff: Path, p
     capfd.readouterr()
     assert main([*args, "--overwrite", "--lr", "1e-4", "--lr-factor", "0.5"]) == 2
     assert "give one of them" in capfd.readouterr().err
+
+
+def test_finetune_starts_from_the_bundled_model_by_default(tmp_path: Path, small_tiff: Path):
+    out = tmp_path / "tuned"
+    assert main(["finetune", str(small_tiff), "--out", str(out), *QUICK]) == 0
+    config, rows = _finetuned(out)
+    assert config["from-weights"] == describe_bundled() and config["channels"] == [16, 32, 64, 128]
+    assert config["lr"] == pytest.approx(1e-4) and config["lr-factor"] == 0.1 and config["base-lr"] == 1e-3
+    assert float(rows[0]["lr"]) == pytest.approx(1e-4)
+    first = (out / "train.log").read_text().splitlines()[0]
+    assert f"fine-tuning {describe_bundled()} at learning rate 0.0001 (0.1 x 0.001)" in first
+    bundled = load_weights("bundled").state_dict
+    tuned = torch.load(out / "last.pt", weights_only=True)["model"]
+    drift = max((tuned[k].float() - v).abs().max().item() for k, v in bundled.items())
+    assert 0 < drift < 1e-2  # trained a little, from the bundled weights
+
+
+def test_bundled_model_takes_the_input_transform_chosen_for_the_images(tmp_path: Path, small_tiff: Path):
+    """Trained without one, the bundled model is a starting point for any stack: the transform is the images'."""
+    out = tmp_path / "tuned"
+    args = ["finetune", str(small_tiff), "--from", "bundled", "--out", str(out), *QUICK]
+    assert main([*args, "--input-smoothing", "1", "--input-log", "5"]) == 0
+    config, _ = _finetuned(out)
+    assert config["input-smoothing"] == 1 and config["input-log"] == 5
+    tuned = load_weights(out / "last.pt").architecture
+    assert tuned["input_sigma"] == [1.0, 1.0, 1.0] and tuned["input_log"] == 5
+    assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0  # the run's transform, not the bundle's
+    assert load_weights(out / "last.pt").architecture["input_log"] == 5

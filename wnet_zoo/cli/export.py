@@ -14,7 +14,7 @@ import click
 @click.option("--onnx", "onnx_only", is_flag=True, help="Write only the ONNX file.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 def export(source: str, out: str, card: str | None, onnx_only: bool, overwrite: bool) -> None:
-    """Export weights in SOURCE (run folder, checkpoint, CellSeg3D .pth) to ONNX, TorchScript and bioimage.io.
+    """Export weights in SOURCE (bundled, run folder, checkpoint, CellSeg3D .pth) to ONNX, TorchScript, bioimage.io.
 
     \b
     Writes wnet3d.onnx, wnet3d.torchscript.pt and NAME.bioimageio.zip into --out.

@@ -9,6 +9,8 @@ import click
 
 from wnet_zoo.cli.training_options import _DEFAULTS, _csv_ints, config_from_options, training_options
 from wnet_zoo.errors import UserError
+from wnet_zoo.model.pretrained import BUNDLED
+from wnet_zoo.training.config import DEFAULT_LR_FACTOR
 
 if TYPE_CHECKING:
     from wnet_zoo.training.loop import TrainResult
@@ -64,13 +66,21 @@ def train(
 @click.option(
     "--from",
     "source",
-    required=True,
-    help="Pretrained weights: run directory, checkpoint, CellSeg3D .pth, or cellseg3d:wnet3d (downloaded once).",
+    default=BUNDLED,
+    show_default=True,
+    help=(
+        "Pretrained weights: bundled (the compact WNet3D that ships with wnet-zoo), a run directory, checkpoint, "
+        "CellSeg3D .pth, bioimage.io package, or cellseg3d:wnet3d (downloaded once)."
+    ),
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 @click.option(
-    "--lr-factor", type=float, default=0.1, show_default=True, help="Learning rate = factor x the training default."
+    "--lr-factor",
+    type=float,
+    default=DEFAULT_LR_FACTOR,
+    show_default=True,
+    help="Learning rate = factor x the training default.",
 )
 @training_options
 @click.pass_context
@@ -83,12 +93,14 @@ def finetune(
     lr_factor: float,
     **options: Any,
 ) -> None:
-    """Fine-tune pretrained weights on IMAGES at a lowered learning rate.
+    """Fine-tune pretrained weights on IMAGES at a lowered learning rate: by default the bundled pretrained
+    WNet3D, whose input transform is chosen for IMAGES as training from scratch would.
 
     The architecture is read from the weights. Resume an interrupted run with 'wnet-zoo train --resume'.
 
     \b
     Examples:
+      wnet-zoo finetune stacks/ --out runs/tuned
       wnet-zoo finetune stacks/ --from cellseg3d_wnet.pth --out runs/tuned --epochs 20
       wnet-zoo finetune stacks/ --from cellseg3d:wnet3d --out runs/tuned   # CellSeg3D's published weights
     """

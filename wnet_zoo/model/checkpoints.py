@@ -1,10 +1,10 @@
 """Checkpoints: atomic writing, and the one loader every command that takes weights uses.
 
-The loader accepts a run directory (its ``best.pt``, else ``last.pt``), one of our checkpoints, any dict
-with a ``model`` state dict, a bare state dict such as CellSeg3D's ``.pth`` (or a ``.tar.gz`` holding one),
-or a bioimage.io package exported by wnet-zoo (see :mod:`wnet_zoo.model.weight_files`). The architecture is read
-from the weight shapes. Files are read with ``torch.load(weights_only=True)``: weights from others
-cannot run code.
+The loader accepts the bundled pretrained model (``"bundled"``, :mod:`wnet_zoo.model.pretrained`), a run
+directory (its ``best.pt``, else ``last.pt``), one of our checkpoints, any dict with a ``model`` state dict, a bare
+state dict such as CellSeg3D's ``.pth`` (or a ``.tar.gz`` holding one), or a bioimage.io package exported by
+wnet-zoo (see :mod:`wnet_zoo.model.weight_files`). The architecture is read from the weight shapes. Files are
+read with ``torch.load(weights_only=True)``: weights from others cannot run code.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 
 from wnet_zoo.errors import UserError, shorten
 from wnet_zoo.io.atomic import atomic_path
+from wnet_zoo.model.pretrained import bundled_weights, is_bundled
 from wnet_zoo.model.weight_files import EXPECTED, weights_file
 from wnet_zoo.model.wnet import WNet3D
 
@@ -90,7 +91,10 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def load_weights(source: str | Path) -> LoadedWeights:
-    """Load WNet3D weights from any supported source; raises ``UserError`` naming what was expected."""
+    """Load WNet3D weights from any supported source (``"bundled"``: the pretrained model that ships with
+    wnet-zoo); raises ``UserError`` naming what was expected."""
+    if is_bundled(source):
+        source = bundled_weights()
     with weights_file(source) as found:
         # name the file in messages, but never a temporary one extracted from an archive
         path = found if found.parent == Path(source) else Path(source)

@@ -14,6 +14,8 @@ from wnet_zoo.errors import UserError, setting
 from wnet_zoo.io.atomic import write_text
 from wnet_zoo.model.architecture import DEFAULT_CHANNELS
 
+DEFAULT_LR_FACTOR = 0.1  # fine-tuning's learning rate, as a factor of the training default
+
 
 @dataclass(frozen=True)
 class TrainConfig:

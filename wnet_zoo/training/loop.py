@@ -103,6 +103,14 @@ class _Run:
         log_file.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         LOG.addHandler(log_file)
         try:
+            if self.config.from_weights:
+                LOG.info(
+                    "fine-tuning %s at learning rate %g (%g x %g)",
+                    self.config.from_weights,
+                    self.config.lr,
+                    self.config.lr_factor,
+                    self.config.base_lr,
+                )
             LOG.info(
                 "training WNet3D %s on %d volume(s), patch %s, %d steps/epoch, device %s%s",
                 ",".join(map(str, self.config.channels)),

@@ -16,7 +16,8 @@ from pathlib import Path
 from wnet_zoo.errors import UserError, setting
 from wnet_zoo.io.atomic import check_can_create, sweep_stale_parts
 from wnet_zoo.model.checkpoints import LoadedWeights, load_weights
-from wnet_zoo.training.config import TrainConfig, read_config_file, write_config_file
+from wnet_zoo.model.pretrained import describe_bundled, is_bundled
+from wnet_zoo.training.config import DEFAULT_LR_FACTOR, TrainConfig, read_config_file, write_config_file
 from wnet_zoo.training.data import prepare_data
 from wnet_zoo.training.device import resolve_bf16, resolve_device
 from wnet_zoo.training.input_choices import (
@@ -25,6 +26,8 @@ from wnet_zoo.training.input_choices import (
     input_sigma_for,
 )
 from wnet_zoo.training.loop import TrainResult, _Run
+
+TRANSFORM_BUFFERS = ("input_sigma", "input_log", "input_background")  # the input transform's, in the state dict
 
 
 def train(config: TrainConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> TrainResult:
@@ -46,57 +49,54 @@ def finetune(
     config: TrainConfig,
     source: str | Path,
     out: str | Path,
-    lr_factor: float = 0.1,
+    lr_factor: float = DEFAULT_LR_FACTOR,
     overwrite: bool = False,
     progress: bool = True,
     weights: LoadedWeights | None = None,
 ) -> TrainResult:
-    """Fine-tune pretrained weights from ``source`` (anything :func:`~wnet_zoo.load_weights` reads).
+    """Fine-tune pretrained weights from ``source``: ``"bundled"`` (the pretrained WNet3D that ships with
+    wnet-zoo, :mod:`wnet_zoo.model.pretrained`) or anything :func:`~wnet_zoo.load_weights` reads.
 
     ``weights``, when given, are those already loaded from ``source`` (so a large archive is read once).
 
-    The architecture (classes, channels, input transform) comes from the weights and replaces the config's in
-    the configuration recorded (``config`` itself is left as it is); an explicit ``config.input_smoothing``,
-    ``input_log`` or ``input_background`` other than the weights' is a ``UserError``. Training runs at
-    ``lr = base_lr * lr_factor``, ``base_lr`` being ``config.base_lr`` or else ``config.lr`` (the training
-    default 1e-3 unless changed): 1e-4 by default, as CellSeg3D's page advises for retraining.
+    The architecture (classes, channels) comes from the weights and replaces the config's in the configuration
+    recorded (``config`` itself is left as it is). The input transform (smoothing, compression, background
+    subtraction) is the weights' own, and an explicit ``config.input_smoothing``, ``input_log`` or
+    ``input_background`` other than theirs is a ``UserError``; the bundled model, a starting point for any
+    stack, was trained without one, and gets the transform training would choose for the images (or the
+    config's). Training runs at ``lr = base_lr * lr_factor``, ``base_lr`` being ``config.base_lr`` or else
+    ``config.lr`` (the training default 1e-3 unless changed), as CellSeg3D's page advises for retraining.
     """
+    bundled = is_bundled(source)
     initial = weights if weights is not None else load_weights(source)
     architecture = initial.architecture
     if architecture["in_channels"] != 1 or architecture["out_channels"] != 1:
         raise UserError(f"{source}: a WNet3D with {architecture['in_channels']} input channels; 1 is needed")
-    trained_with = max(architecture["input_sigma"])
-    if config.input_smoothing is not None and config.input_smoothing != trained_with:
-        raise UserError(
-            f"{setting('input_smoothing', config.input_smoothing)}: the weights were trained with {trained_with:g}; "
-            f"drop {setting('input_smoothing')}"
-        )
-    compressed_with = float(architecture["input_log"])
-    if config.input_log is not None and config.input_log != compressed_with:
-        raise UserError(
-            f"{setting('input_log', config.input_log)}: the weights were trained with {compressed_with:g}; "
-            f"drop {setting('input_log')}"
-        )
-    flattened_with = max(architecture["input_background"])
-    if config.input_background is not None and config.input_background != flattened_with:
-        raise UserError(
-            f"{setting('input_background', config.input_background)}: the weights were trained with "
-            f"{flattened_with}; drop {setting('input_background')}"
-        )
+    transform = {}
+    if not bundled:
+        transform = {
+            "input_smoothing": max(architecture["input_sigma"]),
+            "input_log": float(architecture["input_log"]),
+            "input_background": max(architecture["input_background"]),
+        }
+        for name, trained_with in transform.items():
+            given = getattr(config, name)
+            if given is not None and given != trained_with:
+                raise UserError(
+                    f"{setting(name, given)}: the weights were trained with {trained_with:g}; drop {setting(name)}"
+                )
     base_lr = config.lr if config.base_lr is None else config.base_lr
     config = dataclasses.replace(
         config,
         channels=list(architecture["channels"]),
         num_classes=int(architecture["num_classes"]),
-        from_weights=str(source),
+        from_weights=describe_bundled() if bundled else str(source),
         base_lr=base_lr,
         lr_factor=lr_factor,
         lr=base_lr * lr_factor,
-        input_smoothing=trained_with,
-        input_log=compressed_with,
-        input_background=flattened_with,
+        **transform,
     )
-    return _start(config, Path(out), overwrite, progress, initial=initial)
+    return _start(config, Path(out), overwrite, progress, initial=initial, weights_transform=not bundled)
 
 
 def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True) -> TrainResult:
@@ -138,7 +138,12 @@ def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True
 
 
 def _start(
-    config: TrainConfig, out: Path, overwrite: bool, progress: bool, initial: LoadedWeights | None
+    config: TrainConfig,
+    out: Path,
+    overwrite: bool,
+    progress: bool,
+    initial: LoadedWeights | None,
+    weights_transform: bool = True,
 ) -> TrainResult:
     config.validate()
     if out.exists() and not overwrite:
@@ -157,7 +162,7 @@ def _start(
         bf16=resolve_bf16(config.bf16, device),  # config.yaml records the precision used
     )
     config = choose_input_transform(config, data.volumes, data.spacing)
-    if initial is not None:
+    if initial is not None and weights_transform:
         input_sigma = tuple(initial.architecture["input_sigma"])
         input_background = tuple(initial.architecture["input_background"])
     else:
@@ -170,7 +175,10 @@ def _start(
     write_config_file(config, out / "config.yaml")
     run = _Run(config, out, data, device, progress, input_sigma, config.input_log, input_background)
     if initial is not None:
-        run.model.load_state_dict(initial.state_dict, strict=True)
+        # the input transform's buffers are the run's own (the same as the weights' unless chosen anew)
+        transform = {key: value for key, value in run.model.state_dict().items() if key.endswith(TRANSFORM_BUFFERS)}
+        state = {key: value for key, value in initial.state_dict.items() if not key.endswith(TRANSFORM_BUFFERS)}
+        run.model.load_state_dict({**state, **transform}, strict=True)
     run.checks.start(data.screens)
     return run.fit()
 
