@@ -94,6 +94,29 @@ def training_images(folder: Path, real: Path = REAL_DATA) -> list[Path]:
     return images
 
 
+def install_pretrained(checkpoint: Path, card: dict[str, Any], folder: Path | None = None) -> Path:
+    """Write ``checkpoint``'s weights (a float32 state dict only) and ``card`` as the bundled model (into
+    ``folder``, default the package's ``bundled/``); return the weights' path."""
+    import yaml
+
+    from wnet_zoo.errors import UserError
+    from wnet_zoo.io.atomic import write_text
+    from wnet_zoo.model.checkpoints import load_weights, save_checkpoint
+    from wnet_zoo.model.pretrained import CARD_NAME, WEIGHTS_NAME, bundled_folder
+
+    weights = load_weights(checkpoint)
+    architecture = weights.architecture
+    if any(architecture["input_sigma"]) or architecture["input_log"] or any(architecture["input_background"]):
+        raise UserError(f"{checkpoint}: the bundled model is trained without an input transform")
+    text = yaml.safe_dump({"channels": list(architecture["channels"]), **card}, sort_keys=False)
+    folder = bundled_folder() if folder is None else folder
+    folder.mkdir(exist_ok=True)
+    target = folder / WEIGHTS_NAME
+    save_checkpoint(target, {key: value.float().contiguous() for key, value in weights.state_dict.items()})
+    write_text(folder / CARD_NAME, text)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for the images and the run")
@@ -102,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--install", action="store_true", help="write the weights and card into wnet_zoo/")
     args = parser.parse_args(argv)
 
-    from wnet_zoo.model.pretrained import install_pretrained
     from wnet_zoo.training.config import TrainConfig
     from wnet_zoo.training.runs import train
 

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from wnet_zoo.cli import main
+from wnet_zoo.errors import UserError
 from wnet_zoo.model.checkpoints import load_weights
-from wnet_zoo.model.pretrained import bundled_card, bundled_weights, describe_bundled, install_pretrained
+from wnet_zoo.model.pretrained import bundled_card, bundled_weights, describe_bundled
 from wnet_zoo.model.wnet import WNet3D
 
 from phantoms import HELD_OUT, SETTINGS
-from pretrain import LEFT_OUT, PRETRAIN_SEED_OFFSET, REAL_VOLUMES
+from pretrain import LEFT_OUT, PRETRAIN_SEED_OFFSET, REAL_VOLUMES, install_pretrained
 
 
 def test_bundled_model_loads_compact_and_without_input_transform():
@@ -42,8 +43,13 @@ def test_card_names_data_recipe_and_machine():
 def test_install_refuses_weights_with_an_input_transform(tmp_path: Path):
     path = tmp_path / "smoothing.pt"
     torch.save(WNet3D(channels=(4, 8, 16, 32), input_sigma=(1.0, 1.0, 1.0)).state_dict(), path)
-    with pytest.raises(Exception, match="without an input transform"):
-        install_pretrained(path, {})
+    with pytest.raises(UserError, match="without an input transform"):
+        install_pretrained(path, {}, folder=tmp_path / "bundled")
+    assert not (tmp_path / "bundled").exists()
+    plain = tmp_path / "plain.pt"
+    torch.save({"model": WNet3D(channels=(4, 8, 16, 32)).state_dict(), "optimizer": {}}, plain)
+    installed = install_pretrained(plain, {"trained": "today"}, folder=tmp_path / "bundled")
+    assert set(torch.load(installed, weights_only=True)) == set(WNet3D(channels=(4, 8, 16, 32)).state_dict())
 
 
 @pytest.mark.slow

@@ -86,7 +86,7 @@ def export_model(
     """Export WNet3D weights to the folder ``out``.
 
     Args:
-        source: anything :func:`wnet_zoo.load_weights` reads (a run folder, our checkpoint, a dict with a
+        source: anything :func:`wnet_zoo.load_weights` reads (``"bundled"``, a run folder, our checkpoint, a dict with a
             ``model`` state dict, a bare state dict such as CellSeg3D's ``.pth``).
         out: the folder to create: ``wnet3d.onnx``, ``wnet3d.torchscript.pt`` and ``NAME.bioimageio.zip``.
         card: the model card YAML for the package (default: ``wnet_zoo/export/cards/wnet3d.yaml``).

@@ -15,7 +15,6 @@ from typing import Any
 import yaml
 
 from wnet_zoo.errors import UserError
-from wnet_zoo.io.atomic import write_text
 
 BUNDLED = "bundled"
 """The ``--from`` value that names the bundled pretrained WNet3D."""
@@ -51,21 +50,3 @@ def describe_bundled() -> str:
 def is_bundled(source: str | Path) -> bool:
     """Whether ``source`` names the bundled model (``--from bundled``)."""
     return str(source).strip().lower() == BUNDLED
-
-
-def install_pretrained(checkpoint: str | Path, card: dict[str, Any]) -> Path:
-    """Write ``checkpoint``'s weights (float32 state dict only) and ``card`` as the bundled model; return the
-    weights' path. Used by ``benchmarks/pretrain.py``."""
-    from wnet_zoo.model.checkpoints import load_weights, save_checkpoint  # torch: not when the command line starts
-
-    weights = load_weights(checkpoint)
-    architecture = weights.architecture
-    if any(architecture["input_sigma"]) or architecture["input_log"] or any(architecture["input_background"]):
-        raise UserError(f"{checkpoint}: the bundled model is trained without an input transform")
-    text = yaml.safe_dump({"channels": list(architecture["channels"]), **card}, sort_keys=False)
-    folder = bundled_folder()
-    folder.mkdir(exist_ok=True)
-    target = folder / WEIGHTS_NAME
-    save_checkpoint(target, {key: value.float().contiguous() for key, value in weights.state_dict.items()})
-    write_text(folder / CARD_NAME, text)
-    return target

@@ -174,8 +174,9 @@ def _start(
     out.mkdir(parents=True)
     write_config_file(config, out / "config.yaml")
     run = _Run(config, out, data, device, progress, input_sigma, config.input_log, input_background)
-    if initial is not None:
-        # the input transform's buffers are the run's own (the same as the weights' unless chosen anew)
+    if initial is not None and weights_transform:
+        run.model.load_state_dict(initial.state_dict, strict=True)
+    elif initial is not None:  # the transform chosen anew: its buffers are the run's own
         transform = {key: value for key, value in run.model.state_dict().items() if key.endswith(TRANSFORM_BUFFERS)}
         state = {key: value for key, value in initial.state_dict.items() if not key.endswith(TRANSFORM_BUFFERS)}
         run.model.load_state_dict({**state, **transform}, strict=True)
