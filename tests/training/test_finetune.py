@@ -2,7 +2,9 @@ import csv
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 import torch
 import yaml
 
@@ -140,3 +142,18 @@ def test_bundled_model_takes_the_input_transform_chosen_for_the_images(tmp_path:
     assert tuned["input_sigma"] == [1.0, 1.0, 1.0] and tuned["input_log"] == 5
     assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0  # the run's transform, not the bundle's
     assert load_weights(out / "last.pt").architecture["input_log"] == 5
+
+
+def test_bundled_model_gets_the_transform_training_chooses_for_noisy_images(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    z, y, x = np.indices((32, 48, 48))
+    volume = np.full((32, 48, 48), 100.0)
+    for centre in ((10, 12, 12), (20, 30, 34), (16, 36, 10), (22, 12, 30)):
+        volume[(z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= 25] = 700.0
+    noisy = tmp_path / "noisy.tif"
+    tifffile.imwrite(noisy, (volume + rng.normal(0, 80, volume.shape)).clip(0).astype(np.float32))
+    out = tmp_path / "tuned"
+    assert main(["finetune", str(noisy), "--out", str(out), *QUICK]) == 0
+    config, _ = _finetuned(out)
+    assert config["input-smoothing"] > 0  # as `train` would choose: the bundled model itself has none
+    assert load_weights(out / "last.pt").architecture["input_sigma"][0] == config["input-smoothing"]
