@@ -327,6 +327,9 @@ def test_segmentation_stats_tell_nuclei_from_bright_and_dim_regions():
     with naming(CliNaming()):
         (_, _, advice, _), *others = balance.judge(flat, staying, 2)
     assert advice == "raise --rec-weight (e.g. 0.01), or switch to --rec-loss bce --rec-weight 0.5"
+    fine_tuning = BalanceCheck(ncut_weight=0.5, rec_weight=5e-3, rec_loss="mse", auto=False, pretrained=True)
+    fine_tuning.record(4, {"ncut": 0.9, "rec": 60.0, "total": 0.75}, (0.99, 0.01))
+    assert fine_tuning.judge(flat, staying, 2) == []  # its decoder learnt before this run
     collapsed = segmentation_stats(np.stack([~halves, halves], 1) * 1.0, image, image, "mse")
     (code, detail, advice, values), *others = balance.judge(collapsed, staying, 2)
     assert not others and code == "balance.collapse"
@@ -338,6 +341,7 @@ def test_segmentation_stats_tell_nuclei_from_bright_and_dim_regions():
     with naming(CliNaming()):
         (_, _, advice, _), *others = balance.judge(collapsed, staying, 2)
     assert advice == "raise the reconstruction weight: --rec-weight 0.01 (or --auto-balance)"
+    assert [code for code, *_ in fine_tuning.judge(collapsed, staying, 2)] == ["balance.collapse"]
     balance.record(5, {"ncut": 0.9, "rec": 60.0, "total": 0.75}, (0.8, 0.2))
     assert balance.judge(collapsed, staying, 2) == []  # NCut has 80% of the gradient only: no takeover
     assert suggested_rec_weight(0.5, 5e-3, 0.9, 60.0) == 0.01  # 0.0075 wanted, at least twice the weight

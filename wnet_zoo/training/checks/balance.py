@@ -101,7 +101,9 @@ class BalanceCheck:
     weight when NCut takes over.
 
     ``centre`` holds the patch-sized centre of the first volumes (see :func:`centre_patches`), segmented at a
-    plateau; ``window`` is the plateau's, over which the reconstruction loss must improve.
+    plateau; ``window`` is the plateau's, over which the reconstruction loss must improve. A ``pretrained``
+    run (fine-tuning) is not told its reconstruction stays poor: its decoder learnt in the run it comes from,
+    so its loss starts where a run from scratch ends and does not fall much further.
     """
 
     name: ClassVar[str] = "balance"
@@ -112,6 +114,7 @@ class BalanceCheck:
     rec_loss: str
     auto: bool
     window: int = 0
+    pretrained: bool = False
     centre: np.ndarray | None = field(default=None, repr=False)
     shares: list[list[float]] = field(default_factory=list)
 
@@ -182,7 +185,7 @@ class BalanceCheck:
                 found.append(("balance.collapse", detail, action, values))
         rec = [r["rec"] for r in rows if math.isfinite(r["rec"])]
         first, last = float(np.mean(rec[:window])), float(np.mean(rec[-window:]))
-        if stats.poor_reconstruction and last > REC_IMPROVEMENT * first:
+        if stats.poor_reconstruction and last > REC_IMPROVEMENT * first and not self.pretrained:
             detail = (
                 f"the reconstruction stays poor: loss {stats.rec:.4g} on the centre patches, no better than a "
                 f"constant image ({stats.rec_baseline:.4g}), and {last:.4g} over the last {window} epochs against "

@@ -38,6 +38,7 @@ def checks_of(config: TrainConfig, volumes: Sequence[np.ndarray]) -> list[Check]
             config.rec_loss,
             config.auto_balance,
             window=config.plateau_window,
+            pretrained=config.from_weights is not None,
             centre=centre,
         )
         checks.append(balance)
