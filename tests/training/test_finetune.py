@@ -157,3 +157,22 @@ def test_bundled_model_gets_the_transform_training_chooses_for_noisy_images(tmp_
     config, _ = _finetuned(out)
     assert config["input-smoothing"] > 0  # as `train` would choose: the bundled model itself has none
     assert load_weights(out / "last.pt").architecture["input_sigma"][0] == config["input-smoothing"]
+
+
+def test_own_weights_keep_the_input_transform_they_were_trained_with(tmp_path: Path):
+    """Other weights than the bundled ones bring their transform: the images' own choice does not replace it."""
+    rng = np.random.default_rng(1)
+    noisy = tmp_path / "noisy.tif"
+    tifffile.imwrite(noisy, rng.normal(100, 30, (32, 48, 48)).clip(0).astype(np.float32))
+    torch.manual_seed(2)
+    model = WNet3D(channels=(4, 8, 16, 32), input_sigma=(0.5, 1.0, 1.0), input_log=5.0)
+    source = tmp_path / "own.pt"
+    torch.save(model.state_dict(), source)
+    out = tmp_path / "tuned"
+    args = ["finetune", str(noisy), "--from", str(source), "--out", str(out), *QUICK, "--no-screen"]
+    assert main([*args, "--input-log", "5"]) == 0  # the weights' own value may be given
+    config, _ = _finetuned(out)
+    assert config["input-smoothing"] == 1 and config["input-log"] == 5 and config["input-background"] == 0
+    tuned = load_weights(out / "last.pt").state_dict
+    transform = {key: value for key, value in model.state_dict().items() if key.endswith(("input_sigma", "input_log"))}
+    assert len(transform) == 2 and all(torch.equal(tuned[key], value) for key, value in transform.items())
