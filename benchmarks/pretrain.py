@@ -13,7 +13,9 @@ licensed volumes no benchmark scores on:
 
 Fine-tuning puts in front of the network the input transform (smoothing, compression, background subtraction)
 that training chooses for the user's images, so the network learns from each volume as that transform shows it:
-each is rewritten once, with the transform chosen for it alone, and the model itself has none.
+each is rewritten once, with the transform chosen for it alone, and the model itself has none. Training reads
+these files as they are: its usual 0..100 remap would stretch each back to the full range (smoothing a noisy volume
+narrows it to about a quarter), and the network would learn on a contrast the fine-tuned model never sees.
 
 ``--install`` writes the best epoch's weights (a float32 state dict, nothing else) and a card (``wnet3d.yaml``:
 data, transforms, recipe, machine, losses, seconds) into ``wnet_zoo/model/bundled/``.
@@ -22,10 +24,12 @@ data, transforms, recipe, machine, losses, seconds) into ``wnet_zoo/model/bundle
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +79,20 @@ def as_the_model_sees_it(path: Path) -> dict[str, float]:
         "input_log": round(float(chosen.input_log or 0.0), 3),
         "input_background": int(chosen.input_background or 0),
     }
+
+
+@contextlib.contextmanager
+def read_as_written() -> Iterator[None]:
+    """Training reads its volumes without the 0..100 remap: those :func:`as_the_model_sees_it` wrote are the
+    remap already, seen through the transform, and must reach the network with the range the transform left."""
+    import wnet_zoo.training.data as data
+
+    remap = data.remap
+    data.remap = lambda volume: volume
+    try:
+        yield
+    finally:
+        data.remap = remap
 
 
 def training_images(folder: Path, real: Path = REAL_DATA) -> list[Path]:
@@ -143,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=0,
     )
     started = time.perf_counter()
-    result = train(config, args.work / "run", overwrite=True)
+    with read_as_written():
+        result = train(config, args.work / "run", overwrite=True)
     seconds = time.perf_counter() - started
     best = result.rows[result.best_epoch - 1]
     print(f"trained {len(result.rows)} epochs in {seconds:.0f} s; best epoch {result.best_epoch}: {best}")

@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 import torch
 
 from wnet_zoo.cli import main
@@ -10,9 +12,18 @@ from wnet_zoo.errors import UserError
 from wnet_zoo.model.checkpoints import load_weights
 from wnet_zoo.model.pretrained import bundled_card, bundled_weights, describe_bundled
 from wnet_zoo.model.wnet import WNet3D
+from wnet_zoo.training.config import TrainConfig
+from wnet_zoo.training.data import prepare_data
 
 from phantoms import HELD_OUT, SETTINGS
-from pretrain import LEFT_OUT, PRETRAIN_SEED_OFFSET, REAL_VOLUMES, install_pretrained
+from pretrain import (
+    LEFT_OUT,
+    PRETRAIN_SEED_OFFSET,
+    REAL_VOLUMES,
+    as_the_model_sees_it,
+    install_pretrained,
+    read_as_written,
+)
 
 
 def test_bundled_model_loads_compact_and_without_input_transform():
@@ -50,6 +61,27 @@ def test_install_refuses_weights_with_an_input_transform(tmp_path: Path):
     torch.save({"model": WNet3D(channels=(4, 8, 16, 32)).state_dict(), "optimizer": {}}, plain)
     installed = install_pretrained(plain, {"trained": "today"}, folder=tmp_path / "bundled")
     assert set(torch.load(installed, weights_only=True)) == set(WNet3D(channels=(4, 8, 16, 32)).state_dict())
+
+
+def test_pretraining_sees_each_volume_with_the_range_its_transform_leaves(tmp_path: Path):
+    """A noisy volume, smoothed as fine-tuning will show it, spans a fraction of 0..100: pretraining must not
+    stretch it back (the network would learn a contrast fine-tuned models never see)."""
+    rng = np.random.default_rng(3)
+    z, y, x = np.indices((32, 48, 48))
+    volume = np.full((32, 48, 48), 100.0)
+    for centre in ((10, 12, 12), (20, 30, 34), (16, 36, 10), (22, 12, 30)):
+        volume[(z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= 25] = 400.0
+    path = tmp_path / "noisy.tif"
+    tifffile.imwrite(path, (volume + rng.normal(0, 80, volume.shape)).astype(np.float32))
+    assert as_the_model_sees_it(path)["input_smoothing"] > 0
+    seen = tifffile.imread(path)
+    assert seen.max() - seen.min() < 60  # smoothing narrowed the 0..100 remap
+    config = TrainConfig(images=[str(path)], screen=False)
+    with read_as_written():
+        (read,) = prepare_data(config).volumes
+    np.testing.assert_array_equal(read, seen)
+    (remapped,) = prepare_data(config).volumes  # the usual remap is back afterwards
+    assert remapped.min() == 0 and remapped.max() == 100
 
 
 @pytest.mark.slow
