@@ -1,4 +1,4 @@
-"""Damaged TIFF files that the readers of several stages must refuse."""
+"""TIFF files the tests of several stages share: damaged ones the readers must refuse, and a noisy stack."""
 
 from __future__ import annotations
 
@@ -23,3 +23,15 @@ def truncated_tiffs(folder: Path) -> dict[str, Path]:
         size = path.stat().st_size
         os.truncate(path, size + keep if keep else size // 2)
     return {"claimed": claimed, "strips": strips, "half": half}
+
+
+def noisy_nuclei(path: Path, seed: int, nucleus: float = 700.0) -> Path:
+    """Four spheres of radius 5 at ``nucleus`` on a background of 100, under Gaussian noise of SD 80 (training
+    chooses to smooth it), as float32 TIFF at ``path``."""
+    z, y, x = np.indices((32, 48, 48))
+    volume = np.full((32, 48, 48), 100.0)
+    for centre in ((10, 12, 12), (20, 30, 34), (16, 36, 10), (22, 12, 30)):
+        volume[(z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= 25] = nucleus
+    noise = np.random.default_rng(seed).normal(0, 80, volume.shape)
+    tifffile.imwrite(path, (volume + noise).clip(0).astype(np.float32))
+    return path

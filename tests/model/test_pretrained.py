@@ -24,6 +24,7 @@ from pretrain import (
     install_pretrained,
     read_as_written,
 )
+from tiffs import noisy_nuclei
 
 
 def test_bundled_model_loads_compact_and_without_input_transform():
@@ -66,13 +67,7 @@ def test_install_refuses_weights_with_an_input_transform(tmp_path: Path):
 def test_pretraining_sees_each_volume_with_the_range_its_transform_leaves(tmp_path: Path):
     """A noisy volume, smoothed as fine-tuning will show it, spans a fraction of 0..100: pretraining must not
     stretch it back (the network would learn a contrast fine-tuned models never see)."""
-    rng = np.random.default_rng(3)
-    z, y, x = np.indices((32, 48, 48))
-    volume = np.full((32, 48, 48), 100.0)
-    for centre in ((10, 12, 12), (20, 30, 34), (16, 36, 10), (22, 12, 30)):
-        volume[(z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= 25] = 400.0
-    path = tmp_path / "noisy.tif"
-    tifffile.imwrite(path, (volume + rng.normal(0, 80, volume.shape)).astype(np.float32))
+    path = noisy_nuclei(tmp_path / "noisy.tif", seed=3, nucleus=400.0)
     assert as_the_model_sees_it(path)["input_smoothing"] > 0
     seen = tifffile.imread(path)
     assert seen.max() - seen.min() < 60  # smoothing narrowed the 0..100 remap

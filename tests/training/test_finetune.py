@@ -15,6 +15,7 @@ from wnet_zoo.model.wnet import WNet3D
 from wnet_zoo.training.device import bf16_supported
 
 from reference import cellseg3d_wnet_class
+from tiffs import noisy_nuclei
 
 QUICK = ["--patch", "16,24,24", "--samples-per-epoch", "1", "--batch", "1", "--epochs", "1"]
 
@@ -145,13 +146,7 @@ def test_bundled_model_takes_the_input_transform_chosen_for_the_images(tmp_path:
 
 
 def test_bundled_model_gets_the_transform_training_chooses_for_noisy_images(tmp_path: Path):
-    rng = np.random.default_rng(0)
-    z, y, x = np.indices((32, 48, 48))
-    volume = np.full((32, 48, 48), 100.0)
-    for centre in ((10, 12, 12), (20, 30, 34), (16, 36, 10), (22, 12, 30)):
-        volume[(z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= 25] = 700.0
-    noisy = tmp_path / "noisy.tif"
-    tifffile.imwrite(noisy, (volume + rng.normal(0, 80, volume.shape)).clip(0).astype(np.float32))
+    noisy = noisy_nuclei(tmp_path / "noisy.tif", seed=0)
     out = tmp_path / "tuned"
     assert main(["finetune", str(noisy), "--out", str(out), *QUICK]) == 0
     config, _ = _finetuned(out)
