@@ -19,7 +19,7 @@ from wnet_zoo.model.checkpoints import LoadedWeights, load_weights
 from wnet_zoo.model.pretrained import describe_bundled, is_bundled
 from wnet_zoo.training.config import DEFAULT_LR_FACTOR, TrainConfig, read_config_file, write_config_file
 from wnet_zoo.training.data import prepare_data
-from wnet_zoo.training.device import resolve_bf16, resolve_device
+from wnet_zoo.training.device import flush_denormals, resolve_bf16, resolve_device
 from wnet_zoo.training.input_choices import (
     background_radius_for,
     choose_input_transform,
@@ -33,6 +33,10 @@ TRANSFORM_BUFFERS = ("input_sigma", "input_log", "input_background")  # the inpu
 def train(config: TrainConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> TrainResult:
     """Train WNet3D from scratch on ``config.images`` into the run directory ``out``.
 
+    Training (this, :func:`finetune` and :func:`resume`) sets the process's PyTorch CPU arithmetic to flush
+    denormal floats to zero (:func:`~wnet_zoo.training.device.flush_denormals`): call it before other PyTorch
+    work for it to hold in every thread.
+
     Args:
         config: every training parameter (``config.images`` lists TIFF files or folders).
         out: the run directory to create.
@@ -42,6 +46,7 @@ def train(config: TrainConfig, out: str | Path, overwrite: bool = False, progres
     Raises:
         UserError: bad images or options; nothing is written then.
     """
+    flush_denormals()
     return _start(config, Path(out), overwrite, progress, initial=None)
 
 
@@ -67,6 +72,7 @@ def finetune(
     config's). Training runs at ``lr = base_lr * lr_factor``, ``base_lr`` being ``config.base_lr`` or else
     ``config.lr`` (the training default 1e-3 unless changed), as CellSeg3D's page advises for retraining.
     """
+    flush_denormals()
     bundled = is_bundled(source)
     initial = weights if weights is not None else load_weights(source)
     architecture = initial.architecture
@@ -104,6 +110,7 @@ def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True
 
     Images and configuration come from the run directory; metrics.csv keeps one row per epoch in total.
     """
+    flush_denormals()
     run_dir = Path(run_dir)
     last = run_dir / "last.pt"
     if not (run_dir / "config.yaml").is_file() or not last.is_file():
