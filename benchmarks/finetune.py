@@ -1,6 +1,6 @@
 """Fine-tuning the bundled pretrained WNet3D against training from scratch, on every phantom setting.
 
-    python benchmarks/finetune.py --work DIR [--settings ...] [--variants bundled compact scratch]
+    python benchmarks/finetune.py --work DIR [--settings ...] [--variants [bundled compact scratch]]
                                   [--lr-factors 0.05 0.1 0.2 0.5] [--threads N] [--out JSON]
 
 CellSeg3D's training page advises retraining from a pretrained model "to quickly reach good performance". For
@@ -18,13 +18,16 @@ Without ``scratch`` in ``--variants`` the file keeps the scratch numbers of ``be
 (same pipeline and nuclei code; its date and machine are recorded with them): its training takes 5 to 14 minutes
 a setting on 2 cores. Results go to ``benchmarks/results/finetune.json`` (``--out``, rewritten after each
 setting) with the machine (CPU, bf16 or not), and a table is printed. Variants of an earlier run on the same
-kind of CPU that this one does not repeat are kept, each with its date.
+kind of CPU that this one does not repeat are kept, each with its date, but fine-tunings of another bundled model
+than today's (another ``bundled_model`` fingerprint) are dropped. ``--variants`` with no name and
+``--lr-factors`` runs the sweep alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import sys
 from collections.abc import Sequence
@@ -36,6 +39,7 @@ import tifffile
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
+from wnet_zoo.model.pretrained import bundled_card, bundled_weights  # noqa: E402
 from wnet_zoo.training.config import DEFAULT_LR_FACTOR  # noqa: E402
 
 from phantoms import HELD_OUT, SETTINGS, make_phantom, write_phantom  # noqa: E402
@@ -77,7 +81,15 @@ def run_variant(name: str, variant: str, image: Path, work: Path, threads: int |
     found = scores(tifffile.imread(prediction / f"{image.stem}_instances.tif"), truth, sum(stages.values()))
     found["stage_seconds"] = {stage: round(value, 2) for stage, value in stages.items()}
     found["training"] = training_summary(run)
+    if variant.startswith("bundled"):
+        found["bundled_model"] = bundled_fingerprint()
     return found
+
+
+def bundled_fingerprint() -> str:
+    """Which bundled model a fine-tuning started from: its card's date and the start of its weights' SHA-256."""
+    digest = hashlib.sha256(bundled_weights().read_bytes()).hexdigest()[:12]
+    return f"trained {bundled_card()['trained']}, wnet3d.pt sha256 {digest}"
 
 
 def scratch_from_quality(name: str) -> dict[str, Any] | None:
@@ -117,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for the phantoms, runs and predictions")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
-    parser.add_argument("--variants", nargs="+", choices=list(TRAINING), default=["bundled", "compact"])
+    parser.add_argument("--variants", nargs="*", choices=list(TRAINING), default=["bundled", "compact"])
     parser.add_argument("--lr-factors", nargs="*", type=float, default=[], help="fine-tuning rates to sweep")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -138,6 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if earlier.get("machine", {}).get("cpu") == results["machine"]["cpu"]:  # same kind of machine: keep the rest
         results["variants"] = list(dict.fromkeys([*earlier["variants"], *results["variants"]]))
         results["settings"] = earlier["settings"]
+        today = bundled_fingerprint()
+        for setting in results["settings"].values():
+            found = setting["variants"]
+            for variant in [v for v in found if v.startswith("bundled") and found[v].get("bundled_model") != today]:
+                del found[variant]
     for name in args.settings:
         image, _ = write_phantom(name, args.work / "phantoms")
         found: dict[str, Any] = dict(results["settings"].get(name, {}).get("variants", {}))

@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine(None),
             "images": [path.name for path in images],
             "input_transforms": transforms,
+            "inputs": "each volume rewritten as its input transform shows it, read without the 0..100 remap",
             "phantom_seeds": f"each setting's own + {PRETRAIN_SEED_OFFSET}",
             "left_out": list(LEFT_OUT),
         }

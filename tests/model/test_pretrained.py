@@ -49,6 +49,7 @@ def test_card_names_data_recipe_and_machine():
     assert set(card["images"]) == {*REAL_VOLUMES, *kept} and not set(HELD_OUT) - set(LEFT_OUT)
     assert card["phantom_seeds"] == f"each setting's own + {PRETRAIN_SEED_OFFSET}"
     assert {"cpu", "cpu_bf16", "torch"} <= set(card["machine"])
+    assert card["inputs"].endswith("read without the 0..100 remap")  # made by the recipe with read_as_written
     assert describe_bundled().startswith("bundled pretrained WNet3D (channels 16,32,64,128; trained ")
 
 

@@ -17,9 +17,11 @@ from wnet_zoo.io.intensity import remap
 from wnet_zoo.model.checkpoints import load_weights
 from wnet_zoo.training.checks.balance import BalanceCheck, segmentation_stats, suggested_rec_weight
 from wnet_zoo.training.checks.base import NOTHING, SNAPSHOTS, Decision, StepLosses
+from wnet_zoo.training.checks.coordinator import checks_of
 from wnet_zoo.training.checks.explosion import SNAPSHOT_EVERY, ExplosionGuard
 from wnet_zoo.training.checks.plateau import PlateauCheck
 from wnet_zoo.training.checks.screening import check_usable, screen_volume, smoothed, usable_corners
+from wnet_zoo.training.config import TrainConfig
 from wnet_zoo.training.events import read_events
 from wnet_zoo.training.loop import _Run
 from wnet_zoo.training.sampler import PatchSampler
@@ -327,7 +329,10 @@ def test_segmentation_stats_tell_nuclei_from_bright_and_dim_regions():
     with naming(CliNaming()):
         (_, _, advice, _), *others = balance.judge(flat, staying, 2)
     assert advice == "raise --rec-weight (e.g. 0.01), or switch to --rec-loss bce --rec-weight 0.5"
-    fine_tuning = BalanceCheck(ncut_weight=0.5, rec_weight=5e-3, rec_loss="mse", auto=False, pretrained=True)
+    config = TrainConfig(patch=[8, 8, 8], from_weights="bundled pretrained WNet3D")
+    (fine_tuning,) = [
+        check for check in checks_of(config, [np.zeros((8, 8, 8), np.float32)]) if check.name == "balance"
+    ]
     fine_tuning.record(4, {"ncut": 0.9, "rec": 60.0, "total": 0.75}, (0.99, 0.01))
     assert fine_tuning.judge(flat, staying, 2) == []  # its decoder learnt before this run
     collapsed = segmentation_stats(np.stack([~halves, halves], 1) * 1.0, image, image, "mse")
