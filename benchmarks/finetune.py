@@ -43,7 +43,7 @@ from wnet_zoo.model.pretrained import bundled_card, bundled_weights  # noqa: E40
 from wnet_zoo.training.config import DEFAULT_LR_FACTOR  # noqa: E402
 
 from phantoms import HELD_OUT, SETTINGS, make_phantom, write_phantom  # noqa: E402
-from quality import CLI, PIPELINE, PipelineError, machine, run_command, scores, training_summary  # noqa: E402
+from quality import PIPELINE, PipelineError, machine, run_pipeline, scores  # noqa: E402
 
 RESULTS = HERE / "results" / "finetune.json"
 QUALITY = HERE / "results" / "quality.json"
@@ -66,21 +66,17 @@ def training_command(variant: str) -> list[str]:
 def run_variant(name: str, variant: str, image: Path, work: Path, threads: int | None) -> dict[str, Any]:
     """Train (or fine-tune), export and predict one setting's image; scores, stage seconds, training summary."""
     _, truth = make_phantom(name)
-    stem = f"{name}_{variant.replace(' ', '_')}"
-    run, export, prediction = work / f"{stem}_run", work / f"{stem}_export", work / f"{stem}_predictions"
     command, *options = training_command(variant)
-    predict = [*CLI, "predict", str(export / "wnet3d.onnx"), str(image), "--out", str(prediction), "--overwrite"]
+    stem = f"{name}_{variant.replace(' ', '_')}"
     try:
-        stages = {
-            "train": run_command([*CLI, command, str(image), "--out", str(run), "--overwrite", *options], threads),
-            "export": run_command([*CLI, "export", str(run), "--out", str(export), "--onnx", "--overwrite"], threads),
-            "predict": run_command([*predict, *(["--threads", str(threads)] if threads else [])], threads),
-        }
+        instances, stages, training = run_pipeline(
+            stem, image, work, None, threads, options, command=command, overwrite=True
+        )
     except PipelineError as error:
         return {"fg_dice": 0.0, "f1_at_05": 0.0, "mean_f1": 0.0, "seconds": error.seconds, "error": str(error)}
-    found = scores(tifffile.imread(prediction / f"{image.stem}_instances.tif"), truth, sum(stages.values()))
+    found = scores(tifffile.imread(instances), truth, sum(stages.values()))
     found["stage_seconds"] = {stage: round(value, 2) for stage, value in stages.items()}
-    found["training"] = training_summary(run)
+    found["training"] = training
     if variant.startswith("bundled"):
         found["bundled_model"] = bundled_fingerprint()
     return found

@@ -137,20 +137,24 @@ def run_pipeline(
     threads: int | None,
     train_args: Sequence[str],
     trained_in: float | None = None,
+    command: str = "train",
+    overwrite: bool = False,
 ) -> tuple[Path, dict[str, float], dict[str, Any]]:
-    """``wnet-zoo train``, ``export --onnx`` and ``predict`` on one image: the instances file, seconds, training.
+    """``wnet-zoo train`` (or ``command``, e.g. ``finetune``), ``export --onnx`` and ``predict`` on one image: the
+    instances file, seconds, training.
 
     With ``trained_in`` (the seconds an earlier training took), the run already in ``work`` is exported and
-    predicted with again instead of training a new one."""
+    predicted with again instead of training a new one; with ``overwrite``, every step replaces what an earlier
+    run left in ``work``."""
     run, export, prediction = work / f"{name}_run", work / f"{name}_export", work / f"{name}_predictions"
     cli = list(CLI)
-    train = [*cli, "train", str(image), "--out", str(run), *(["--epochs", str(epochs)] if epochs else []), *train_args]
+    again = ["--overwrite"] if overwrite or trained_in is not None else []
+    train = [*cli, command, str(image), "--out", str(run), *(["--epochs", str(epochs)] if epochs else []), *train_args]
     predict = [*cli, "predict", str(export / "wnet3d.onnx"), str(image), "--out", str(prediction)]
     predict += ["--output", "mask", "--output", "raw-mask", "--output", "instances"]  # the defaults, and the raw mask
     predict += ["--threads", str(threads)] if threads else []
-    again = [] if trained_in is None else ["--overwrite"]
     seconds = {
-        "train": run_command(train, threads) if trained_in is None else trained_in,
+        "train": run_command([*train, *again], threads) if trained_in is None else trained_in,
         "export": run_command([*cli, "export", str(run), "--out", str(export), "--onnx", *again], threads),
         "predict": run_command([*predict, *again], threads),
     }
