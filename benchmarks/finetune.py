@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import sys
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ import tifffile
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
+from wnet_zoo.export.rdf import sha256  # noqa: E402
 from wnet_zoo.model.pretrained import bundled_card, bundled_weights  # noqa: E402
 from wnet_zoo.training.config import DEFAULT_LR_FACTOR  # noqa: E402
 
@@ -84,8 +84,7 @@ def run_variant(name: str, variant: str, image: Path, work: Path, threads: int |
 
 def bundled_fingerprint() -> str:
     """Which bundled model a fine-tuning started from: its card's date and the start of its weights' SHA-256."""
-    digest = hashlib.sha256(bundled_weights().read_bytes()).hexdigest()[:12]
-    return f"trained {bundled_card()['trained']}, wnet3d.pt sha256 {digest}"
+    return f"trained {bundled_card()['trained']}, wnet3d.pt sha256 {sha256(bundled_weights())[:12]}"
 
 
 def scratch_from_quality(name: str) -> dict[str, Any] | None:
