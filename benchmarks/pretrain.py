@@ -1,4 +1,4 @@
-"""The recipe of the pretrained WNet3D that ships with wnet-zoo (``wnet_zoo/pretrained/``).
+"""The recipe of the pretrained WNet3D that ships with wnet-zoo (``wnet_zoo/model/bundled/``).
 
     python benchmarks/pretrain.py --work DIR [--real DIR] [--epochs N] [--install]
 
