@@ -120,6 +120,16 @@ class TrainConfig:
     skip_empty_patches: bool = field(
         default=True, metadata={"help": "Replace almost-empty patches by ones with foreground."}
     )
+    contrast_jitter: float = field(
+        default=0.0,
+        metadata={
+            "help": (
+                "Lower the contrast of half the training patches at random: blend each with a uniform grey (0..50 "
+                "of 0..100), keeping a share log-uniform in [1-J, 1]. For pretraining on varied stacks; 0: off."
+            ),
+            "metavar": "J",
+        },
+    )
     min_foreground: float = field(
         default=1e-3, metadata={"help": "Share of foreground voxels below which a patch is almost empty."}
     )
@@ -204,6 +214,10 @@ class TrainConfig:
             (
                 len(self.channels) == 4 and all(c > 0 and c % 4 == 0 for c in self.channels),
                 f"{setting('channels')} must be 4 positive multiples of 4, e.g. 64,128,256,512",
+            ),
+            (
+                0 <= self.contrast_jitter < 1,
+                f"{setting('contrast_jitter')} must be in [0, 1), e.g. 0.75 (0: off)",
             ),
             (0 <= self.min_foreground < 1, f"{setting('min_foreground')} must be in [0, 1), e.g. 0.001"),
             (

@@ -91,6 +91,7 @@ class _Run:
             config.seed,  # type: ignore[arg-type]
             usable=data.usable,
             skip_empty=config.skip_empty_patches,
+            contrast_jitter=config.contrast_jitter,
         )
         self.checks = TrainingChecks(checks_of(config, data.volumes), out)
         self.snapshot: tuple[dict[str, Any], dict[str, Any]] | None = None

@@ -41,6 +41,8 @@ def _fmt(values: Sequence[int]) -> str:
 
 _REPLACEMENT_TRIES = 200
 """Random draws for a usable patch position before picking among the full list of them."""
+_JITTER_STREAM = 1  # the contrast jitter's draws: a stream apart from the replacement positions'
+_JITTER_MAX_GREY = 50.0
 
 
 @dataclass
@@ -57,6 +59,12 @@ class PatchSampler:
     from a stream of its own (seeded by seed, epoch and the patch's index), so every other patch, its flips
     and its rotation stay those of the plain sequence. ``counts`` holds the last epoch's numbers:
     ``patches``, ``almost_empty`` (drawn) and ``skipped`` (replaced).
+
+    ``contrast_jitter`` J > 0 blends half the patches with a uniform grey, ``a * x + (1 - a) * c``, with ``a``
+    log-uniform in [1 - J, 1] and ``c`` uniform in [0, 50] (the 0..100 scale), drawn from a stream of the patch's
+    own: the network meets nuclei of a lower contrast over a brighter background than its volumes show (a smoothed
+    noisy stack, haze) and learns to separate them by structure rather than by absolute intensity, while the
+    other half keep the contrast it is fine-tuned on.
     """
 
     volumes: Sequence[np.ndarray]
@@ -66,6 +74,7 @@ class PatchSampler:
     seed: int
     usable: Sequence[np.ndarray] | None = None
     skip_empty: bool = True
+    contrast_jitter: float = 0.0
     counts: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def steps_per_epoch(self) -> int:
@@ -100,7 +109,18 @@ class PatchSampler:
         if self.patch[1] != self.patch[2]:
             turns = 2 * (turns % 2)  # a quarter turn would change the patch shape: half turns only
         region = np.rot90(region, turns, axes=(1, 2))
-        return np.ascontiguousarray(region, dtype=np.float32)
+        region = np.ascontiguousarray(region, dtype=np.float32)
+        if self.contrast_jitter > 0:
+            region = self._jitter(region, key)
+        return region
+
+    def _jitter(self, region: np.ndarray, key: tuple[int, int]) -> np.ndarray:
+        draw = np.random.default_rng([self.seed, *key, _JITTER_STREAM])
+        if draw.random() < 0.5:
+            return region
+        contrast = float(np.exp(draw.uniform(np.log1p(-self.contrast_jitter), 0.0)))
+        grey = draw.uniform(0.0, _JITTER_MAX_GREY)
+        return (contrast * region + (1.0 - contrast) * grey).astype(np.float32)
 
     def _usable_corner(self, index: int, key: tuple[int, int]) -> tuple[int, ...] | None:
         usable = self.usable[index]  # type: ignore[index]
