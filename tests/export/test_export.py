@@ -110,6 +110,8 @@ def test_export_writes_three_files_and_onnx_metadata(exported: ExportResult, wei
     assert parity.shape == (1, 1, 40, 48, 56)
     assert parity.ort_vs_torch < 1e-4 and parity.ort_vs_float64 < 1e-4 and parity.torch_vs_float64 < 1e-4
     assert parity.torchscript_vs_torch is not None and parity.torchscript_vs_torch < 1e-4
+    # JDLL (deepImageJ, Icy) runs ONNX Runtime 1.13.1 by default, which reads opsets up to 17
+    assert {o.domain: o.version for o in onnx.load(str(exported.onnx)).opset_import}[""] <= 17
 
 
 def test_onnx_file_runs_in_bare_onnxruntime_with_dynamic_axes(exported: ExportResult, weights: dict[str, Path]):
@@ -145,7 +147,7 @@ def test_package_contents(exported: ExportResult, weights: dict[str, Path]):
         "wnet3d.onnx",
         "wnet3d.torchscript.pt",
         "wnet3d_encoder_state_dict.pt",
-        "wnet3d_full.pt",
+        "wnet3d_decoder.pt",
         "wnet3d_model.py",
     } <= names
     rdf = yaml.safe_load(archive.read("rdf.yaml"))
@@ -185,12 +187,37 @@ def test_package_contents(exported: ExportResult, weights: dict[str, Path]):
         assert_close(model.encoder(torch.from_numpy(remap(raw))), expected, rel=1e-5, what="probabilities")
 
 
-def test_package_is_a_weight_source_with_the_training_record(exported: ExportResult, weights: dict[str, Path]):
-    original, packaged = load_weights(weights["run"]), load_weights(exported.package)
-    assert packaged.state_dict.keys() == original.state_dict.keys()
+def test_package_is_a_weight_source_with_the_training_record(
+    exported: ExportResult, weights: dict[str, Path], tmp_path: Path
+):
+    original = load_weights(weights["run"])
+    folder = tmp_path / "unzipped"
+    _package(exported).extractall(folder)
+    for source in (exported.package, folder, folder / "rdf.yaml"):
+        packaged = load_weights(source)
+        assert packaged.state_dict.keys() == original.state_dict.keys()
+        assert all(torch.equal(packaged.state_dict[k], v) for k, v in original.state_dict.items())
+        assert packaged.config["patch"] == [16, 24, 24]
+        assert packaged.checkpoint["foreground_class"] == original.checkpoint["foreground_class"]
+    # no weight stored twice: the attachment holds the decoder, the encoder is the pytorch_state_dict weights
+    attachment = torch.load(folder / "wnet3d_decoder.pt", weights_only=True)
+    assert set(attachment) == {"decoder", "config", "epoch", "foreground_class", "class_means"}
+    encoder = torch.load(folder / "wnet3d_encoder_state_dict.pt", weights_only=True)
+    assert len(encoder) + len(attachment["decoder"]) == len(original.state_dict)
+
+
+def test_package_of_the_earlier_layout_still_loads(exported: ExportResult, weights: dict[str, Path], tmp_path: Path):
+    """Packages exported before the decoder attachment held the whole WNet3D in one file (``full_weights``)."""
+    original = load_weights(weights["run"])
+    _package(exported).extractall(tmp_path)
+    torch.save({"model": original.state_dict, "config": original.config}, tmp_path / "wnet3d_full.pt")
+    rdf = yaml.safe_load((tmp_path / "rdf.yaml").read_text())
+    del rdf["config"]["wnet_zoo"]["decoder_weights"]
+    rdf["config"]["wnet_zoo"]["full_weights"] = "wnet3d_full.pt"
+    (tmp_path / "rdf.yaml").write_text(yaml.safe_dump(rdf))
+    (tmp_path / "wnet3d_decoder.pt").unlink()
+    packaged = load_weights(tmp_path)
     assert all(torch.equal(packaged.state_dict[k], v) for k, v in original.state_dict.items())
-    assert packaged.config["patch"] == [16, 24, 24]
-    assert packaged.checkpoint["foreground_class"] == original.checkpoint["foreground_class"]
 
 
 def test_architecture_file_needs_only_torch(exported: ExportResult):
@@ -329,6 +356,84 @@ def test_card_values_the_zoo_rejects_fail_before_writing(weights: dict[str, Path
     lines = _error_lines(capsys)
     assert len(lines) <= 3 and "license 'not-a-licence' is not an SPDX identifier" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["card.yaml"]
+
+
+def test_card_options_make_a_package_the_zoo_accepts(weights: dict[str, Path], tmp_path: Path, capsys):
+    from bioimageio.spec import load_description
+
+    out = tmp_path / "out"
+    # bioimageiobot: a GitHub user bioimageio.spec knows, so its check needs no network
+    people = [
+        "--author",
+        "Jane Doe;bioimageiobot;EPFL",
+        "--author",
+        "Joe Bloggs",
+        "--maintainer",
+        "Jane Doe;bioimageiobot",
+    ]
+    about = ["--name", "Nuclei of test crops", "--license", "CC-BY-4.0", "--tag", "3d", "--tag", "nuclei"]
+    cite = ["--cite", "Doe J. (2026). Nuclei; test.;10.5281/zenodo.1", "--cite", "Bloggs J.;https://example.org/j"]
+    assert main(["export", str(weights["run"]), "--out", str(out), *people, *about, *cite]) == 0
+    assert "bioimage.io will refuse" not in capsys.readouterr().out
+    (package,) = out.glob("*.bioimageio.zip")
+    assert package.name == "nuclei-of-test-crops.bioimageio.zip"
+    rdf = yaml.safe_load(zipfile.ZipFile(package).read("rdf.yaml"))
+    assert rdf["authors"] == [
+        {"name": "Jane Doe", "github_user": "bioimageiobot", "affiliation": "EPFL"},
+        {"name": "Joe Bloggs"},
+    ]
+    assert rdf["maintainers"] == [{"name": "Jane Doe", "github_user": "bioimageiobot"}]
+    assert rdf["license"] == "CC-BY-4.0" and rdf["tags"] == ["3d", "nuclei"]
+    assert rdf["cite"] == [
+        {"text": "Doe J. (2026). Nuclei; test.", "doi": "10.5281/zenodo.1"},
+        {"text": "Bloggs J.", "url": "https://example.org/j"},
+    ]
+    assert rdf["documentation"] and rdf["description"] == read_card().description.strip()  # the rest: the card's
+    summary = load_description(package).validation_summary
+    assert summary.status == "valid-format"
+    assert [w.msg for d in summary.details for w in d.warnings] == []
+
+
+def test_default_card_package_is_told_what_the_zoo_refuses(exported: ExportResult):
+    from bioimageio.spec import load_description
+
+    assert exported.zoo_gaps == (  # named for Python callers: the fixture calls export_model
+        "no maintainer (maintainers='NAME;GITHUB_USER')",
+        "the author is the default card's 'wnet-zoo developers' (authors='NAME[;GITHUB_USER[;AFFILIATION[;ORCID]]]')",
+    )
+    note = exported.summary().splitlines()[-1]
+    assert note.startswith("note: bioimage.io will refuse this package for upload: no maintainer")
+    warnings = [w.msg for d in load_description(exported.package).validation_summary.details for w in d.warnings]
+    assert any("Missing `maintainers`" in message for message in warnings)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        (
+            "--maintainer",
+            "Jane Doe",
+            "--maintainer 'Jane Doe': a maintainer answers on GitHub; give 'NAME;GITHUB_USER'",
+        ),
+        ("--author", ";janedoe", "--author ';janedoe': give NAME[;GITHUB_USER[;AFFILIATION[;ORCID]]]"),
+        ("--author", "a;b;c;d;e", "--author 'a;b;c;d;e': give NAME[;GITHUB_USER[;AFFILIATION[;ORCID]]]"),
+        ("--cite", "no link", "--cite 'no link': give TEXT;DOI_OR_URL"),
+        ("--license", "MTI", "license 'MTI' is not an SPDX identifier; did you mean MIT"),
+    ],
+)
+def test_bad_card_option_is_one_line_naming_it(
+    weights: dict[str, Path], tmp_path: Path, capsys, option: str, value: str, message: str
+):
+    assert main(["export", str(weights["bare"]), "--out", str(tmp_path / "out"), option, value]) == 2
+    lines = _error_lines(capsys)
+    assert len(lines) == 1 and message in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_card_options_are_refused_with_onnx_only(weights: dict[str, Path], tmp_path: Path, capsys):
+    args = ["export", str(weights["bare"]), "--out", str(tmp_path / "out"), "--onnx", "--author", "Jane Doe"]
+    assert main(args) == 2
+    assert "which --onnx does not write" in _error_lines(capsys)[0]
 
 
 def test_default_card():

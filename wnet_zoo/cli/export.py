@@ -6,22 +6,76 @@ from pathlib import Path
 
 import click
 
+from wnet_zoo.export.model_card import CITATION_FORM, PERSON_FORM
+
 
 @click.command()
 @click.argument("source")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to create for the files.")
 @click.option("--card", default=None, help="Model card: a YAML file or a bundled card's name. Default: wnet3d.")
+@click.option(
+    "--author",
+    "authors",
+    multiple=True,
+    metavar=f'"{PERSON_FORM}"',
+    help="An author of the model (repeat for more); replaces the card's authors.",
+)
+@click.option(
+    "--maintainer",
+    "maintainers",
+    multiple=True,
+    metavar=f'"{PERSON_FORM}"',
+    help="Who answers for the model on bioimage.io, with a GitHub user (repeat for more); the zoo needs one.",
+)
+@click.option("--name", default=None, help="The model's name (letters, digits, spaces, _+-()); replaces the card's.")
+@click.option("--description", default=None, help="One or two sentences; replaces the card's.")
+@click.option("--license", "license_id", default=None, help="SPDX licence identifier, e.g. MIT or CC-BY-4.0.")
+@click.option("--tag", "tags", multiple=True, help="A keyword (repeat for more); replaces the card's tags.")
+@click.option(
+    "--cite",
+    "citations",
+    multiple=True,
+    metavar=f'"{CITATION_FORM}"',
+    help="A citation (repeat for more); replaces the card's.",
+)
 @click.option("--onnx", "onnx_only", is_flag=True, help="Write only the ONNX file.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
-def export(source: str, out: str, card: str | None, onnx_only: bool, overwrite: bool) -> None:
+def export(
+    source: str,
+    out: str,
+    card: str | None,
+    authors: tuple[str, ...],
+    maintainers: tuple[str, ...],
+    name: str | None,
+    description: str | None,
+    license_id: str | None,
+    tags: tuple[str, ...],
+    citations: tuple[str, ...],
+    onnx_only: bool,
+    overwrite: bool,
+) -> None:
     """Export weights in SOURCE (bundled, run folder, checkpoint, CellSeg3D .pth) to ONNX, TorchScript, bioimage.io.
 
+    Writes wnet3d.onnx, wnet3d.torchscript.pt and NAME.bioimageio.zip into --out. What the package says of the
+    model (name, authors, licence, citations, documentation) comes from the model card; --author, --maintainer,
+    --name, --description, --license, --tag and --cite replace the card's fields.
+
     \b
-    Writes wnet3d.onnx, wnet3d.torchscript.pt and NAME.bioimageio.zip into --out.
     Example:
-      wnet-zoo export runs/nuclei --out exported --card my_card.yaml
+      wnet-zoo export runs/nuclei --out exported --card my_card.yaml \\
+        --author "Jane Doe;janedoe;EPFL;0000-0002-1825-0097" --maintainer "Jane Doe;janedoe"
     """
     from wnet_zoo.export.exporter import export_model
+    from wnet_zoo.export.model_card import CardUpdate
 
-    result = export_model(source, Path(out), card=card, onnx_only=onnx_only, overwrite=overwrite)
+    update = CardUpdate(
+        name=name,
+        description=description,
+        license=license_id,
+        authors=authors,
+        maintainers=maintainers,
+        tags=tags,
+        citations=citations,
+    )
+    result = export_model(source, Path(out), card=card, card_update=update, onnx_only=onnx_only, overwrite=overwrite)
     click.echo(result.summary())

@@ -7,7 +7,17 @@ from typing import Any
 
 from wnet_zoo.errors import UNSET
 
-FLAGS = {"outputs": "output", "fmt": "format", "onnx_only": "onnx", "json_out": "json", "source": "from"}
+FLAGS = {
+    "outputs": "output",
+    "fmt": "format",
+    "onnx_only": "onnx",
+    "json_out": "json",
+    "source": "from",
+    "authors": "author",
+    "maintainers": "maintainer",
+    "tags": "tag",
+    "citations": "cite",
+}
 """Library parameters whose flag has another name (the rest: ``--`` and the name with ``-`` for ``_``)."""
 
 OFF_FLAGS = {"skip_empty_patches": "keep-empty-patches"}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wnet_zoo.errors import UserError, setting
-from wnet_zoo.export.model_card import ModelCard, read_card
+from wnet_zoo.export.model_card import CardUpdate, ModelCard, read_card, zoo_gaps
 from wnet_zoo.export.onnx import OPSET, export_onnx
 from wnet_zoo.export.package import (
     ONNX_FILE,
@@ -40,6 +40,8 @@ class ExportResult:
         parity: the numerical check of the written graphs against PyTorch.
         torchscript: the TorchScript encoder (``None`` with ``onnx_only``).
         package: the bioimage.io package (``None`` with ``onnx_only``).
+        zoo_gaps: what bioimage.io's curators would refuse in the package's card (see
+            :func:`~wnet_zoo.export.model_card.zoo_gaps`).
     """
 
     out: Path
@@ -48,6 +50,7 @@ class ExportResult:
     parity: Parity
     torchscript: Path | None = None
     package: Path | None = None
+    zoo_gaps: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """What was written, one file a line, after the parity line."""
@@ -60,6 +63,8 @@ class ExportResult:
             lines.append(f"  {self.torchscript.name}  TorchScript")
         if self.package is not None:
             lines.append(f"  {self.package.name}  bioimage.io model package")
+        if self.zoo_gaps:
+            lines.append(f"note: bioimage.io will refuse this package for upload: {'; '.join(self.zoo_gaps)}")
         return "\n".join(lines)
 
 
@@ -80,6 +85,7 @@ def export_model(
     out: str | Path,
     *,
     card: str | Path | None = None,
+    card_update: CardUpdate | None = None,
     onnx_only: bool = False,
     overwrite: bool = False,
 ) -> ExportResult:
@@ -90,6 +96,7 @@ def export_model(
             ``model`` state dict, a bare state dict such as CellSeg3D's ``.pth``).
         out: the folder to create: ``wnet3d.onnx``, ``wnet3d.torchscript.pt`` and ``NAME.bioimageio.zip``.
         card: the model card YAML for the package (default: ``wnet_zoo/export/cards/wnet3d.yaml``).
+        card_update: card fields given apart (authors, maintainers, name, ...), replacing the card's.
         onnx_only: write only ``wnet3d.onnx`` (no card is read then).
         overwrite: replace an existing ``out``.
 
@@ -103,15 +110,15 @@ def export_model(
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; {setting('out')} must be a folder")
     check_can_create(out, setting("out"))
-    if onnx_only and card is not None:
+    if onnx_only and (card is not None or (card_update is not None and card_update.card_fields())):
         raise UserError(
-            f"{setting('card')} describes the bioimage.io package, which {setting('onnx_only', True)} does not write; "
-            "drop one of them"
+            f"{setting('card')} and the card's fields (authors, maintainers, ...) describe the bioimage.io package, "
+            f"which {setting('onnx_only', True)} does not write; drop them or {setting('onnx_only', True)}"
         )
     weights = load_weights(source)
     model_card: ModelCard | None = None
     if not onnx_only:
-        model_card = read_card(card)
+        model_card = read_card(card, card_update)
         require_bioimageio()
     model = weights.build_model().eval()
     metadata = training_metadata(weights, model_card.name if model_card else "wnet3d")
@@ -140,6 +147,7 @@ def export_model(
         parity=parity,
         torchscript=None if torchscript is None else out / TORCHSCRIPT_FILE,
         package=None if package is None else out / package.name,
+        zoo_gaps=() if model_card is None else tuple(zoo_gaps(model_card)),
     )
 
 

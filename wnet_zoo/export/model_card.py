@@ -13,7 +13,7 @@ from typing import Any, get_args
 
 import yaml
 
-from wnet_zoo.errors import UserError
+from wnet_zoo.errors import UserError, setting
 
 REQUIRED = ("name", "description", "authors", "license", "citations", "documentation")
 DEFAULT_CARD = "wnet3d.yaml"
@@ -85,6 +85,83 @@ class ModelCard:
         return None if self.voxel_size is None else str(self.training_data.get("unit", "micrometer"))
 
 
+PERSON_FORM = "NAME[;GITHUB_USER[;AFFILIATION[;ORCID]]]"
+CITATION_FORM = "TEXT;DOI_OR_URL"
+PLACEHOLDER_AUTHOR = "wnet-zoo developers"  # the default card's author: the packaging tool, not a model's
+
+
+@dataclass(frozen=True)
+class CardUpdate:
+    """Card fields given beside the card file (the command line's ``--author``, ``--maintainer``, ...): each one
+    set replaces the card's field.
+
+    Attributes:
+        name, description, license: as in :class:`ModelCard`.
+        authors, maintainers: people as ``"NAME[;GITHUB_USER[;AFFILIATION[;ORCID]]]"`` (empty parts skipped,
+            e.g. ``"Jane Doe;;EPFL"``); a maintainer needs a GitHub user.
+        tags: keywords.
+        citations: ``"TEXT;DOI_OR_URL"`` (a DOI such as ``10.7554/eLife.99848``, or an ``http(s)://`` URL).
+    """
+
+    name: str | None = None
+    description: str | None = None
+    license: str | None = None
+    authors: tuple[str, ...] = ()
+    maintainers: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    citations: tuple[str, ...] = ()
+
+    def card_fields(self) -> dict[str, Any]:
+        """The card fields this update sets, as a card file would hold them."""
+        values: dict[str, Any] = {
+            key: value
+            for key, value in (("name", self.name), ("description", self.description), ("license", self.license))
+            if value is not None
+        }
+        if self.authors:
+            values["authors"] = [parse_person(text, "authors") for text in self.authors]
+        if self.maintainers:
+            values["maintainers"] = [parse_person(text, "maintainers") for text in self.maintainers]
+        if self.tags:
+            values["tags"] = list(self.tags)
+        if self.citations:
+            values["citations"] = [parse_citation(text) for text in self.citations]
+        return values
+
+
+def parse_person(text: str, role: str = "authors") -> dict[str, str]:
+    """A person of ``"NAME[;GITHUB_USER[;AFFILIATION[;ORCID]]]"`` as a card's mapping; ``UserError`` when a part is
+    missing (a name; for ``role`` ``maintainers``, a GitHub user) or there are too many."""
+    parts = [part.strip() for part in text.split(";")]
+    if len(parts) > 4 or not parts[0]:
+        raise UserError(f"{setting(role, text)}: give {PERSON_FORM}, e.g. 'Jane Doe;janedoe;EPFL'")
+    person = {
+        key: part for key, part in zip(("name", "github_user", "affiliation", "orcid"), parts, strict=False) if part
+    }
+    if role == "maintainers" and "github_user" not in person:
+        raise UserError(f"{setting(role, text)}: a maintainer answers on GitHub; give 'NAME;GITHUB_USER'")
+    return person
+
+
+def parse_citation(text: str) -> dict[str, str]:
+    """A citation of ``"TEXT;DOI_OR_URL"`` as a card's mapping (``doi`` or ``url``)."""
+    body, _, link = text.rpartition(";")
+    body, link = body.strip(), link.strip()
+    if not body or not link:
+        raise UserError(f"{setting('citations', text)}: give {CITATION_FORM}, e.g. 'Doe J. (2026). Title.;10.1234/x'")
+    return {"text": body, ("url" if link.startswith(("http://", "https://")) else "doi"): link}
+
+
+def zoo_gaps(card: ModelCard) -> list[str]:
+    """What bioimage.io's curators refuse in this card: no maintainer, or the default card's placeholder author."""
+    gaps = []
+    if not card.maintainers:
+        gaps.append(f"no maintainer ({setting('maintainers', 'NAME;GITHUB_USER')})")
+    if any(person.get("name") == PLACEHOLDER_AUTHOR for person in card.authors):
+        gaps.append(f"the author is the default card's {PLACEHOLDER_AUTHOR!r} ({setting('authors', PERSON_FORM)})")
+    return gaps
+
+
 def default_card_path() -> Path:
     """The card used when none is given: ``wnet_zoo/export/cards/wnet3d.yaml``, the default WNet3D."""
     return Path(str(resources.files("wnet_zoo.export") / "cards" / DEFAULT_CARD))
@@ -96,9 +173,10 @@ def bundled_cards() -> dict[str, Path]:
     return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
 
 
-def read_card(path: str | Path | None = None) -> ModelCard:
+def read_card(path: str | Path | None = None, update: CardUpdate | None = None) -> ModelCard:
     """Read and check a model card: a YAML file, the name of a bundled card (``wnet3d``), or the default card
-    when ``path`` is None. Raises ``UserError`` naming the field that is missing or wrong."""
+    when ``path`` is None, with the fields ``update`` sets replaced. Raises ``UserError`` naming the field that is
+    missing or wrong."""
     path = default_card_path() if path is None else Path(path)
     if not path.exists() and str(path) in bundled_cards():
         path = bundled_cards()[str(path)]
@@ -111,6 +189,8 @@ def read_card(path: str | Path | None = None) -> ModelCard:
         raise UserError(f"{path}: model card is not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: a model card must be a YAML mapping of fields (see {default_card_path()})")
+    if update is not None:
+        data = {**data, **update.card_fields()}
     known = [f.name for f in fields(ModelCard) if f.name != "source"]
     for key in data:
         if key not in known:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from wnet_zoo.model.wnet import WNet3D
 
-OPSET = 18
+OPSET = 17  # the newest that JDLL (deepImageJ, Icy) runs by default: its ONNX Runtime 1.13.1 build reads up to 17
 
 
 def export_onnx(model: WNet3D, path: str | Path, metadata: ModelMetadata, example_size: int = 32) -> Path:

@@ -2,8 +2,9 @@
 
 The zip holds ``rdf.yaml`` (rendered from ``wnet_zoo/export/templates/rdf.yaml``); the weights in three formats
 (``pytorch_state_dict`` with its architecture ``wnet3d_model.py``, a copy of ``wnet_zoo/model/wnet.py`` that
-needs only PyTorch; ``torchscript``; ``onnx``); the whole WNet3D with its training record as an attachment
-(named by ``config.wnet_zoo.full_weights``: what ``load_weights`` reads from a package, e.g. to fine-tune);
+needs only PyTorch; ``torchscript``; ``onnx``); the decoder with the training record as an attachment (named
+by ``config.wnet_zoo.decoder_weights``: with the ``pytorch_state_dict`` encoder, the whole WNet3D that
+``load_weights`` reads from a package, e.g. to fine-tune; no weight is stored twice);
 test input and output tensors computed by the model itself, the same as TIFF sample tensors; a cover image
 and the documentation page (``wnet_zoo/export/templates/README.md``). Writing it needs ``bioimageio.spec`` (the ``zoo``
 extra), which validates the description before zipping.
@@ -34,7 +35,7 @@ from wnet_zoo.io.intensity import remap
 from wnet_zoo.io.volumes import read_volume
 from wnet_zoo.model import wnet as model_module
 from wnet_zoo.model.checkpoints import LoadedWeights
-from wnet_zoo.model.weight_files import FULL_WEIGHTS_KEY
+from wnet_zoo.model.weight_files import DECODER_WEIGHTS_KEY
 from wnet_zoo.model.wnet import WNet3D
 from wnet_zoo.prediction.metadata import ModelMetadata
 from wnet_zoo.version import __version__
@@ -42,7 +43,7 @@ from wnet_zoo.version import __version__
 ONNX_FILE = "wnet3d.onnx"
 TORCHSCRIPT_FILE = "wnet3d.torchscript.pt"
 STATE_DICT_FILE = "wnet3d_encoder_state_dict.pt"
-FULL_WEIGHTS_FILE = "wnet3d_full.pt"
+DECODER_FILE = "wnet3d_decoder.pt"
 _TRAINING_RECORD = ("config", "epoch", "foreground_class", "class_means")
 ARCHITECTURE_FILE = "wnet3d_model.py"
 TEST_SIZE = (64, 64, 64)
@@ -78,7 +79,7 @@ def write_package(source: PackageSource, onnx_path: Path, torchscript_path: Path
     shutil.copyfile(torchscript_path, folder / TORCHSCRIPT_FILE)
     torch.save(source.model.encoder.state_dict(), folder / STATE_DICT_FILE)
     record = {key: source.weights.checkpoint[key] for key in _TRAINING_RECORD if key in source.weights.checkpoint}
-    torch.save({"model": source.model.state_dict(), **record}, folder / FULL_WEIGHTS_FILE)
+    torch.save({"decoder": source.model.decoder.state_dict(), **record}, folder / DECODER_FILE)
     shutil.copyfile(model_module.__file__, folder / ARCHITECTURE_FILE)
     raw, probabilities = make_test_tensors(source.model)
     np.save(folder / "test_input.npy", raw)
@@ -286,7 +287,7 @@ def _input_text(offset: float, background: Sequence[int], sigma: Sequence[float]
 def _wnet_zoo_config(source: PackageSource) -> dict[str, Any]:
     metadata, checkpoint = source.metadata, source.weights.checkpoint
     config: dict[str, Any] = {
-        FULL_WEIGHTS_KEY: FULL_WEIGHTS_FILE,
+        DECODER_WEIGHTS_KEY: DECODER_FILE,
         "version": __version__,
         "normalization": metadata.normalization,
         "spatial_multiple": metadata.spatial_multiple,

@@ -2,7 +2,9 @@
 
 A run directory (its ``best.pt``, else ``last.pt``), a ``.pt``/``.pth`` file, a ``.tar.gz`` holding one
 ``.pth`` (as CellSeg3D distributes its weights), or a bioimage.io model package exported by wnet-zoo: a
-``.zip``, its folder, or its ``rdf.yaml`` (the package's full WNet3D weights are used).
+``.zip``, its folder, or its ``rdf.yaml``: the whole WNet3D joined from the package's encoder (its
+``pytorch_state_dict`` weights) and its decoder attachment (packages before 0.5 of wnet-zoo's layout held one file
+with both).
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ EXPECTED = (
 )
 WEIGHT_SUFFIXES = (".pt", ".pth")
 FULL_WEIGHTS_KEY = "full_weights"
-"""Key under ``config.wnet_zoo`` in a package's rdf.yaml naming the file with the whole WNet3D's weights."""
+"""Key under ``config.wnet_zoo`` in a package's rdf.yaml naming a file with the whole WNet3D's weights (the layout
+of earlier exports, which stored the encoder twice)."""
+DECODER_WEIGHTS_KEY = "decoder_weights"
+"""Key under ``config.wnet_zoo`` naming the attachment with the decoder's weights and the training record; the
+encoder's are the package's ``pytorch_state_dict`` weights."""
+JOINED_NAME = "wnet3d_joined.pt"
 
 
 @contextlib.contextmanager
@@ -43,18 +50,25 @@ def weights_file(source: str | Path) -> Iterator[Path]:
         raise UserError(f"{path}: no such file or folder; {EXPECTED}")
     name = path.name.lower()
     if name.endswith((".yaml", ".yml")):
-        yield path.parent / _package_weights_name(path.read_text(), path)
+        members = _package_members(path.read_text(), path)
+        if len(members) == 1:
+            yield path.parent / members[0]
+            return
+        with tempfile.TemporaryDirectory(prefix="wnet-zoo-") as folder:
+            yield _join(path.parent / members[0], path.parent / members[1], Path(folder), path)
     elif name.endswith((".tar.gz", ".tgz", ".tar")):
         with tempfile.TemporaryDirectory(prefix="wnet-zoo-") as folder:
             yield _extract_tar_weights(path, Path(folder))
     elif zipfile.is_zipfile(path) and _is_package(path):
         with tempfile.TemporaryDirectory(prefix="wnet-zoo-") as folder, zipfile.ZipFile(path) as archive:
             rdf_name = next(n for n in archive.namelist() if Path(n).name == "rdf.yaml")
-            member = str(Path(rdf_name).parent / _package_weights_name(archive.read(rdf_name).decode(), path))
-            member = member.removeprefix("./")
-            if member not in archive.namelist():
-                raise UserError(f"{path}: the package lacks its weights file {member}; re-export it")
-            yield Path(archive.extract(member, folder))
+            extracted = []
+            for member in _package_members(archive.read(rdf_name).decode(), path):
+                member = str(Path(rdf_name).parent / member).removeprefix("./")
+                if member not in archive.namelist():
+                    raise UserError(f"{path}: the package lacks its weights file {member}; re-export it")
+                extracted.append(Path(archive.extract(member, folder)))
+            yield extracted[0] if len(extracted) == 1 else _join(*extracted, Path(folder), path)
     else:
         yield path
 
@@ -64,11 +78,36 @@ def _is_package(path: Path) -> bool:
         return any(Path(n).name == "rdf.yaml" for n in archive.namelist())
 
 
-def _package_weights_name(text: str, where: Path) -> str:
-    ours = wnet_zoo_config(read_rdf(text, f"{where}: rdf.yaml", f"; {EXPECTED}"))
+def _package_members(text: str, where: Path) -> list[str]:
+    """The files holding a wnet-zoo package's whole WNet3D: [encoder, decoder], or [both] in the earlier layout."""
+    description = read_rdf(text, f"{where}: rdf.yaml", f"; {EXPECTED}")
+    ours = wnet_zoo_config(description)
+    if ours.get(DECODER_WEIGHTS_KEY):
+        encoder = ((description.get("weights") or {}).get("pytorch_state_dict") or {}).get("source")
+        if encoder:
+            return [str(encoder), str(ours[DECODER_WEIGHTS_KEY])]
     if ours.get(FULL_WEIGHTS_KEY):
-        return str(ours[FULL_WEIGHTS_KEY])
+        return [str(ours[FULL_WEIGHTS_KEY])]
     raise UserError(f"{where}: not a bioimage.io package exported by wnet-zoo (no full WNet3D weights); {EXPECTED}")
+
+
+def _join(encoder: Path, decoder: Path, folder: Path, where: Path) -> Path:
+    """One checkpoint of the whole WNet3D (``model`` and the training record) from a package's encoder state dict
+    and its decoder attachment, written into ``folder``; the tensors are the files' own, bit for bit."""
+    import torch
+
+    try:
+        encoder_state = torch.load(encoder, map_location="cpu", weights_only=True)
+        attachment = torch.load(decoder, map_location="cpu", weights_only=True)
+        state = {f"encoder.{key}": value for key, value in encoder_state.items()}
+        state.update({f"decoder.{key}": value for key, value in attachment.pop("decoder").items()})
+    except Exception as error:  # a damaged or foreign file: what torch says is no use to the user
+        raise UserError(
+            f"{where}: the package's weights are unreadable ({type(error).__name__}); re-export it"
+        ) from None
+    target = folder / JOINED_NAME
+    torch.save({"model": state, **attachment}, target)
+    return target
 
 
 def _extract_tar_weights(path: Path, folder: Path) -> Path:
