@@ -3,8 +3,7 @@
 A run directory (its ``best.pt``, else ``last.pt``), a ``.pt``/``.pth`` file, a ``.tar.gz`` holding one
 ``.pth`` (as CellSeg3D distributes its weights), or a bioimage.io model package exported by wnet-zoo: a
 ``.zip``, its folder, or its ``rdf.yaml``: the whole WNet3D joined from the package's encoder (its
-``pytorch_state_dict`` weights) and its decoder attachment (packages before 0.5 of wnet-zoo's layout held one file
-with both).
+``pytorch_state_dict`` weights) and its decoder attachment (earlier exports held both in one file).
 """
 
 from __future__ import annotations
