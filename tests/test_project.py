@@ -51,7 +51,7 @@ def test_architecture_contract_holds():
     assert found.returncode == 0, found.stdout[-3000:] + found.stderr
 
 
-FLAG = re.compile(r"(?<![\w-])--[a-z]|\bwnet-zoo (?:train|finetune|export|predict|report|evaluate|demo)\b")
+FLAG = re.compile(r"(?<![\w-])--[a-z]|\bwnet-zoo (?:train|finetune|export|upload|predict|report|evaluate|demo)\b")
 
 
 def test_no_flag_or_command_line_outside_the_cli():

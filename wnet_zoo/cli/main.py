@@ -20,6 +20,7 @@ from wnet_zoo.cli.naming import CliNaming
 from wnet_zoo.cli.predict import predict
 from wnet_zoo.cli.report import report
 from wnet_zoo.cli.train import finetune, train
+from wnet_zoo.cli.upload import upload
 from wnet_zoo.errors import Terminated, TrainingDiverged, UserError, naming
 from wnet_zoo.version import __version__
 
@@ -32,7 +33,7 @@ def cli() -> None:
     """WNet3D self-supervised 3-D nuclei segmentation: train, export to bioimage.io, predict with ONNX."""
 
 
-for command in (train, finetune, demo, predict, export, report, evaluate):
+for command in (train, finetune, demo, predict, export, upload, report, evaluate):
     cli.add_command(command)
 
 
@@ -42,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = _handle_sigterm()
     try:
         with naming(CliNaming()):
-            cli.main(args=argv, prog_name="wnet-zoo", standalone_mode=False)
+            code = cli.main(args=argv, prog_name="wnet-zoo", standalone_mode=False)
+        if isinstance(code, int):  # a command's click.exceptions.Exit, e.g. `upload --dry-run` with a failed check
+            return code
     except UserError as error:
         click.echo(f"Error: {error}", err=True)
         return 2

@@ -1,0 +1,166 @@
+"""``wnet-zoo upload --dry-run``: the zoo's checks on a real exported package and on copies with one flaw each."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import yaml
+from PIL import Image
+
+from wnet_zoo.cli import main
+from wnet_zoo.export.rdf import sha256
+from wnet_zoo.io.example import example_volume
+from wnet_zoo.training.config import TrainConfig
+from wnet_zoo.training.runs import train
+from wnet_zoo.zoo.preflight import preflight
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
+# bioimageiobot: a GitHub user bioimageio.spec knows, so that nothing here needs the network
+PEOPLE = ["--author", "Jane Doe;bioimageiobot;EPFL", "--maintainer", "Jane Doe;bioimageiobot"]
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model trained for one epoch, exported with an author and a maintainer."""
+    torch.set_num_threads(2)
+    folder = tmp_path_factory.mktemp("zoo")
+    volume = tifffile.imread(example_volume())
+    tifffile.imwrite(folder / "crop.tif", volume[40:72, 20:68, 30:70].astype(np.uint16))
+    config = TrainConfig(
+        images=[str(folder / "crop.tif")],
+        channels=[4, 8, 16, 32],
+        patch=[16, 24, 24],
+        epochs=1,
+        samples_per_epoch=2,
+        batch=2,
+        device="cpu",
+        bf16=False,
+    )
+    train(config, folder / "run", progress=False)
+    assert main(["export", str(folder / "run"), "--out", str(folder / "export"), *PEOPLE]) == 0
+    (zipped,) = (folder / "export").glob("*.bioimageio.zip")
+    return zipped
+
+
+def _flawed(package: Path, folder: Path, edit: Callable[[Path, dict], None], rehash: bool = True) -> Path:
+    """An unpacked copy of ``package`` with ``edit(folder, rdf)`` applied, its SHA-256 values brought up to date
+    (unless ``rehash`` is False), so that each case holds the one flaw it is about."""
+    zipfile.ZipFile(package).extractall(folder)
+    rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
+    edit(folder, rdf)
+    if rehash:
+        for entry in _entries(rdf):
+            entry["sha256"] = sha256(folder / entry["source"])
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
+    return folder
+
+
+def _entries(node):
+    if isinstance(node, dict):
+        if "source" in node and "sha256" in node:
+            yield node
+        for value in node.values():
+            yield from _entries(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _entries(item)
+
+
+def _failed(folder: Path, run_weights: bool = False) -> set[str]:
+    return {check.name for check in preflight(folder, run_weights=run_weights).checks if not check.passed}
+
+
+def test_a_good_package_passes_every_check(package: Path, capsys):
+    assert main(["upload", str(package), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    verdicts = [line.split()[:2] for line in lines[1:-2]]
+    assert verdicts == [
+        ["PASS", name]
+        for name in ("files", "format", "maintainers", "authors", "cover", "documentation", "reproducibility")
+    ]
+    assert "onnx, pytorch_state_dict, torchscript reproduce the test output within 0.001" in lines[-3]
+    assert lines[-1] == "every check passed"
+
+
+def _no_maintainer(folder: Path, rdf: dict) -> None:
+    del rdf["maintainers"]
+
+
+def _placeholder_author(folder: Path, rdf: dict) -> None:
+    rdf["authors"] = [{"name": "wnet-zoo developers", "github_user": "bioimageiobot"}]
+
+
+def _wide_cover(folder: Path, rdf: dict) -> None:
+    Image.new("RGB", (300, 100)).save(folder / "cover.png")
+
+
+def _heavy_cover(folder: Path, rdf: dict) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (400, 800, 3), dtype=np.uint8)  # noise: PNG cannot shrink it
+    Image.fromarray(noise).save(folder / "cover.png")
+
+
+def _no_validation_section(folder: Path, rdf: dict) -> None:
+    text = (folder / "README.md").read_text()
+    (folder / "README.md").write_text(text.replace("## Validation", "## Checks"))
+
+
+@pytest.mark.parametrize(
+    ("edit", "failed"),
+    [
+        (_no_maintainer, {"maintainers"}),  # an author with a GitHub user keeps bioimageio.spec quiet
+        (_placeholder_author, {"authors"}),
+        (_wide_cover, {"cover"}),
+        (_heavy_cover, {"cover"}),
+        (_no_validation_section, {"documentation"}),
+    ],
+)
+def test_each_flaw_fails_its_check_alone(package: Path, tmp_path: Path, edit, failed: set[str]):
+    assert _failed(_flawed(package, tmp_path, edit)) == failed
+
+
+def test_no_maintainer_and_no_github_user_fails_the_format_too(package: Path, tmp_path: Path):
+    def edit(folder: Path, rdf: dict) -> None:
+        del rdf["maintainers"]
+        rdf["authors"] = [{"name": "Jane Doe"}]
+
+    assert _failed(_flawed(package, tmp_path, edit)) == {"maintainers", "format"}
+
+
+def test_a_file_changed_after_export_fails(package: Path, tmp_path: Path):
+    def edit(folder: Path, rdf: dict) -> None:
+        (folder / "README.md").write_text((folder / "README.md").read_text() + "\nedited\n")
+
+    assert _failed(_flawed(package, tmp_path, edit, rehash=False)) == {"files"}
+
+
+def test_weights_that_do_not_reproduce_the_test_output_fail(package: Path, tmp_path: Path):
+    def edit(folder: Path, rdf: dict) -> None:
+        expected = np.load(folder / "test_output.npy")
+        np.save(folder / "test_output.npy", np.clip(expected * 1.05 + 0.01, 0, 1))
+
+    assert _failed(_flawed(package, tmp_path, edit), run_weights=True) == {"reproducibility"}
+
+
+def test_upload_refuses_a_package_without_maintainer_in_one_line(package: Path, tmp_path: Path, capsys):
+    folder = _flawed(package, tmp_path, _no_maintainer)
+    assert main(["upload", str(folder), "--dry-run", "--skip-weights"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  maintainers    none; export again with --maintainer 'NAME;GITHUB_USER'" in out
+    assert main(["upload", str(folder)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"Error: {folder} has no maintainer, which bioimage.io refuses; "
+        "export again with --maintainer 'NAME;GITHUB_USER'"
+    ]
+
+
+def test_not_a_package_is_one_line(tmp_path: Path, capsys):
+    (tmp_path / "notes.zip").write_bytes(b"not a zip")
+    assert main(["upload", str(tmp_path / "notes.zip"), "--dry-run"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "no such bioimage.io package" in lines[0]

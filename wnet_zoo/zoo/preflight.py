@@ -1,0 +1,209 @@
+"""The checks a package meets on its way into bioimage.io, run locally before anything is sent.
+
+The zoo validates the description (bioimageio.spec), checks that each weight format reproduces the test output
+(bioimageio.core's ``test_model``, tolerance 1e-3 relative and absolute), and its curators ask for maintainers,
+real authors, a cover under 500 KB of width:height 2:1 or 1:1, and documentation with a ``## Validation``
+section. Everything here runs offline: GitHub user names are checked by the zoo, not here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wnet_zoo.errors import UserError, setting
+from wnet_zoo.export.model_card import PERSON_FORM, PLACEHOLDER_AUTHOR
+from wnet_zoo.export.rdf import sha256
+
+ZOO_TOLERANCE = 1e-3
+COVER_MAX_BYTES = 500 * 1024
+COVER_RATIOS = (2.0, 1.0)
+NOT_CHECKED = "GitHub user names (the zoo looks them up online)"
+_VALIDATION_HEADING = re.compile(r"^#{1,2} *Validation\b", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check: its name, whether it passed, what was found, and the fix when it failed."""
+
+    name: str
+    passed: bool
+    found: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """The verdicts on one package."""
+
+    package: Path
+    checks: tuple[Check, ...]
+
+    @property
+    def passed(self) -> bool:
+        """Whether every check passed."""
+        return all(check.passed for check in self.checks)
+
+    def report(self) -> str:
+        """One line a check, then what was not checked and the verdict."""
+        width = max(len(check.name) for check in self.checks)
+        lines = [f"bioimage.io pre-flight of {self.package}"]
+        for check in self.checks:
+            verdict = "PASS" if check.passed else "FAIL"
+            fix = f"; {check.fix}" if check.fix and not check.passed else ""
+            lines.append(f"  {verdict}  {check.name:{width}}  {check.found}{fix}")
+        lines.append(f"  not checked here: {NOT_CHECKED}")
+        failed = sum(not check.passed for check in self.checks)
+        lines.append(
+            "every check passed" if not failed else f"{failed} check(s) failed: bioimage.io would refuse this package"
+        )
+        return "\n".join(lines)
+
+
+def preflight(package: str | Path, run_weights: bool = True) -> Preflight:
+    """Run the zoo's checks on ``package`` (a ``.zip``, its folder or its ``rdf.yaml``); ``run_weights=False`` skips
+    the reproducibility of each weight format (the only slow check). ``UserError`` when it is no package."""
+    package = Path(package)
+    with _unpacked(package) as rdf_path:
+        try:
+            rdf = yaml.safe_load(rdf_path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            rdf = None
+        if not isinstance(rdf, dict):
+            raise UserError(f"{package}: its rdf.yaml is not a readable bioimage.io description; export it again")
+        folder = rdf_path.parent
+        checks = [_files(rdf, folder)]
+        descr, format_check = _format(rdf_path)
+        checks += [format_check, _maintainers(rdf), _authors(rdf), _cover(rdf, folder), _documentation(rdf, folder)]
+        if run_weights:
+            checks.append(_reproducibility(descr))
+    return Preflight(package, tuple(checks))
+
+
+@contextlib.contextmanager
+def _unpacked(package: Path) -> Iterator[Path]:
+    """The path of the package's ``rdf.yaml``, a zip unpacked into a temporary folder."""
+    if package.is_dir():
+        package = package / "rdf.yaml"
+    if package.name.endswith((".yaml", ".yml")) and package.is_file():
+        yield package
+        return
+    if not package.is_file() or not zipfile.is_zipfile(package):
+        raise UserError(f"{package}: no such bioimage.io package; give the .zip that wnet-zoo export wrote")
+    with tempfile.TemporaryDirectory(prefix="wnet-zoo-") as folder, zipfile.ZipFile(package) as archive:
+        if "rdf.yaml" not in archive.namelist():
+            raise UserError(f"{package}: a zip without rdf.yaml is no bioimage.io package; give the exported .zip")
+        archive.extractall(folder)  # zipfile keeps members inside folder ('..' and absolute names are cleaned)
+        yield Path(folder) / "rdf.yaml"
+
+
+def _files(rdf: dict[str, Any], folder: Path) -> Check:
+    """Every file the description names is there with the SHA-256 it states."""
+    listed = list(_file_entries(rdf))
+    wrong = [
+        entry["source"]
+        for entry in listed
+        if not (folder / entry["source"]).is_file() or sha256(folder / entry["source"]) != entry["sha256"]
+    ]
+    if wrong:
+        return Check("files", False, f"{', '.join(wrong[:3])} missing or changed", "export the package again")
+    return Check("files", True, f"{len(listed)} files match their SHA-256")
+
+
+def _file_entries(node: Any) -> Iterator[dict[str, str]]:
+    if isinstance(node, dict):
+        if isinstance(node.get("source"), str) and isinstance(node.get("sha256"), str):
+            yield node
+        for value in node.values():
+            yield from _file_entries(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _file_entries(item)
+
+
+def _format(rdf_path: Path) -> tuple[Any, Check]:
+    """bioimageio.spec's validation, offline: errors and warnings both fail (curators see the warnings)."""
+    from bioimageio.spec import InvalidDescr, load_description
+
+    descr = load_description(rdf_path, perform_io_checks=False)
+    summary = descr.validation_summary
+    if isinstance(descr, InvalidDescr):
+        error = summary.errors[0]
+        return None, Check("format", False, f"{'.'.join(map(str, error.loc))}: {error.msg}", "export it again")
+    warnings = [warning for detail in summary.details for warning in detail.warnings]
+    if warnings:
+        where = ".".join(map(str, warnings[0].loc)) or "description"
+        return descr, Check("format", False, f"{len(warnings)} warning(s), first: {where}: {warnings[0].msg}")
+    return descr, Check("format", True, f"bioimage.io {descr.type} {descr.format_version}, no warnings")
+
+
+def _maintainers(rdf: dict[str, Any]) -> Check:
+    people = [p for p in rdf.get("maintainers") or [] if isinstance(p, dict) and p.get("github_user")]
+    if not people:
+        return Check("maintainers", False, "none", f"export again with {setting('maintainers', 'NAME;GITHUB_USER')}")
+    return Check("maintainers", True, ", ".join(str(p["github_user"]) for p in people))
+
+
+def _authors(rdf: dict[str, Any]) -> Check:
+    names = [str(p.get("name")) for p in rdf.get("authors") or [] if isinstance(p, dict)]
+    if not names or PLACEHOLDER_AUTHOR in names:
+        found = f"the default card's {PLACEHOLDER_AUTHOR!r}" if names else "none"
+        return Check("authors", False, found, f"export again with {setting('authors', PERSON_FORM)}")
+    return Check("authors", True, ", ".join(names))
+
+
+def _cover(rdf: dict[str, Any], folder: Path) -> Check:
+    from PIL import Image, UnidentifiedImageError
+
+    covers = [c.get("source") if isinstance(c, dict) else c for c in rdf.get("covers") or []]
+    if not covers:
+        return Check("cover", False, "none", "the zoo shows a cover image: export with wnet-zoo, which draws one")
+    for name in covers:
+        path = folder / str(name)
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except (OSError, UnidentifiedImageError):
+            return Check("cover", False, f"{name} is not a readable image", "export the package again")
+        size = path.stat().st_size
+        if size > COVER_MAX_BYTES or not any(abs(width / height - r) < 0.01 for r in COVER_RATIOS):
+            found = f"{name}: {size / 1024:.0f} KB, {width}x{height}"
+            return Check("cover", False, found, "the zoo wants under 500 KB and width:height 2:1 or 1:1")
+    return Check("cover", True, f"{len(covers)} image(s) under 500 KB, 2:1 or 1:1")
+
+
+def _documentation(rdf: dict[str, Any], folder: Path) -> Check:
+    source = rdf.get("documentation")
+    source = source.get("source") if isinstance(source, dict) else source
+    path = folder / str(source)
+    if not source or not path.is_file():
+        return Check("documentation", False, "no documentation file", "export the package again")
+    if not _VALIDATION_HEADING.search(path.read_text(encoding="utf-8", errors="replace")):
+        return Check(
+            "documentation", False, f"{source} has no '## Validation' section", "add one to the card's documentation"
+        )
+    return Check("documentation", True, f"{source} with a Validation section")
+
+
+def _reproducibility(descr: Any) -> Check:
+    """bioimageio.core's ``test_model`` on every weight format, at the zoo's tolerance."""
+    if descr is None:
+        return Check("reproducibility", False, "not run: the description is invalid", "fix the format first")
+    from bioimageio.core import test_model
+
+    summary = test_model(descr)
+    failed = [detail for detail in summary.details if detail.status != "passed"]
+    formats = ", ".join(sorted(descr.weights.available_formats))
+    if failed:
+        detail = failed[0]
+        message = detail.errors[0].msg.splitlines()[0] if detail.errors else detail.name
+        return Check("reproducibility", False, f"{detail.name}: {message}", "export again: the weights must reproduce")
+    return Check("reproducibility", True, f"{formats} reproduce the test output within {ZOO_TOLERANCE:g}")
