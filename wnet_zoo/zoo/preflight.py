@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from wnet_zoo.errors import UserError, setting
+from wnet_zoo.errors import UserError, command, setting
 from wnet_zoo.export.model_card import PERSON_FORM, PLACEHOLDER_AUTHOR
 from wnet_zoo.export.rdf import sha256
 
@@ -97,7 +97,7 @@ def _unpacked(package: Path) -> Iterator[Path]:
         yield package
         return
     if not package.is_file() or not zipfile.is_zipfile(package):
-        raise UserError(f"{package}: no such bioimage.io package; give the .zip that wnet-zoo export wrote")
+        raise UserError(f"{package}: no such bioimage.io package; give the .zip that {command('export_model')} wrote")
     with tempfile.TemporaryDirectory(prefix="wnet-zoo-") as folder, zipfile.ZipFile(package) as archive:
         if "rdf.yaml" not in archive.namelist():
             raise UserError(f"{package}: a zip without rdf.yaml is no bioimage.io package; give the exported .zip")
@@ -165,7 +165,12 @@ def _cover(rdf: dict[str, Any], folder: Path) -> Check:
 
     covers = [c.get("source") if isinstance(c, dict) else c for c in rdf.get("covers") or []]
     if not covers:
-        return Check("cover", False, "none", "the zoo shows a cover image: export with wnet-zoo, which draws one")
+        return Check(
+            "cover",
+            False,
+            "none",
+            f"the zoo shows a cover image: export with {command('export_model')}, which draws one",
+        )
     for name in covers:
         path = folder / str(name)
         try:
