@@ -87,7 +87,7 @@ def test_export_writes_three_files_and_onnx_metadata(exported: ExportResult, wei
     checkpoint = torch.load(weights["run"] / "best.pt", weights_only=True)
     props = {p.key: p.value for p in onnx.load(str(exported.onnx)).metadata_props}
     assert props["wnet_zoo.num_classes"] == "2"
-    assert props["wnet_zoo.normalization"] == "minmax_0_100"
+    assert props["wnet_zoo.normalization"] == "minmax_0_1"
     assert props["wnet_zoo.spatial_multiple"] == "8"
     assert props["wnet_zoo.foreground_class"] == str(checkpoint["foreground_class"])
     assert props["wnet_zoo.train_patch"] == "16,24,24"
@@ -122,7 +122,7 @@ def test_onnx_file_runs_in_bare_onnxruntime_with_dynamic_axes(exported: ExportRe
     props = session.get_modelmeta().custom_metadata_map
     volume = tifffile.imread(weights["tiff"]).astype(np.float32)[:24, :16, :32]
     x = remap(volume)[None, None].repeat(2, axis=0)  # batch of 2, non-cubic, as the metadata says
-    (probabilities,) = session.run(None, {"raw": x})
+    (probabilities,) = session.run(None, {"raw": x / 100})  # the graph takes 0..1, the model 0..100
     assert probabilities.shape == (2, int(props["wnet_zoo.num_classes"]), 24, 16, 32)
     model = load_weights(weights["run"]).build_model().eval()
     with torch.no_grad():
@@ -130,7 +130,7 @@ def test_onnx_file_runs_in_bare_onnxruntime_with_dynamic_axes(exported: ExportRe
     assert np.abs(probabilities - expected).max() < 1e-4
     scripted = torch.jit.load(str(exported.torchscript))
     with torch.no_grad():
-        assert np.abs(scripted(torch.from_numpy(x)).numpy() - expected).max() < 1e-4
+        assert np.abs(scripted(torch.from_numpy(x / 100)).numpy() - expected).max() < 1e-4
 
 
 def test_package_contents(exported: ExportResult, weights: dict[str, Path]):
@@ -158,10 +158,9 @@ def test_package_contents(exported: ExportResult, weights: dict[str, Path]):
     assert [a["type"] for a in inputs["axes"]] == ["batch", "channel", "space", "space", "space"]
     assert "size" not in inputs["axes"][0]  # dynamic batch
     assert all(a["size"] == {"min": 40, "step": 8} for a in inputs["axes"][2:])
-    assert [p["id"] for p in inputs["preprocessing"]] == ["scale_range", "scale_linear"]
+    # one step (BiaPy's older releases take no more); the weights scale its 0..1 by 100
     scale_range = {"axes": ["z", "y", "x"], "min_percentile": 0.0, "max_percentile": 100.0}
-    assert inputs["preprocessing"][0]["kwargs"] == scale_range
-    assert inputs["preprocessing"][1]["kwargs"] == {"gain": 100.0, "offset": 0.0}
+    assert inputs["preprocessing"] == [{"id": "scale_range", "kwargs": scale_range}]
     (outputs,) = rdf["outputs"]
     assert all(a["halo"] == 16 and a["size"]["tensor_id"] == "raw" for a in outputs["axes"][2:])
     foreground = rdf["config"]["wnet_zoo"]["foreground_class"]
@@ -171,6 +170,7 @@ def test_package_contents(exported: ExportResult, weights: dict[str, Path]):
     assert weights_rdf["pytorch_state_dict"]["architecture"]["kwargs"]["input_sigma"] == [1.0, 1.0, 1.0]
     assert weights_rdf["pytorch_state_dict"]["architecture"]["kwargs"]["input_log"] == 2.0
     assert weights_rdf["pytorch_state_dict"]["architecture"]["kwargs"]["input_background"] == [3, 3, 3]
+    assert weights_rdf["pytorch_state_dict"]["architecture"]["kwargs"]["input_scale"] == 100.0
     assert rdf["config"]["wnet_zoo"]["input_sigma"] == [1.0, 1.0, 1.0] and rdf["config"]["wnet_zoo"]["input_log"] == 2.0
     assert weights_rdf["onnx"]["parent"] == weights_rdf["torchscript"]["parent"] == "pytorch_state_dict"
     assert "## Validation" in archive.read("README.md").decode()

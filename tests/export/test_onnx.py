@@ -60,7 +60,7 @@ def test_exported_graph_matches_float64_with_dynamic_axes(tmp_path: Path):
     x = torch.rand(2, 1, 24, 32, 40) * 100
     with torch.no_grad():
         reference = copy.deepcopy(model).double().encoder(x.double()).numpy()
-    (actual,) = session.run(None, {"raw": x.numpy()})
+    (actual,) = session.run(None, {"raw": x.numpy() / 100})  # the graph takes 0..1, the model 0..100
     assert actual.shape == (2, 2, 24, 32, 40)
     assert_close(actual, reference, rel=1e-5, what="probabilities")
     assert read_metadata(path).foreground_class == 1
@@ -99,7 +99,7 @@ def test_a_flattening_model_exports_its_background_subtraction_and_records_it(tm
     z, y, x = torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in (16, 24, 32)), indexing="ij")
     image = (50 + 40 * torch.sin(x / 5) + torch.rand(16, 24, 32) * 10)[None, None]  # a background to subtract
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (actual,) = session.run(None, {"raw": image.numpy()})
+    (actual,) = session.run(None, {"raw": image.numpy() / 100})
     with torch.no_grad():
         expected = model.encoder(image).numpy()
     assert np.abs(actual - expected).max() < 1e-4
@@ -112,7 +112,7 @@ def test_a_compressing_model_exports_its_logarithm_and_records_it(tmp_path: Path
     assert read_metadata(path).input_log == 1.5
     x = torch.rand(1, 1, 16, 24, 16) * 100
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (actual,) = session.run(None, {"raw": x.numpy()})
+    (actual,) = session.run(None, {"raw": x.numpy() / 100})
     with torch.no_grad():
         expected = model.encoder(x).numpy()
     assert np.abs(actual - expected).max() < 1e-4

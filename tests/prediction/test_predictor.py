@@ -26,7 +26,7 @@ from wnet_zoo.io.intensity import remap
 from wnet_zoo.io.voxels import VoxelSize, read_voxel_size
 from wnet_zoo.model.wnet import WNet3D
 from wnet_zoo.prediction.foreground import choose_foreground
-from wnet_zoo.prediction.metadata import ModelMetadata
+from wnet_zoo.prediction.metadata import ModelMetadata, read_metadata
 from wnet_zoo.prediction.predictor import Predictor, predict
 from wnet_zoo.prediction.settings import Tiling
 from wnet_zoo.prediction.tiling import TilePlan
@@ -98,8 +98,28 @@ def test_one_tile_over_the_whole_volume_is_one_plain_run(tiny, example):
     assert len(plan.tiles) == 1
     padded = plan.pad_volume(remap(volume))
     session = ort.InferenceSession(str(tiny[0]), providers=["CPUExecutionProvider"])
-    plain = session.run(None, {"raw": padded[None, None]})[0][0]
+    plain = session.run(None, {"raw": padded[None, None] / 100})[0][0]  # exported graphs take 0..1
     assert_close(predictor.probabilities(volume), plan.crop(plain), rel=1e-6, what="probabilities")
+
+
+def test_a_file_of_the_earlier_0_100_contract_predicts_the_same(tiny, example, tmp_path):
+    """Files exported before the graphs took 0..1 say ``minmax_0_100`` and are fed the remap itself."""
+    from wnet_zoo.export.encoder import inference_encoder
+    from wnet_zoo.export.onnx import _write_graph
+
+    legacy = tmp_path / "legacy.onnx"
+    metadata = ModelMetadata(num_classes=2, name="tiny", normalization="minmax_0_100")
+    _write_graph(inference_encoder(tiny[1]), torch.rand(1, 1, 16, 16, 16) * 100, legacy, metadata)
+    assert read_metadata(legacy).normalization == "minmax_0_100"
+    assert read_metadata(tiny[0]).normalization == "minmax_0_1"
+    volume = np.ascontiguousarray(example[40:72, 10:50, 20:60])
+    old = Predictor(legacy, device="cpu", threads=2, tile=32).probabilities(volume)
+    new = Predictor(tiny[0], device="cpu", threads=2, tile=32).probabilities(volume)
+    assert_close(old, new, rel=1e-5, what="probabilities")
+    mislabelled = tmp_path / "mislabelled.onnx"  # the earlier graph claiming the new contract: fed 100x too little
+    _write_graph(inference_encoder(tiny[1]), torch.rand(1, 1, 16, 16, 16) * 100, mislabelled, ModelMetadata(2))
+    wrong = Predictor(mislabelled, device="cpu", threads=2, tile=32).probabilities(volume)
+    assert np.abs(wrong - new).max() > 1e-2  # so the metadata decides, and the check above can fail
 
 
 def test_a_model_that_subtracts_its_background_has_short_axes_padded_with_their_edges(example, tmp_path):
@@ -113,9 +133,9 @@ def test_a_model_that_subtracts_its_background_has_short_axes_padded_with_their_
     plan = TilePlan.create(volume.shape, predictor.tile, 0.25)
     assert len(plan.tiles) == 1 and predictor.pads_edges
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    edged = session.run(None, {"raw": plan.pad_volume(remap(volume), edge=True)[None, None]})[0][0]
+    edged = session.run(None, {"raw": plan.pad_volume(remap(volume), edge=True)[None, None] / 100})[0][0]
     assert_close(predictor.probabilities(volume), plan.crop(edged), rel=1e-6, what="probabilities")
-    constant = session.run(None, {"raw": plan.pad_volume(remap(volume))[None, None]})[0][0]
+    constant = session.run(None, {"raw": plan.pad_volume(remap(volume))[None, None] / 100})[0][0]
     assert not np.allclose(plan.crop(constant), plan.crop(edged), atol=1e-2)  # so the check above can fail
 
 

@@ -87,11 +87,19 @@ def _inference_block(block: _Block, compose: bool) -> nn.Sequential:
     return nn.Sequential(*out)
 
 
-class InferenceEncoder(nn.Module):
-    """WNet3D's encoder U-Net with its softmax, in export form: (B, 1, Z, Y, X) → (B, K, Z, Y, X)."""
+EXPORTED_INPUT_SCALE = 100.0
+"""What the exported graphs multiply their input by: they take each volume min-max scaled to 0..1, the one
+preprocessing step every bioimage.io consumer runs (BiaPy's older releases accept no second one), and the network
+was trained on 0..100."""
 
-    def __init__(self, encoder: UNet3D, compose: bool = True) -> None:
+
+class InferenceEncoder(nn.Module):
+    """WNet3D's encoder U-Net with its softmax, in export form: (B, 1, Z, Y, X) → (B, K, Z, Y, X); the input is
+    multiplied by ``input_scale`` first."""
+
+    def __init__(self, encoder: UNet3D, compose: bool = True, input_scale: float = 1.0) -> None:
         super().__init__()
+        self.input_scale = float(input_scale)
         self.compress = copy.deepcopy(encoder.compress)
         self.flatten = copy.deepcopy(encoder.flatten)
         self.smooth = copy.deepcopy(encoder.smooth)
@@ -107,10 +115,11 @@ class InferenceEncoder(nn.Module):
         return torch.softmax(UNet3D.logits(self, prepared), dim=1)  # type: ignore[arg-type]
 
 
-def inference_encoder(model: WNet3D, compose: bool = True) -> InferenceEncoder:
+def inference_encoder(model: WNet3D, compose: bool = True, input_scale: float = 1.0) -> InferenceEncoder:
     """The export form of ``model.encoder`` (a new module in eval mode; ``model`` is not changed).
 
     ``compose=False`` keeps every conv pair as two convolutions (same function, more arithmetic: only for
-    comparisons such as ``benchmarks/onnx_parity.py``).
+    comparisons such as ``benchmarks/onnx_parity.py``). ``input_scale``: see :data:`EXPORTED_INPUT_SCALE`, which
+    the exported files use; 1 gives the same function as ``model.encoder``.
     """
-    return InferenceEncoder(model.encoder, compose).eval()
+    return InferenceEncoder(model.encoder, compose, input_scale).eval()

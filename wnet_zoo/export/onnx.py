@@ -29,7 +29,7 @@ def export_onnx(model: WNet3D, path: str | Path, metadata: ModelMetadata, exampl
     """
     import torch  # here: reading metadata (what prediction does) needs no torch
 
-    from wnet_zoo.export.encoder import inference_encoder
+    from wnet_zoo.export.encoder import EXPORTED_INPUT_SCALE, inference_encoder
 
     path = Path(path)
     metadata = replace(
@@ -38,9 +38,9 @@ def export_onnx(model: WNet3D, path: str | Path, metadata: ModelMetadata, exampl
         input_log=model.input_log or None,
         input_background=tuple(model.input_background) if any(model.input_background) else None,
     )
-    encoder = inference_encoder(model)
+    encoder = inference_encoder(model, input_scale=EXPORTED_INPUT_SCALE)
     parameter = next(encoder.parameters())
-    example = torch.rand(1, model.in_channels, example_size, example_size, example_size, dtype=parameter.dtype) * 100
+    example = torch.rand(1, model.in_channels, example_size, example_size, example_size, dtype=parameter.dtype)
     with atomic_path(path) as part:
         _write_graph(encoder, example.to(parameter.device), part, metadata)
     return path

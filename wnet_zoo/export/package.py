@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from wnet_zoo.errors import UserError, setting, shorten
+from wnet_zoo.export.encoder import EXPORTED_INPUT_SCALE
 from wnet_zoo.export.model_card import ModelCard
 from wnet_zoo.export.onnx import OPSET
 from wnet_zoo.export.parity import Parity
@@ -103,7 +104,8 @@ def write_package(source: PackageSource, onnx_path: Path, torchscript_path: Path
 
 def make_test_tensors(model: WNet3D) -> tuple[np.ndarray, np.ndarray]:
     """A ``TEST_SIZE`` crop from the middle of the bundled example volume, raw (1, 1, Z, Y, X), and the
-    model's probabilities on it after the package's preprocessing (the 0..100 remap)."""
+    model's probabilities on it (the package's preprocessing and weights scale it to 0..1, then by 100: the
+    0..100 remap the model was trained on)."""
     volume = read_volume(example_volume())
     start = [(full - size) // 2 for full, size in zip(volume.shape, TEST_SIZE, strict=True)]
     crop = volume[tuple(slice(s, s + size) for s, size in zip(start, TEST_SIZE, strict=True))]
@@ -196,6 +198,7 @@ def _values(source: PackageSource, raw: np.ndarray, probabilities: np.ndarray) -
             "input_sigma": list(model.input_sigma),
             "input_log": model.input_log,
             "input_background": list(model.input_background),
+            "input_scale": EXPORTED_INPUT_SCALE,
         },
         "pytorch_version": torch.__version__.split("+")[0],
         "opset_version": OPSET,

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from wnet_zoo.errors import UserError
+from wnet_zoo.export.encoder import EXPORTED_INPUT_SCALE
 from wnet_zoo.model.wnet import WNet3D
 
 PARITY_SHAPE = (1, 1, 40, 48, 56)
@@ -22,7 +23,7 @@ class Parity:
     """Largest absolute differences of the probabilities on one random input.
 
     Attributes:
-        shape: the input's shape, (B, 1, Z, Y, X), values uniform on 0..100.
+        shape: the input's shape, (B, 1, Z, Y, X), values uniform on 0..100 (0..1 for the exported files).
         ort_vs_torch: ONNX Runtime (the ONNX file) against the PyTorch model in float32.
         ort_vs_float64: ONNX Runtime against the PyTorch model in float64.
         torch_vs_float64: the PyTorch model in float32 against float64.
@@ -67,7 +68,8 @@ def check_parity(
     import onnxruntime as ort
 
     generator = torch.Generator().manual_seed(0)
-    x = torch.rand(shape, generator=generator) * 100
+    scaled = torch.rand(shape, generator=generator)  # what the exported files take: 0..1
+    x = scaled * EXPORTED_INPUT_SCALE  # what the model takes: 0..100
     encoder = model.encoder.eval()
     with torch.no_grad():
         expected = encoder(x).numpy()
@@ -76,9 +78,9 @@ def check_parity(
         if torchscript_path is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TorchScript's deprecation in favour of torch.export
-                scripted = torch.jit.load(str(torchscript_path), map_location="cpu")(x).numpy()
+                scripted = torch.jit.load(str(torchscript_path), map_location="cpu")(scaled).numpy()
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (actual,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    (actual,) = session.run(None, {session.get_inputs()[0].name: scaled.numpy()})
     parity = Parity(
         shape=tuple(shape),
         ort_vs_torch=_max_abs(actual, expected),

@@ -229,7 +229,11 @@ class InputCompression(nn.Module):
 class UNet3D(nn.Module):
     """One half of WNet3D: a 3-level 3-D U-Net, optionally ending in a softmax over channels, optionally
     compressing, flattening and smoothing its input first (``input_log``, ``input_background``, ``input_sigma``:
-    see :class:`InputCompression`, :class:`InputFlattening` and :class:`InputSmoothing`)."""
+    see :class:`InputCompression`, :class:`InputFlattening` and :class:`InputSmoothing`).
+
+    ``input_scale`` multiplies the input before anything else: 1 in training (inputs on the 0..100 scale), 100 in
+    an exported package, whose preprocessing scales each sample to 0..1 in one step (bioimage.io's
+    ``scale_range``); a plain attribute, not in the state dict."""
 
     def __init__(
         self,
@@ -241,10 +245,12 @@ class UNet3D(nn.Module):
         input_sigma: Sequence[float] = (0.0, 0.0, 0.0),
         input_log: float = 0.0,
         input_background: Sequence[int] = (0, 0, 0),
+        input_scale: float = 1.0,
     ) -> None:
         super().__init__()
         c0, c1, c2, c3 = _check_channels(channels)
         self.softmax = softmax
+        self.input_scale = float(input_scale)
         self.compress = InputCompression(input_log)
         self.flatten = InputFlattening(input_background, in_channels)
         self.smooth = InputSmoothing(input_sigma, in_channels)
@@ -267,7 +273,10 @@ class UNet3D(nn.Module):
         return torch.softmax(x, dim=1) if self.softmax else x
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """The input as the U-Net sees it: compressed, flattened, then smoothed (each the identity when off)."""
+        """The input as the U-Net sees it: scaled, compressed, flattened, then smoothed (each the identity when
+        off)."""
+        if self.input_scale != 1.0:
+            x = x * self.input_scale
         return self.smooth(self.flatten(self.compress(x)))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

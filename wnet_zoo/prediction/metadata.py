@@ -1,8 +1,9 @@
 """The exported ONNX encoder and the metadata that tell any tool how to feed it.
 
-The graph takes ``raw`` (B, 1, Z, Y, X) float32 on the 0..100 scale (``(v - min) / (max - min) * 100``
-over the whole volume) and returns ``probabilities`` (B, K, Z, Y, X), a softmax over K classes. Batch and
-spatial axes are dynamic; spatial sizes must be multiples of 8. ``metadata_props`` hold the rest.
+The graph takes ``raw`` (B, 1, Z, Y, X) float32 min-max scaled over the whole volume (``normalization``
+``minmax_0_1``: ``(v - min) / (max - min)``; earlier exports took ``minmax_0_100``, 100 times that) and returns
+``probabilities`` (B, K, Z, Y, X), a softmax over K classes. Batch and spatial axes are dynamic; spatial sizes must
+be multiples of 8. ``metadata_props`` hold the rest.
 
 The graph is that of :func:`wnet_zoo.export.encoder.inference_encoder` (composed convolutions, group
 norms as short reductions), which ONNX Runtime runs as close to float64 as torch does.
@@ -21,7 +22,11 @@ from wnet_zoo.version import __version__
 
 INPUT_NAME = "raw"
 OUTPUT_NAME = "probabilities"
-NORMALIZATION = "minmax_0_100"
+NORMALIZATION = "minmax_0_1"
+"""How the graphs wnet-zoo exports take their input."""
+INPUT_SCALES = {NORMALIZATION: 1.0, "minmax_0_100": 100.0}
+"""The full scale of the input of each normalisation wnet-zoo knows (``minmax_0_100``: earlier exports, and
+graphs without wnet-zoo's metadata)."""
 _PREFIX = "wnet_zoo."
 
 
@@ -33,7 +38,7 @@ class ModelMetadata:
         num_classes: K, the number of output channels.
         foreground_class: the class holding nuclei, when known from training.
         train_patch: the (z, y, x) patch the model was trained on, when known.
-        normalization: how inputs are scaled: ``minmax_0_100``.
+        normalization: how inputs are scaled: ``minmax_0_1`` (or ``minmax_0_100``, see ``INPUT_SCALES``).
         spatial_multiple: spatial sizes must be multiples of this.
         name: a model name.
         version: the wnet-zoo version that exported it.
@@ -95,7 +100,7 @@ class ModelMetadata:
             num_classes=int(ours.get("num_classes", 0)),
             foreground_class=int(ours["foreground_class"]) if "foreground_class" in ours else None,
             train_patch=tuple(int(v) for v in patch.split(",")) if patch else None,  # type: ignore[arg-type]
-            normalization=ours.get("normalization", NORMALIZATION),
+            normalization=ours.get("normalization", "minmax_0_100"),
             spatial_multiple=int(ours.get("spatial_multiple", SPATIAL_MULTIPLE)),
             name=ours.get("name", "wnet3d"),
             version=ours.get("version", "unknown"),

@@ -21,7 +21,7 @@ from wnet_zoo.io.intensity import remap
 from wnet_zoo.io.volumes import check_volume, read_volume
 from wnet_zoo.io.voxels import VoxelSize, read_voxel_size
 from wnet_zoo.prediction.foreground import PROBABILITY_TOLERANCE, choose_foreground
-from wnet_zoo.prediction.metadata import NORMALIZATION, ModelMetadata, one_channel, read_metadata, refusal
+from wnet_zoo.prediction.metadata import INPUT_SCALES, ModelMetadata, one_channel, read_metadata, refusal
 from wnet_zoo.prediction.model_files import onnx_file, shown_name
 from wnet_zoo.prediction.runtime import Engine, open_engine, short_message
 from wnet_zoo.prediction.settings import DEFAULT_TILE, GPU_BATCH, EngineSettings, Tiling, settings_from, settings_record
@@ -77,8 +77,10 @@ class Predictor:
         with onnx_file(model) as path:
             shown = shown_name(path)
             self.metadata: ModelMetadata = read_metadata(path, shown)
-            if self.metadata.normalization != NORMALIZATION:
+            if self.metadata.normalization not in INPUT_SCALES:
                 raise UserError(f"{shown}: unknown input normalisation {self.metadata.normalization!r}")
+            # windows are remapped to 0..100 (the instance stages read that scale too); the graph may take 0..1
+            self._input_factor = np.float32(INPUT_SCALES[self.metadata.normalization] / 100.0)
             tile = self._check_tile(tiling.tile or self.metadata.train_patch or DEFAULT_TILE)
             self.tiling = replace(tiling, tile=tile)
             self.engine_settings = engine
@@ -217,7 +219,10 @@ class Predictor:
         ``source`` is the padded volume (or a part of it, ``tiles`` given in its coordinates), remapped to
         0..100 for ``global`` normalisation and raw for ``tile`` normalisation.
         """
-        return self._run(np.stack([self._window(source, tile) for tile in tiles])[:, None])
+        batch = np.stack([self._window(source, tile) for tile in tiles])[:, None]
+        if self._input_factor != 1:
+            batch *= self._input_factor
+        return self._run(batch)
 
     def _check_output(self, shown: str) -> None:
         """Run one tile through a graph wnet-zoo did not export, or whose declared shapes leave its output open,
