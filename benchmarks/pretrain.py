@@ -17,10 +17,10 @@ each is rewritten once, with the transform chosen for it alone, and the model it
 these files as they are: its usual 0..100 remap would stretch each back to the full range (smoothing a noisy volume
 narrows it to about a quarter), and the network would learn on a contrast the fine-tuned model never sees.
 
-Each patch's contrast is lowered at random (``--contrast-jitter``): written as their transforms show them, the
-volumes span nuclei 20 to 90 units above a background near 5, and a smoothed noisy stack nuclei 10 units above 34;
-a model that learnt only the first separates by absolute intensity and calls all of the second one class, which
-fine-tuning at a lowered rate does not undo.
+Half the patches have their contrast lowered at random (``--contrast-jitter``): written as their transforms show
+them, the volumes span nuclei 20 to 90 units above a background near 5, and a smoothed noisy stack nuclei 10 units
+above 34; a model that learnt only the first separates by absolute intensity and calls all of the second one class,
+which fine-tuning at a lowered rate does not undo (``benchmarks/README.md`` has the numbers).
 
 ``--install`` writes the best epoch's weights (a float32 state dict, nothing else) and a card (``wnet3d.yaml``:
 data, transforms, recipe, machine, losses, seconds) into ``wnet_zoo/model/bundled/``.
