@@ -111,7 +111,8 @@ def test_export_writes_three_files_and_onnx_metadata(exported: ExportResult, wei
     assert parity.ort_vs_torch < 1e-4 and parity.ort_vs_float64 < 1e-4 and parity.torch_vs_float64 < 1e-4
     assert parity.torchscript_vs_torch is not None and parity.torchscript_vs_torch < 1e-4
     # JDLL (deepImageJ, Icy) runs ONNX Runtime 1.13.1 by default, which reads opsets up to 17
-    assert {o.domain: o.version for o in onnx.load(str(exported.onnx)).opset_import}[""] <= 17
+    graph = onnx.load(str(exported.onnx))
+    assert {o.domain: o.version for o in graph.opset_import}[""] <= 17 and graph.ir_version <= 8
 
 
 def test_onnx_file_runs_in_bare_onnxruntime_with_dynamic_axes(exported: ExportResult, weights: dict[str, Path]):
@@ -418,7 +419,13 @@ def test_default_card_package_is_told_what_the_zoo_refuses(exported: ExportResul
         ("--author", ";janedoe", "--author ';janedoe': give NAME[;GITHUB_USER[;AFFILIATION[;ORCID]]]"),
         ("--author", "a;b;c;d;e", "--author 'a;b;c;d;e': give NAME[;GITHUB_USER[;AFFILIATION[;ORCID]]]"),
         ("--cite", "no link", "--cite 'no link': give TEXT;DOI_OR_URL"),
-        ("--license", "MTI", "license 'MTI' is not an SPDX identifier; did you mean MIT"),
+        (
+            "--license",
+            "MTI",
+            "Error: --license MTI: license 'MTI' is not an SPDX identifier; did you mean MIT, iMatix or Multics?",
+        ),
+        ("--name", "abc", "Error: --name abc: name must be 5 to 128 characters long, not 3"),
+        ("--description", " ", "Error: --description ' ': give one or two sentences"),
     ],
 )
 def test_bad_card_option_is_one_line_naming_it(

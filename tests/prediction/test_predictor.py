@@ -100,6 +100,9 @@ def test_one_tile_over_the_whole_volume_is_one_plain_run(tiny, example):
     session = ort.InferenceSession(str(tiny[0]), providers=["CPUExecutionProvider"])
     plain = session.run(None, {"raw": padded[None, None] / 100})[0][0]  # exported graphs take 0..1
     assert_close(predictor.probabilities(volume), plan.crop(plain), rel=1e-6, what="probabilities")
+    # one tile holds the whole volume's minimum and maximum: remapped alone, it is the same input
+    per_tile = Predictor(tiny[0], device="cpu", threads=2, tile="24,32,32", norm="tile").probabilities(volume)
+    assert_close(per_tile, plan.crop(plain), rel=1e-5, what="probabilities")
 
 
 def test_a_file_of_the_earlier_0_100_contract_predicts_the_same(tiny, example, tmp_path):

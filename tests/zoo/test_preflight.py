@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 from wnet_zoo.cli import main
-from wnet_zoo.export.rdf import sha256
+from wnet_zoo.export.rdf import file_entries, sha256
 from wnet_zoo.io.example import example_volume
 from wnet_zoo.training.config import TrainConfig
 from wnet_zoo.training.runs import train
@@ -55,21 +55,10 @@ def _flawed(package: Path, folder: Path, edit: Callable[[Path, dict], None], reh
     rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
     edit(folder, rdf)
     if rehash:
-        for entry in _entries(rdf):
+        for entry in file_entries(rdf):
             entry["sha256"] = sha256(folder / entry["source"])
     (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
     return folder
-
-
-def _entries(node):
-    if isinstance(node, dict):
-        if "source" in node and "sha256" in node:
-            yield node
-        for value in node.values():
-            yield from _entries(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _entries(item)
 
 
 def _failed(folder: Path, run_weights: bool = False) -> set[str]:
@@ -145,6 +134,24 @@ def test_weights_that_do_not_reproduce_the_test_output_fail(package: Path, tmp_p
         np.save(folder / "test_output.npy", np.clip(expected * 1.05 + 0.01, 0, 1))
 
     assert _failed(_flawed(package, tmp_path, edit), run_weights=True) == {"reproducibility"}
+
+
+def test_a_package_that_loosens_its_test_tolerance_fails(package: Path, tmp_path: Path):
+    def edit(folder: Path, rdf: dict) -> None:
+        tolerance = {"relative_tolerance": 0.01, "absolute_tolerance": 0.01}
+        rdf["config"]["bioimageio"] = {"reproducibility_tolerance": [tolerance]}
+
+    assert _failed(_flawed(package, tmp_path, edit), run_weights=True) == {"reproducibility"}
+
+
+def test_a_damaged_zip_is_one_line(package: Path, tmp_path: Path, capsys):
+    data = bytearray(package.read_bytes())
+    start = data.find(b"PK\x03\x04", 100)  # the second member's header: damage the bytes after it
+    data[start + 200 : start + 400] = bytes(200)
+    (tmp_path / "damaged.zip").write_bytes(bytes(data))
+    assert main(["upload", str(tmp_path / "damaged.zip"), "--dry-run"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "not a readable zip file" in lines[0]
 
 
 def test_upload_refuses_a_package_without_maintainer_in_one_line(package: Path, tmp_path: Path, capsys):

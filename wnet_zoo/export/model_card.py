@@ -113,6 +113,12 @@ class CardUpdate:
 
     def card_fields(self) -> dict[str, Any]:
         """The card fields this update sets, as a card file would hold them."""
+        if self.name is not None:
+            _check_name(self.name, setting("name", self.name))
+        if self.license is not None:
+            _check_license(self.license, setting("license", self.license))
+        if self.description is not None and not self.description.strip():
+            raise UserError(f"{setting('description', self.description)}: give one or two sentences")
         values: dict[str, Any] = {
             key: value
             for key, value in (("name", self.name), ("description", self.description), ("license", self.license))
@@ -253,34 +259,48 @@ def _check_values(path: Path, data: dict[str, Any]) -> None:
     """The values bioimage.io restricts, checked here so that the error is one line with the likely fix:
     bioimage.io's own message for a wrong license lists all 700 SPDX identifiers, one for a wrong version is a
     traceback."""
-    name = str(data["name"])
+    _check_name(str(data["name"]), str(path))
+    if data.get("version") is not None:
+        _check_version(data["version"], str(path))
+    _check_license(data["license"], str(path))
+    unit = (data.get("training_data") or {}).get("unit")
+    if unit is not None:
+        _check_unit(unit, str(path))
+
+
+def _check_name(name: str, where: str) -> None:
     if not 5 <= len(name) <= 128:
-        raise UserError(f"{path}: name must be 5 to 128 characters long, not {len(name)}")
+        raise UserError(f"{where}: name must be 5 to 128 characters long, not {len(name)}")
     wrong = sorted(set(name) - set(_NAME_CHARACTERS))
     if wrong:
         shown = "".join(wrong[:5])
-        raise UserError(f"{path}: name {name!r} may hold only letters, digits, spaces and _+-() (not {shown!r})")
-    if data.get("version") is not None:
-        from packaging.version import InvalidVersion, Version
+        raise UserError(f"{where}: name {name!r} may hold only letters, digits, spaces and _+-() (not {shown!r})")
 
-        try:
-            Version(str(data["version"]))
-        except InvalidVersion:
-            raise UserError(
-                f"{path}: version {_short(data['version'])} is not a version number; give e.g. 1.0 or 1.2.3"
-            ) from None
-    licenses, units = _bioimageio_choices()
-    license_id = str(data["license"])
-    if licenses and license_id not in licenses:
+
+def _check_version(version: Any, where: str) -> None:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        Version(str(version))
+    except InvalidVersion:
+        raise UserError(f"{where}: version {_short(version)} is not a version number; give e.g. 1.0 or 1.2.3") from None
+
+
+def _check_license(license_id: Any, where: str) -> None:
+    licenses, _ = _bioimageio_choices()
+    if licenses and str(license_id) not in licenses:
         raise UserError(
-            f"{path}: license {_short(data['license'])} is not an SPDX identifier; "
-            + _suggest(license_id, licenses, "give one, e.g. MIT or CC-BY-4.0")
+            f"{where}: license {_short(license_id)} is not an SPDX identifier; "
+            + _suggest(str(license_id), licenses, "give one, e.g. MIT or CC-BY-4.0")
         )
-    unit = (data.get("training_data") or {}).get("unit")
-    if unit is not None and units and str(unit) not in units:
+
+
+def _check_unit(unit: Any, where: str) -> None:
+    _, units = _bioimageio_choices()
+    if units and str(unit) not in units:
         close = _UNIT_ABBREVIATIONS.get(str(unit).strip())
         raise UserError(
-            f"{path}: training_data.unit {_short(unit)} is not one of bioimage.io's units; "
+            f"{where}: training_data.unit {_short(unit)} is not one of bioimage.io's units; "
             + (
                 f"did you mean {close}?"
                 if close

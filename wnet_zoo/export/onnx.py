@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import onnx
 
 from wnet_zoo.io.atomic import atomic_path
-from wnet_zoo.prediction.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
+from wnet_zoo.prediction.metadata import INPUT_NAME, NORMALIZATION, OUTPUT_NAME, ModelMetadata
 from wnet_zoo.version import __version__
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ def export_onnx(model: WNet3D, path: str | Path, metadata: ModelMetadata, exampl
     path = Path(path)
     metadata = replace(
         metadata,
+        normalization=NORMALIZATION,  # what the graph takes, whatever the caller's metadata said
         input_sigma=tuple(model.input_sigma) if any(model.input_sigma) else None,
         input_log=model.input_log or None,
         input_background=tuple(model.input_background) if any(model.input_background) else None,

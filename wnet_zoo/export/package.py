@@ -265,7 +265,7 @@ def _input_text(offset: float, background: Sequence[int], sigma: Sequence[float]
     text = ""
     if offset:
         text += (
-            " The model compresses its input's intensities (0..100 after the min-max scaling) with a logarithm, "
+            " The model compresses its input's intensities (0..100: the min-max scaling times 100) with a logarithm, "
             f"100 * log(1 + x / {offset:.3g}) / log(1 + 100 / {offset:.3g}), before segmenting it (chosen in "
             "training for stacks whose nuclei differ widely in brightness)."
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,18 @@ def sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_entries(node: Any) -> Iterator[dict[str, Any]]:
+    """Every mapping in a description that names a packaged file with its hash (``source`` and ``sha256``)."""
+    if isinstance(node, dict):
+        if isinstance(node.get("source"), str) and isinstance(node.get("sha256"), str):
+            yield node
+        for value in node.values():
+            yield from file_entries(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from file_entries(item)
 
 
 def render_text(template: str, values: Mapping[str, Any]) -> str:

@@ -49,12 +49,15 @@ def weights_file(source: str | Path) -> Iterator[Path]:
         raise UserError(f"{path}: no such file or folder; {EXPECTED}")
     name = path.name.lower()
     if name.endswith((".yaml", ".yml")):
-        members = _package_members(path.read_text(), path)
-        if len(members) == 1:
-            yield path.parent / members[0]
+        files = [path.parent / member for member in _package_members(path.read_text(), path)]
+        missing = [file.name for file in files if not file.is_file()]
+        if missing:
+            raise UserError(f"{path.parent}: the package lacks its weights file {missing[0]}; re-export it")
+        if len(files) == 1:
+            yield files[0]
             return
         with tempfile.TemporaryDirectory(prefix="wnet-zoo-") as folder:
-            yield _join(path.parent / members[0], path.parent / members[1], Path(folder), path)
+            yield _join(*files, Path(folder), path)
     elif name.endswith((".tar.gz", ".tgz", ".tar")):
         with tempfile.TemporaryDirectory(prefix="wnet-zoo-") as folder:
             yield _extract_tar_weights(path, Path(folder))
@@ -83,8 +86,9 @@ def _package_members(text: str, where: Path) -> list[str]:
     ours = wnet_zoo_config(description)
     if ours.get(DECODER_WEIGHTS_KEY):
         encoder = ((description.get("weights") or {}).get("pytorch_state_dict") or {}).get("source")
-        if encoder:
-            return [str(encoder), str(ours[DECODER_WEIGHTS_KEY])]
+        if not encoder:
+            raise UserError(f"{where}: the package names a decoder but no pytorch_state_dict encoder; re-export it")
+        return [str(encoder), str(ours[DECODER_WEIGHTS_KEY])]
     if ours.get(FULL_WEIGHTS_KEY):
         return [str(ours[FULL_WEIGHTS_KEY])]
     raise UserError(f"{where}: not a bioimage.io package exported by wnet-zoo (no full WNet3D weights); {EXPECTED}")

@@ -28,13 +28,13 @@ def onnx_file(model: str | Path) -> Iterator[Path]:
     if not path.exists():
         raise UserError(f"{path}: no such model; give an .onnx file or a bioimage.io package (.zip, folder, rdf.yaml)")
     if path.is_dir():
-        yield _onnx_from_rdf(_rdf_in_folder(path))
+        yield _onnx_from_rdf(rdf_in_folder(path))
     elif path.suffix.lower() in (".yaml", ".yml"):
         yield _onnx_from_rdf(path)
     elif zipfile.is_zipfile(path):
         with tempfile.TemporaryDirectory(prefix="wnet-zoo-") as folder:
-            _unzip_package(path, Path(folder))
-            rdf = _rdf_in_folder(Path(folder), path)
+            unzip_package(path, Path(folder))
+            rdf = rdf_in_folder(Path(folder), path)
             onnx_path = _onnx_from_rdf(rdf, f"{path} ({rdf.name})")
             _SHOWN[onnx_path] = f"{path} ({onnx_path.name})"
             try:
@@ -74,7 +74,7 @@ def _starts_with(path: Path, magic: bytes) -> bool:
         return False
 
 
-def _unzip_package(path: Path, folder: Path) -> None:
+def unzip_package(path: Path, folder: Path) -> None:
     """Unpack the bioimage.io package ``path`` into ``folder``; torch files (zips too) are refused."""
     try:
         with zipfile.ZipFile(path) as archive:
@@ -97,7 +97,9 @@ def _refuse_torch_zip(path: Path, names: list[str]) -> None:
     raise UserError(_not_exported(path, "a training checkpoint"))
 
 
-def _rdf_in_folder(folder: Path, shown: Path | None = None) -> Path:
+def rdf_in_folder(folder: Path, shown: Path | None = None) -> Path:
+    """The package description in ``folder`` (``rdf.yaml``, ``bioimageio.yaml`` or ``*.bioimageio.yaml``); ``shown``
+    names the package a folder was unpacked from in messages."""
     found = [folder / name for name in _RDF_NAMES if (folder / name).is_file()]
     found += sorted(folder.glob("*.bioimageio.yaml"))
     if not found and shown is None and any((folder / name).is_file() for name in RUN_FILES):

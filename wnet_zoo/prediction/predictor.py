@@ -233,7 +233,7 @@ class Predictor:
         ours = self.metadata.from_wnet_zoo
         if ours and self.metadata.layout_declared:
             return
-        tile = np.random.default_rng(0).uniform(0, 100, (1, 1, *self.tile)).astype(np.float32)
+        tile = np.random.default_rng(0).uniform(0, 100, (1, 1, *self.tile)).astype(np.float32) * self._input_factor
         shape = f"(1, 1, {', '.join(map(str, self.tile))})"
         try:
             output = np.asarray(self.engine.run(tile))

@@ -99,7 +99,7 @@ class Engine:
         return self.provider in (PROVIDERS["cuda"], PROVIDERS["tensorrt"])
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Class probabilities (B, K, Z, Y, X) of a float32 batch (B, 1, Z, Y, X) on the 0..100 scale."""
+        """Class probabilities (B, K, Z, Y, X) of a float32 batch (B, 1, Z, Y, X) scaled as the graph takes it."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         input_name = self.session.get_inputs()[0].name
         if not self.on_gpu:
