@@ -21,6 +21,7 @@ import tifffile
 import torch
 import yaml
 from PIL import Image
+from tiny_runs import train_tiny
 
 from wnet_zoo.cli import main
 from wnet_zoo.export.exporter import ExportResult, export_model
@@ -29,8 +30,6 @@ from wnet_zoo.io.example import example_volume
 from wnet_zoo.io.intensity import remap
 from wnet_zoo.model.checkpoints import load_weights
 from wnet_zoo.prediction.metadata import read_metadata
-from wnet_zoo.training.config import TrainConfig
-from wnet_zoo.training.runs import train
 
 from closeness import assert_close
 
@@ -44,24 +43,9 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny model trained for one epoch (run folder) and the same weights as a bare state dict. It compresses
     and smooths its input (as training chooses for nuclei of widely varying brightness and for noisy stacks), so
     every export form must carry both steps."""
-    torch.set_num_threads(2)
     folder = tmp_path_factory.mktemp("weights")
-    volume = tifffile.imread(example_volume())
-    tifffile.imwrite(folder / "crop.tif", volume[40:72, 20:68, 30:70].astype(np.uint16))
-    config = TrainConfig(
-        images=[str(folder / "crop.tif")],
-        channels=[4, 8, 16, 32],
-        patch=[16, 24, 24],
-        epochs=1,
-        samples_per_epoch=2,
-        batch=2,
-        lr=1e-2,
-        device="cpu",
-        input_smoothing=1.0,
-        input_log=2.0,
-        input_background=3,  # every input transform on, so that each weight format is checked with them
-    )
-    train(config, folder / "run", progress=False)
+    # every input transform on, so that each weight format is checked with them
+    train_tiny(folder, lr=1e-2, input_smoothing=1.0, input_log=2.0, input_background=3)
     torch.save(torch.load(folder / "run" / "best.pt", weights_only=True)["model"], folder / "bare.pth")
     return {"run": folder / "run", "bare": folder / "bare.pth", "tiff": folder / "crop.tif"}
 

@@ -8,16 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
-import torch
 import yaml
 from PIL import Image
+from tiny_runs import train_tiny
 
 from wnet_zoo.cli import main
 from wnet_zoo.export.rdf import file_entries, sha256
-from wnet_zoo.io.example import example_volume
-from wnet_zoo.training.config import TrainConfig
-from wnet_zoo.training.runs import train
 from wnet_zoo.zoo.preflight import preflight
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
@@ -28,21 +24,8 @@ PEOPLE = ["--author", "Jane Doe;bioimageiobot;EPFL", "--maintainer", "Jane Doe;b
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model trained for one epoch, exported with an author and a maintainer."""
-    torch.set_num_threads(2)
     folder = tmp_path_factory.mktemp("zoo")
-    volume = tifffile.imread(example_volume())
-    tifffile.imwrite(folder / "crop.tif", volume[40:72, 20:68, 30:70].astype(np.uint16))
-    config = TrainConfig(
-        images=[str(folder / "crop.tif")],
-        channels=[4, 8, 16, 32],
-        patch=[16, 24, 24],
-        epochs=1,
-        samples_per_epoch=2,
-        batch=2,
-        device="cpu",
-        bf16=False,
-    )
-    train(config, folder / "run", progress=False)
+    train_tiny(folder, bf16=False)
     assert main(["export", str(folder / "run"), "--out", str(folder / "export"), *PEOPLE]) == 0
     (zipped,) = (folder / "export").glob("*.bioimageio.zip")
     return zipped
