@@ -24,12 +24,12 @@ def upload(package: str, dry_run: bool, skip_weights: bool) -> None:
       wnet-zoo upload exported/wnet3d-nuclei.bioimageio.zip --dry-run
     """
     from wnet_zoo.errors import UserError
-    from wnet_zoo.zoo.preflight import preflight
+    from wnet_zoo.zoo.preflight import maintainers_check, preflight
 
     if not dry_run:
-        checks = {check.name: check for check in preflight(package, run_weights=False).checks}
-        if not checks["maintainers"].passed:
-            raise UserError(f"{package} has no maintainer, which bioimage.io refuses; {checks['maintainers'].fix}")
+        maintainers = maintainers_check(package)
+        if not maintainers.passed:
+            raise UserError(f"{package} has no maintainer, which bioimage.io refuses; {maintainers.fix}")
         raise UserError(
             f"sending to bioimage.io is not built into wnet-zoo yet: check the package with --dry-run, "
             f"then upload it at {UPLOAD_PAGE}"

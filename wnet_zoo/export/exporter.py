@@ -110,7 +110,7 @@ def export_model(
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; {setting('out')} must be a folder")
     check_can_create(out, setting("out"))
-    if onnx_only and (card is not None or (card_update is not None and card_update.card_fields())):
+    if onnx_only and (card is not None or (card_update is not None and card_update != CardUpdate())):
         raise UserError(
             f"{setting('card')} and the card's fields (authors, maintainers, ...) describe the bioimage.io package, "
             f"which {setting('onnx_only', True)} does not write; drop them or {setting('onnx_only', True)}"

@@ -79,13 +79,7 @@ def preflight(package: str | Path, run_weights: bool = True) -> Preflight:
         raise UserError(
             "checking a package as bioimage.io does needs bioimageio.core: pip install 'wnet-zoo[zoo]'"
         ) from None
-    with _unpacked(package) as rdf_path:
-        try:
-            rdf = yaml.safe_load(rdf_path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError, UnicodeDecodeError):
-            rdf = None
-        if not isinstance(rdf, dict):
-            raise UserError(f"{package}: its rdf.yaml is not a readable bioimage.io description; export it again")
+    with _description(package) as (rdf, rdf_path):
         folder = rdf_path.parent
         checks = [_files(rdf, folder)]
         descr, format_check = _format(rdf_path)
@@ -93,6 +87,25 @@ def preflight(package: str | Path, run_weights: bool = True) -> Preflight:
         if run_weights:
             checks.append(_reproducibility(descr))
     return Preflight(package, tuple(checks))
+
+
+def maintainers_check(package: str | Path) -> Check:
+    """The maintainers check alone: it reads the description only (no file hashes, no validation)."""
+    with _description(Path(package)) as (rdf, _):
+        return _maintainers(rdf)
+
+
+@contextlib.contextmanager
+def _description(package: Path) -> Iterator[tuple[dict[str, Any], Path]]:
+    """The package's description as plain data, and its path (in a temporary folder for a zip)."""
+    with _unpacked(package) as rdf_path:
+        try:
+            rdf = yaml.safe_load(rdf_path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            rdf = None
+        if not isinstance(rdf, dict):
+            raise UserError(f"{package}: its rdf.yaml is not a readable bioimage.io description; export it again")
+        yield rdf, rdf_path
 
 
 @contextlib.contextmanager
