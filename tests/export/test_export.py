@@ -53,7 +53,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def exported(weights: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
     torch.set_num_threads(2)
-    return export_model(weights["run"], tmp_path_factory.mktemp("export") / "out")
+    return export_model(weights["run"], tmp_path_factory.mktemp("export") / "out", torchscript=True)
 
 
 def _package(result: ExportResult) -> zipfile.ZipFile:
@@ -138,7 +138,8 @@ def test_package_contents(exported: ExportResult, weights: dict[str, Path]):
     rdf = yaml.safe_load(archive.read("rdf.yaml"))
     assert rdf["format_version"].startswith("0.5.") and rdf["type"] == "model"
     assert [c["doi"] for c in rdf["cite"]] == ["10.7554/eLife.99848", "10.48550/arXiv.1711.08506"]
-    assert rdf["documentation"]["source"] == "README.md" and rdf["license"] == "MIT"
+    assert rdf["format_version"] == "0.5.10"  # the zoo runtime's bioimageio.core 0.10.4 reads no newer one
+    assert rdf["documentation"] == "README.md" and rdf["covers"] == ["cover.png"] and rdf["license"] == "MIT"
     (inputs,) = rdf["inputs"]
     assert [a["type"] for a in inputs["axes"]] == ["batch", "channel", "space", "space", "space"]
     assert "size" not in inputs["axes"][0]  # dynamic batch
@@ -283,12 +284,21 @@ def test_bare_state_dict_exports_without_training_record(weights: dict[str, Path
         (1.5, "micrometer")
     ] * 2
     assert rdf["maintainers"] == [{"name": "Someone", "github_user": "someone"}]
+    # without --torchscript: two weight formats (each one more copy of the encoder), no TorchScript file
+    assert sorted(rdf["weights"]) == ["onnx", "pytorch_state_dict"]
+    assert sorted(p.name for p in out.iterdir()) == ["bare-wnet3d-test.bioimageio.zip", "wnet3d.onnx"]
+    readme = zipfile.ZipFile(out / "bare-wnet3d-test.bioimageio.zip").read("README.md").decode()
+    assert "and `onnx` (opset 17), both computing the same function" in readme and "torchscript" not in readme
+    assert "TorchScript" not in printed
 
 
-def test_onnx_only(weights: dict[str, Path], tmp_path: Path):
+def test_onnx_only(weights: dict[str, Path], tmp_path: Path, capsys):
     out = tmp_path / "onnx"
     assert main(["export", str(weights["bare"]), "--out", str(out), "--onnx"]) == 0
     assert [p.name for p in out.iterdir()] == ["wnet3d.onnx"]
+    capsys.readouterr()
+    assert main(["export", str(weights["bare"]), "--out", str(tmp_path / "both"), "--onnx", "--torchscript"]) == 2
+    assert capsys.readouterr().err.strip() == "Error: --onnx writes no TorchScript file; drop --torchscript"
 
 
 def _error_lines(capsys) -> list[str]:

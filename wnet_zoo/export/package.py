@@ -1,8 +1,9 @@
 """The bioimage.io model package (format 0.5) of a WNet3D encoder.
 
-The zip holds ``rdf.yaml`` (rendered from ``wnet_zoo/export/templates/rdf.yaml``); the weights in three formats
-(``pytorch_state_dict`` with its architecture ``wnet3d_model.py``, a copy of ``wnet_zoo/model/wnet.py`` that
-needs only PyTorch; ``torchscript``; ``onnx``); the decoder with the training record as an attachment (named
+The zip holds ``rdf.yaml`` (rendered from ``wnet_zoo/export/templates/rdf.yaml``); the weights as
+``pytorch_state_dict`` (its architecture ``wnet3d_model.py``, a copy of ``wnet_zoo/model/wnet.py`` that needs only
+PyTorch) and ``onnx``, and ``torchscript`` when asked for (each format is another copy of the encoder, and every
+consumer reads one of the first two: see docs/export.md); the decoder with the training record as an attachment (named
 by ``config.wnet_zoo.decoder_weights``: with the ``pytorch_state_dict`` encoder, the whole WNet3D that
 ``load_weights`` reads from a package, e.g. to fine-tune; no weight is stored twice);
 test input and output tensors computed by the model itself, the same as TIFF sample tensors; a cover image
@@ -30,7 +31,7 @@ from wnet_zoo.export.encoder import EXPORTED_INPUT_SCALE
 from wnet_zoo.export.model_card import ModelCard
 from wnet_zoo.export.onnx import OPSET
 from wnet_zoo.export.parity import Parity
-from wnet_zoo.export.rdf import read_template, render_text, render_yaml
+from wnet_zoo.export.rdf import read_template, render_text, render_yaml, sha256
 from wnet_zoo.io.example import example_volume
 from wnet_zoo.io.intensity import remap
 from wnet_zoo.io.volumes import read_volume
@@ -48,6 +49,10 @@ DECODER_FILE = "wnet3d_decoder.pt"
 _TRAINING_RECORD = ("config", "epoch", "foreground_class", "class_means")
 ARCHITECTURE_FILE = "wnet3d_model.py"
 TEST_SIZE = (64, 64, 64)
+# The newest format that the zoo's runtime reads (bioimageio.core 0.10.4: bioimageio.spec 0.5.10; 0.5.11 made the
+# documentation and covers file entries, which it and ilastik's 0.9 reject). Newer libraries update it on loading,
+# older 0.5 ones read it as their own: benchmarks/consumers.py runs the package in each.
+FORMAT_VERSION = "0.5.10"
 HALO = 16  # voxels cropped from each side of a tile: 2 voxels of the 1/8-resolution bottleneck
 
 
@@ -73,11 +78,15 @@ def require_bioimageio() -> None:
         ) from None
 
 
-def write_package(source: PackageSource, onnx_path: Path, torchscript_path: Path, folder: Path, zip_path: Path) -> Path:
-    """Lay the package's files out in the new folder ``folder``, validate its description and zip it to ``zip_path``."""
+def write_package(
+    source: PackageSource, onnx_path: Path, torchscript_path: Path | None, folder: Path, zip_path: Path
+) -> Path:
+    """Lay the package's files out in the new folder ``folder``, validate its description and zip it to ``zip_path``
+    (with the TorchScript weights only when ``torchscript_path`` is given)."""
     folder.mkdir()
     shutil.copyfile(onnx_path, folder / ONNX_FILE)
-    shutil.copyfile(torchscript_path, folder / TORCHSCRIPT_FILE)
+    if torchscript_path is not None:
+        shutil.copyfile(torchscript_path, folder / TORCHSCRIPT_FILE)
     torch.save(source.model.encoder.state_dict(), folder / STATE_DICT_FILE)
     record = {key: source.weights.checkpoint[key] for key in _TRAINING_RECORD if key in source.weights.checkpoint}
     torch.save({"decoder": source.model.decoder.state_dict(), **record}, folder / DECODER_FILE)
@@ -92,6 +101,7 @@ def write_package(source: PackageSource, onnx_path: Path, torchscript_path: Path
         foreground = brightest_class(raw, probabilities)
     write_cover(raw, probabilities, foreground, folder / "cover.png")
     values = _values(source, raw, probabilities)
+    values |= _torchscript_values(folder / TORCHSCRIPT_FILE if torchscript_path is not None else None)
     (folder / "README.md").write_text(render_text(read_template("README.md"), values), encoding="utf-8")
     rdf = render_yaml(read_template("rdf.yaml"), values, folder)
     validate(rdf, folder, source.card)
@@ -159,7 +169,6 @@ def validate(rdf: dict[str, Any], folder: Path, card: ModelCard) -> None:
 def _values(source: PackageSource, raw: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
     """The values of the templates' placeholders."""
     import onnxruntime
-    from bioimageio.spec import ModelDescr
 
     model, card, metadata, parity = source.model, source.card, source.metadata, source.parity
     scale = card.voxel_size or (1.0, 1.0, 1.0)
@@ -168,7 +177,7 @@ def _values(source: PackageSource, raw: np.ndarray, probabilities: np.ndarray) -
         classes[metadata.foreground_class] = "foreground"
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     return {
-        "format_version": ModelDescr.implemented_format_version,
+        "format_version": FORMAT_VERSION,
         "name": card.name,
         "description": card.description.strip(),
         "documentation": card.documentation.strip(),
@@ -218,6 +227,22 @@ def _values(source: PackageSource, raw: np.ndarray, probabilities: np.ndarray) -
         "source_name": source.weights.source.name,
         "date": now.date().isoformat(),
     }
+
+
+def _torchscript_values(path: Path | None) -> dict[str, Any]:
+    """The TorchScript weights entry (``None`` leaves it out) and the documentation's sentence on the formats."""
+    formats = "`pytorch_state_dict` (architecture `wnet3d_model.py`, callable `UNet3D`; it needs only PyTorch)"
+    if path is None:
+        text = f"{formats} and `onnx` (opset {OPSET}), both computing the same function."
+        return {"torchscript_weights": None, "weight_formats_text": text}
+    text = f"{formats}, `torchscript` and `onnx` (opset {OPSET}), all three computing the same function."
+    entry = {
+        "source": path.name,
+        "sha256": sha256(path),
+        "pytorch_version": torch.__version__.split("+")[0],
+        "parent": "pytorch_state_dict",
+    }
+    return {"torchscript_weights": entry, "weight_formats_text": text}
 
 
 def _output_description(metadata: ModelMetadata) -> str:
