@@ -1,7 +1,7 @@
 """``wnet-zoo demo``: the whole job on the bundled example volume, in a few minutes on 2 CPU cores.
 
 Fine-tune the bundled pretrained WNet3D on the example (as a user fine-tunes it on their own stacks), export it
-(ONNX, TorchScript, bioimage.io package), predict the example with the exported ONNX file (probabilities, mask,
+(ONNX, bioimage.io package), predict the example with the exported ONNX file (probabilities, mask,
 instances) and draw a preview.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from tiny_runs import train_tiny
 
 from wnet_zoo.cli import main
 from wnet_zoo.export.rdf import file_entries, sha256
+from wnet_zoo.zoo.consumers import CONSUMERS, ENVIRONMENTS_VARIABLE, REQUIREMENTS_FILE
 from wnet_zoo.zoo.preflight import preflight
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
@@ -29,6 +31,24 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert main(["export", str(folder / "run"), "--out", str(folder / "export"), *PEOPLE]) == 0
     (zipped,) = (folder / "export").glob("*.bioimageio.zip")
     return zipped
+
+
+@pytest.fixture(autouse=True)
+def no_consumer_environments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The consumer environments this machine may have built stay out of these tests (one test makes its own)."""
+    monkeypatch.setenv(ENVIRONMENTS_VARIABLE, str(tmp_path / "no-consumer-environments"))
+
+
+def _this_python_as(names: tuple[str, ...], envs: Path) -> None:
+    """Environments for the consumers ``names`` whose Python is this one (it has onnxruntime and
+    bioimageio.core 0.11), as if built from their requirements."""
+    for consumer in CONSUMERS:
+        if consumer.name in names:
+            python = envs / consumer.folder_name / "bin" / "python"
+            python.parent.mkdir(parents=True)
+            python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+            python.chmod(0o755)
+            (envs / consumer.folder_name / REQUIREMENTS_FILE).write_text("\n".join(consumer.requirements) + "\n")
 
 
 def _flawed(package: Path, folder: Path, edit: Callable[[Path, dict], None], rehash: bool = True) -> Path:
@@ -57,7 +77,23 @@ def test_a_good_package_passes_every_check(package: Path, capsys):
         for name in ("files", "format", "maintainers", "authors", "cover", "documentation", "reproducibility")
     ]
     assert "onnx, pytorch_state_dict reproduce the test output within 0.001" in lines[-3]
+    assert "the consumers (no environment built" in lines[-2]
     assert lines[-1] == "every check passed"
+
+
+def test_consumers_run_the_package_where_their_environments_exist(package: Path, tmp_path: Path):
+    envs = tmp_path / "envs"
+    _this_python_as(("bioimageio.core 0.11", "onnxruntime 1.15.0"), envs)
+    (consumers,) = [check for check in preflight(package, consumer_envs=envs).checks if check.name == "consumers"]
+    assert consumers.passed and consumers.found == "bioimageio.core 0.11, onnxruntime 1.15.0 run it within 0.001"
+
+    def edit(folder: Path, rdf: dict) -> None:
+        expected = np.load(folder / "test_output.npy")
+        np.save(folder / "test_output.npy", np.clip(expected * 1.05 + 0.01, 0, 1))
+
+    flawed = _flawed(package, tmp_path / "flawed", edit)
+    (onnx_only,) = [check for check in preflight(flawed, consumer_envs=envs).checks if check.name == "consumers"]
+    assert not onnx_only.passed and "bioimageio.core 0.11 (onnx)" in onnx_only.found
 
 
 def _no_maintainer(folder: Path, rdf: dict) -> None:
@@ -106,7 +142,8 @@ def test_no_maintainer_and_no_github_user_fails_the_format_too(package: Path, tm
 
 def test_a_file_changed_after_export_fails(package: Path, tmp_path: Path):
     def edit(folder: Path, rdf: dict) -> None:
-        (folder / "README.md").write_text((folder / "README.md").read_text() + "\nedited\n")
+        architecture = folder / "wnet3d_model.py"
+        architecture.write_text(architecture.read_text() + "\n# edited\n")
 
     assert _failed(_flawed(package, tmp_path, edit, rehash=False)) == {"files"}
 

@@ -1,9 +1,11 @@
 """The checks a package meets on its way into bioimage.io, run locally before anything is sent.
 
 The zoo validates the description (bioimageio.spec), checks that each weight format reproduces the test output
-(bioimageio.core's ``test_model``, tolerance 1e-3 relative and absolute), and its curators ask for maintainers,
-real authors, a cover under 500 KB of width:height 2:1 or 1:1, and documentation with a ``## Validation``
-section. Everything here runs offline: GitHub user names are checked by the zoo, not here.
+(bioimageio.core's ``test_model``, tolerance 1e-3 relative and absolute), runs it in each consumer (other
+bioimageio.core releases, ilastik, BiaPy, the Java tools), and its curators ask for maintainers, real authors, a
+cover under 500 KB of width:height 2:1 or 1:1, and documentation with a ``## Validation`` section. Everything here
+runs offline: GitHub user names are checked by the zoo, not here, and the consumers only where their environments
+were built (:mod:`wnet_zoo.zoo.consumers`).
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ from typing import Any
 
 import yaml
 
-from wnet_zoo.errors import UserError, command, setting
+from wnet_zoo.errors import UserError, command, setting, shorten
 from wnet_zoo.export.model_card import PERSON_FORM, PLACEHOLDER_AUTHOR
 from wnet_zoo.export.rdf import file_entries, sha256
 from wnet_zoo.prediction.model_files import rdf_in_folder, unzip_package
+from wnet_zoo.zoo.consumers import CONSUMERS, environments_folder, existing_environment, run_package
 
 ZOO_TOLERANCE = 1e-3
 COVER_MAX_BYTES = 500 * 1024
 COVER_RATIOS = (2.0, 1.0)
 NOT_CHECKED = "GitHub user names (the zoo looks them up online)"
+NO_CONSUMERS = "the consumers (no environment built: python benchmarks/consumers.py in a source checkout)"
 _VALIDATION_HEADING = re.compile(r"^#{1,2} *Validation\b", re.MULTILINE)
 
 
@@ -47,6 +51,7 @@ class Preflight:
 
     package: Path
     checks: tuple[Check, ...]
+    not_checked: tuple[str, ...] = (NOT_CHECKED,)
 
     @property
     def passed(self) -> bool:
@@ -61,7 +66,7 @@ class Preflight:
             verdict = "PASS" if check.passed else "FAIL"
             fix = f"; {check.fix}" if check.fix and not check.passed else ""
             lines.append(f"  {verdict}  {check.name:{width}}  {check.found}{fix}")
-        lines.append(f"  not checked here: {NOT_CHECKED}")
+        lines.append(f"  not checked here: {'; '.join(self.not_checked)}")
         failed = sum(not check.passed for check in self.checks)
         lines.append(
             "every check passed" if not failed else f"{failed} check(s) failed: bioimage.io would refuse this package"
@@ -69,9 +74,11 @@ class Preflight:
         return "\n".join(lines)
 
 
-def preflight(package: str | Path, run_weights: bool = True) -> Preflight:
+def preflight(package: str | Path, run_weights: bool = True, consumer_envs: Path | None = None) -> Preflight:
     """Run the zoo's checks on ``package`` (a ``.zip``, its folder or its ``rdf.yaml``); ``run_weights=False`` skips
-    the reproducibility of each weight format (the only slow check). ``UserError`` when it is no package."""
+    running the weights (reproducibility and consumers, the slow checks). Consumers run where their environments
+    exist in ``consumer_envs`` (default :func:`~wnet_zoo.zoo.consumers.environments_folder`). ``UserError`` when
+    it is no package."""
     package = Path(package)
     try:
         import bioimageio.core  # noqa: F401
@@ -84,9 +91,15 @@ def preflight(package: str | Path, run_weights: bool = True) -> Preflight:
         checks = [_files(rdf, folder)]
         descr, format_check = _format(rdf_path)
         checks += [format_check, _maintainers(rdf), _authors(rdf), _cover(rdf, folder), _documentation(rdf, folder)]
+        not_checked = [NOT_CHECKED]
         if run_weights:
             checks.append(_reproducibility(descr))
-    return Preflight(package, tuple(checks))
+            consumers = _consumers(rdf, rdf_path, consumer_envs or environments_folder())
+            if consumers is None:
+                not_checked.append(NO_CONSUMERS)
+            else:
+                checks.append(consumers)
+    return Preflight(package, tuple(checks), tuple(not_checked))
 
 
 def maintainers_check(package: str | Path) -> Check:
@@ -230,3 +243,27 @@ def _reproducibility(descr: Any) -> Check:
         message = detail.errors[0].msg.splitlines()[0] if detail.errors else detail.name
         return Check("reproducibility", False, f"{detail.name}: {message}", "export again: the weights must reproduce")
     return Check("reproducibility", True, f"{formats} reproduce the test output within {ZOO_TOLERANCE:g}")
+
+
+def _consumers(rdf: dict[str, Any], rdf_path: Path, envs: Path) -> Check | None:
+    """Each consumer with a built environment runs the package in every weight format it reads (``None`` when
+    no environment is built)."""
+    present = set(rdf.get("weights") or {})
+    runs = [
+        (consumer, python)
+        for consumer in CONSUMERS
+        if (python := existing_environment(consumer, envs)) is not None and present & set(consumer.formats)
+    ]
+    if not runs:
+        return None
+    failed = []
+    for consumer, python in runs:
+        for weight_format in sorted(present & set(consumer.formats)):
+            report = run_package(python, consumer, rdf_path, weight_format)
+            if report["status"] != "passed":
+                reason = str(report.get("details") or "failed").splitlines()[0]
+                failed.append(f"{consumer.name} ({weight_format}): {shorten(reason)}")
+    names = ", ".join(consumer.name for consumer, _ in runs)
+    if failed:
+        return Check("consumers", False, f"{len(failed)} failed, first: {failed[0]}", "see docs/export.md#consumers")
+    return Check("consumers", True, f"{names} run it within {ZOO_TOLERANCE:g}")

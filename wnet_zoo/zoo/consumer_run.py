@@ -2,6 +2,8 @@
 
     python consumer_run.py KIND PACKAGE WEIGHT_FORMAT
 
+(by :func:`wnet_zoo.zoo.consumers.run_package`; PACKAGE is the zip or the ``rdf.yaml`` of an unpacked package)
+
 Prints one JSON object: ``status`` (passed / failed), ``max_abs_diff`` (largest difference from the package's
 test output, where the consumer gives outputs) and ``details``. Imports nothing of wnet_zoo, only what the
 consumer's environment has:
@@ -29,15 +31,21 @@ EPS = 1e-6  # bioimageio's scale_range: (x - min) / (max - min + eps)
 
 
 def main(kind: str, package: str, weight_format: str) -> dict[str, Any]:
+    """Run ``package`` (a zip, or the ``rdf.yaml`` of an unpacked one) in this environment's ``kind`` of consumer."""
+    if not zipfile.is_zipfile(package):
+        return _run(kind, Path(package), weight_format)
     with tempfile.TemporaryDirectory() as folder:
         with zipfile.ZipFile(package) as archive:
             archive.extractall(folder)
-        rdf_path = Path(folder) / "rdf.yaml"
-        if kind == "bioimageio.core":
-            return _bioimageio_core(rdf_path, weight_format)
-        if kind == "biapy":
-            return _biapy(rdf_path)
-        return _runtime(kind, rdf_path, weight_format)
+        return _run(kind, Path(folder) / "rdf.yaml", weight_format)
+
+
+def _run(kind: str, rdf_path: Path, weight_format: str) -> dict[str, Any]:
+    if kind == "bioimageio.core":
+        return _bioimageio_core(rdf_path, weight_format)
+    if kind == "biapy":
+        return _biapy(rdf_path)
+    return _runtime(kind, rdf_path, weight_format)
 
 
 def _load_rdf(rdf_path: Path) -> dict[str, Any]:
