@@ -17,6 +17,7 @@ FLAGS = {
     "maintainers": "maintainer",
     "tags": "tag",
     "citations": "cite",
+    "server_url": "server",
 }
 """Library parameters whose flag has another name (the rest: ``--`` and the name with ``-`` for ``_``)."""
 

@@ -86,7 +86,7 @@ def preflight(package: str | Path, run_weights: bool = True, consumer_envs: Path
         raise UserError(
             "checking a package as bioimage.io does needs bioimageio.core: pip install 'wnet-zoo[zoo]'"
         ) from None
-    with _description(package) as (rdf, rdf_path):
+    with package_description(package) as (rdf, rdf_path):
         folder = rdf_path.parent
         checks = [_files(rdf, folder)]
         descr, format_check = _format(rdf_path)
@@ -104,13 +104,14 @@ def preflight(package: str | Path, run_weights: bool = True, consumer_envs: Path
 
 def maintainers_check(package: str | Path) -> Check:
     """The maintainers check alone: it reads the description only (no file hashes, no validation)."""
-    with _description(Path(package)) as (rdf, _):
+    with package_description(Path(package)) as (rdf, _):
         return _maintainers(rdf)
 
 
 @contextlib.contextmanager
-def _description(package: Path) -> Iterator[tuple[dict[str, Any], Path]]:
-    """The package's description as plain data, and its path (in a temporary folder for a zip)."""
+def package_description(package: Path) -> Iterator[tuple[dict[str, Any], Path]]:
+    """The description of ``package`` (a ``.zip``, its folder or its ``rdf.yaml``) as plain data, and its path (in
+    a temporary folder for a zip, removed on leaving). ``UserError`` when it is no package."""
     with _unpacked(package) as rdf_path:
         try:
             rdf = yaml.safe_load(rdf_path.read_text(encoding="utf-8"))
