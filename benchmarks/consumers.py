@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -121,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, reason in NOT_RUN.items():
             record["consumers"][name] = {"stands_for": name, "reason": reason}
     print()
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    if args.only and args.out.exists():  # a subset replaces its own rows only
+        record["consumers"] = {**json.loads(args.out.read_text())["consumers"], **record["consumers"]}
+    part = args.out.with_suffix(".part")
+    part.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(part, args.out)
     print(render_table(record))
     return 0
 

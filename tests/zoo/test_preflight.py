@@ -77,7 +77,7 @@ def test_a_good_package_passes_every_check(package: Path, capsys):
         for name in ("files", "format", "maintainers", "authors", "cover", "documentation", "reproducibility")
     ]
     assert "onnx, pytorch_state_dict reproduce the test output within 0.001" in lines[-3]
-    assert "the consumers (no environment built" in lines[-2]
+    assert "consumers without an environment here (bioimageio.core 0.11, " in lines[-2]
     assert lines[-1] == "every check passed"
 
 

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
 import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import zipfile
@@ -22,7 +24,7 @@ import yaml
 from hypha_rpc.sync import connect_to_server
 
 from wnet_zoo.cli import main
-from wnet_zoo.zoo.upload import TOKEN_VARIABLE
+from wnet_zoo.cli.upload import TOKEN_VARIABLE
 
 PEOPLE = ["--author", "Jane Doe;bioimageiobot;EPFL", "--maintainer", "Jane Doe;bioimageiobot"]
 COLLECTION = "bioimage-io/bioimage.io"
@@ -93,10 +95,9 @@ def _set_up_the_zoo(url: str, root_token: str) -> str:
     return token
 
 
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zoo]:
-    """moto (S3) and Hypha on free ports of 127.0.0.1, stopped after the module."""
-    folder = tmp_path_factory.mktemp("zoo-server")
+@contextlib.contextmanager
+def _running_zoo(folder: Path) -> Iterator[Zoo]:
+    """moto (S3) and Hypha on free ports of 127.0.0.1, set up as the zoo, stopped on leaving."""
     s3_port, port = _free_port(), _free_port()
     s3 = _start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)], folder / "s3.log")
     processes = [s3]
@@ -133,6 +134,12 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zoo]:
 
 
 @pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zoo]:
+    with _running_zoo(tmp_path_factory.mktemp("zoo-server")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled model's package, with an author and a maintainer."""
     out = tmp_path_factory.mktemp("upload") / "export"
@@ -145,6 +152,30 @@ def _upload(package: Path, zoo: Zoo, *more: str) -> int:
     return main(["upload", str(package), "--server", zoo.url, "--skip-weights", *more])
 
 
+def _staged(zoo: Zoo, artifact_id: str) -> dict[str, bytes]:
+    """The draft's files, downloaded, and its staged manifest under the key ``manifest``."""
+    server = connect_to_server({"server_url": zoo.url, "token": zoo.user_token, "method_timeout": 60})
+    try:
+        manager = server.get_service("public/artifact-manager")
+        files = {}
+        for entry in manager.list_files(artifact_id, version="stage"):
+            url = manager.get_file(artifact_id, file_path=entry["name"], version="stage")
+            with urllib.request.urlopen(url) as response:
+                files[entry["name"]] = response.read()
+        files["manifest"] = manager.read(artifact_id, version="stage")["manifest"]
+        files["versions"] = manager.read(artifact_id)["versions"]
+        return files
+    finally:
+        server.disconnect()
+
+
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    assert "ERROR" not in captured.out and "Traceback" not in captured.out + captured.err  # no library logging
+    (line,) = captured.err.strip().splitlines()
+    return line
+
+
 def test_upload_leaves_a_staged_draft_asking_for_review(package: Path, zoo: Zoo, capsys):
     assert _upload(package, zoo, "--token", zoo.user_token) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -153,34 +184,35 @@ def test_upload_leaves_a_staged_draft_asking_for_review(package: Path, zoo: Zoo,
     assert lines[-3].startswith(f"uploaded {len(originals)} files (") and f"{zoo.url}: draft bioimage-io/" in lines[-3]
     assert lines[-2] == "remote test: skipped: this server has no model runner"
     assert lines[-1].startswith("review requested")
-    artifact_id = lines[-3].split("draft ")[1].split()[0]
+    staged = _staged(zoo, lines[-3].split("draft ")[1].split()[0])
+    manifest, versions = staged.pop("manifest"), staged.pop("versions")
+    assert staged == originals  # every file, byte for byte, and nothing else
+    # what the zoo's website sets and its curators list: "request-review"
+    assert manifest["status"] == "request-review" and manifest["name"] == yaml.safe_load(originals["rdf.yaml"])["name"]
+    assert versions == []  # staged only: a curator commits
 
-    server = connect_to_server({"server_url": zoo.url, "token": zoo.user_token, "method_timeout": 60})
-    try:
-        manager = server.get_service("public/artifact-manager")
-        staged = {entry["name"] for entry in manager.list_files(artifact_id, version="stage")}
-        assert staged == set(originals)
-        for name, data in originals.items():
-            with urllib.request.urlopen(manager.get_file(artifact_id, file_path=name, version="stage")) as response:
-                assert response.read() == data, name
-        draft = manager.read(artifact_id, version="stage")
-        assert draft["manifest"]["status"] == "in-review"
-        assert draft["manifest"]["name"] == yaml.safe_load(originals["rdf.yaml"])["name"]
-        assert manager.read(artifact_id)["versions"] == []  # staged only: a curator commits
-    finally:
-        server.disconnect()
+
+def test_a_package_folder_sends_only_what_its_description_names(package: Path, zoo: Zoo, tmp_path: Path, capsys):
+    zipfile.ZipFile(package).extractall(tmp_path / "unpacked")
+    (tmp_path / "unpacked" / ".DS_Store").write_bytes(b"stray")
+    (tmp_path / "unpacked" / "notes").mkdir()
+    (tmp_path / "unpacked" / "notes" / "draft.txt").write_text("not for the zoo")
+    assert _upload(tmp_path / "unpacked", zoo, "--token", zoo.user_token) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-3]
+    staged = _staged(zoo, line.split("draft ")[1].split()[0])
+    assert set(staged) - {"manifest", "versions"} == set(zipfile.ZipFile(package).namelist())
 
 
 def test_a_refused_token_is_one_line(package: Path, zoo: Zoo, capsys):
     assert _upload(package, zoo, "--token", "not-a-token") == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith(f"Error: {zoo.url} refused the token (") and "pass it with --token or" in line
+    line = _one_error_line(capsys)
+    assert line.startswith(f"Error: {zoo.url} refused the token (") and line.endswith("pass it with --token")
 
 
 def test_no_token_is_one_line(package: Path, zoo: Zoo, capsys, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv(TOKEN_VARIABLE, raising=False)
     assert _upload(package, zoo) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    line = _one_error_line(capsys)
     assert "uploading needs your bioimage.io token" in line and TOKEN_VARIABLE in line
 
 
@@ -191,12 +223,32 @@ def test_the_token_can_come_from_the_environment(package: Path, zoo: Zoo, monkey
 
 def test_a_missing_collection_is_one_line(package: Path, zoo: Zoo, capsys):
     assert _upload(package, zoo, "--token", zoo.user_token, "--collection", "bioimage-io/no-such") == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line == f"Error: {zoo.url} has no collection 'bioimage-io/no-such'; check it"
+    assert _one_error_line(capsys) == f"Error: {zoo.url} has no collection 'bioimage-io/no-such'; check it"
 
 
-def test_an_unreachable_server_is_one_line(package: Path, capsys):
-    url = f"http://127.0.0.1:{_free_port()}"
-    assert main(["upload", str(package), "--server", url, "--skip-weights", "--token", "x" * 40]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith(f"Error: cannot reach {url} (") and line.endswith("check --server and the network")
+class _QuietPages(http.server.SimpleHTTPRequestHandler):
+    """A plain web server's pages (not Hypha), without its request log on stderr."""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+@pytest.mark.parametrize("server", ["unreachable", "not hypha", "no scheme"])
+def test_a_wrong_server_is_one_line(package: Path, server: str, capsys):
+    with contextlib.ExitStack() as stack:
+        if server == "not hypha":
+            web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietPages)
+            threading.Thread(target=web.serve_forever, daemon=True).start()
+            stack.callback(web.server_close)
+            stack.callback(web.shutdown)
+            url = f"http://127.0.0.1:{web.server_address[1]}"
+        else:
+            url = f"http://127.0.0.1:{_free_port()}" if server == "unreachable" else "hypha.aicell.io"
+        assert main(["upload", str(package), "--server", url, "--skip-weights", "--token", "x" * 40]) == 2
+    line = _one_error_line(capsys)
+    expected = {
+        "unreachable": f"Error: cannot reach {url} (",
+        "not hypha": f"Error: no Hypha server answers at {url} (",
+        "no scheme": "Error: 'hypha.aicell.io' is no server address; give --server as https://...",
+    }[server]
+    assert line.startswith(expected)

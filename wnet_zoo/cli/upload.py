@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
-from wnet_zoo.zoo.upload import TOKEN_PAGE, TOKEN_VARIABLE, ZOO_COLLECTION, ZOO_SERVER
+from wnet_zoo.zoo.upload import TOKEN_PAGE, ZOO_COLLECTION, ZOO_SERVER
+
+TOKEN_VARIABLE = "BIOIMAGEIO_HYPHA_UPLOAD_TOKEN"  # bioimageio.spec's name for the same token
 
 
 @click.command()
@@ -19,8 +19,9 @@ from wnet_zoo.zoo.upload import TOKEN_PAGE, TOKEN_VARIABLE, ZOO_COLLECTION, ZOO_
 )
 @click.option(
     "--token",
-    default=None,
-    help=f"Your bioimage.io upload token ({TOKEN_PAGE}). Default: ${TOKEN_VARIABLE}.",
+    envvar=TOKEN_VARIABLE,
+    show_envvar=True,
+    help=f"Your bioimage.io upload token ({TOKEN_PAGE}); the environment variable keeps it out of the shell's history.",
 )
 @click.option("--server", "server_url", default=ZOO_SERVER, show_default=True, help="The zoo's Hypha server.")
 @click.option("--collection", default=ZOO_COLLECTION, show_default=True, help="The collection to send it to.")
@@ -38,7 +39,8 @@ def upload(
     test, a request for review); a curator publishes it. Nothing is sent when a check fails.
     Example:
       wnet-zoo upload exported/wnet3d-nuclei.bioimageio.zip --dry-run
-      wnet-zoo upload exported/wnet3d-nuclei.bioimageio.zip --token "$BIOIMAGEIO_HYPHA_UPLOAD_TOKEN"
+      export BIOIMAGEIO_HYPHA_UPLOAD_TOKEN=...   # from https://bioimage.io/#/api?tab=hypha-rpc
+      wnet-zoo upload exported/wnet3d-nuclei.bioimageio.zip
     """
     from wnet_zoo.errors import UserError
     from wnet_zoo.zoo.preflight import maintainers_check, preflight
@@ -48,7 +50,6 @@ def upload(
         maintainers = maintainers_check(package)
         if not maintainers.passed:
             raise UserError(f"{package} has no maintainer, which bioimage.io refuses; {maintainers.fix}")
-        token = token or os.environ.get(TOKEN_VARIABLE)
         if not token:
             raise UserError(
                 f"uploading needs your bioimage.io token: get one at {TOKEN_PAGE}, pass --token or set {TOKEN_VARIABLE}"

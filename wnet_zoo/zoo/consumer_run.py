@@ -1,6 +1,6 @@
 """Run one bioimage.io package in one consumer's runtime; executed by that consumer's own Python.
 
-    python consumer_run.py KIND PACKAGE WEIGHT_FORMAT
+    python consumer_run.py KIND PACKAGE WEIGHT_FORMAT TOLERANCE
 
 (by :func:`wnet_zoo.zoo.consumers.run_package`; PACKAGE is the zip or the ``rdf.yaml`` of an unpacked package)
 
@@ -30,22 +30,23 @@ from typing import Any
 EPS = 1e-6  # bioimageio's scale_range: (x - min) / (max - min + eps)
 
 
-def main(kind: str, package: str, weight_format: str) -> dict[str, Any]:
-    """Run ``package`` (a zip, or the ``rdf.yaml`` of an unpacked one) in this environment's ``kind`` of consumer."""
+def main(kind: str, package: str, weight_format: str, tolerance: str) -> dict[str, Any]:
+    """Run ``package`` (a zip, or the ``rdf.yaml`` of an unpacked one) in this environment's ``kind`` of consumer;
+    a bare runtime passes within ``tolerance`` of the test output."""
     if not zipfile.is_zipfile(package):
-        return _run(kind, Path(package), weight_format)
+        return _run(kind, Path(package), weight_format, float(tolerance))
     with tempfile.TemporaryDirectory() as folder:
         with zipfile.ZipFile(package) as archive:
             archive.extractall(folder)
-        return _run(kind, Path(folder) / "rdf.yaml", weight_format)
+        return _run(kind, Path(folder) / "rdf.yaml", weight_format, float(tolerance))
 
 
-def _run(kind: str, rdf_path: Path, weight_format: str) -> dict[str, Any]:
+def _run(kind: str, rdf_path: Path, weight_format: str, tolerance: float) -> dict[str, Any]:
     if kind == "bioimageio.core":
         return _bioimageio_core(rdf_path, weight_format)
     if kind == "biapy":
         return _biapy(rdf_path)
-    return _runtime(kind, rdf_path, weight_format)
+    return _runtime(kind, rdf_path, weight_format, tolerance)
 
 
 def _load_rdf(rdf_path: Path) -> dict[str, Any]:
@@ -108,7 +109,7 @@ def _biapy(rdf_path: Path) -> dict[str, Any]:
     return {"status": "failed" if error else "passed", "details": str(message), **found}
 
 
-def _runtime(kind: str, rdf_path: Path, weight_format: str) -> dict[str, Any]:
+def _runtime(kind: str, rdf_path: Path, weight_format: str, tolerance: float) -> dict[str, Any]:
     import numpy as np
 
     rdf = _load_rdf(rdf_path)
@@ -132,13 +133,13 @@ def _runtime(kind: str, rdf_path: Path, weight_format: str) -> dict[str, Any]:
         with torch.no_grad():
             got = module(torch.from_numpy(scaled)).numpy()
     difference = float(np.abs(got - expected).max())
-    status = "passed" if difference <= 1e-3 else "failed"
+    status = "passed" if difference <= tolerance else "failed"
     return {"status": status, "max_abs_diff": difference, "details": "" if status == "passed" else "outputs differ"}
 
 
 if __name__ == "__main__":
     try:
-        report = main(*sys.argv[1:4])
+        report = main(*sys.argv[1:5])
     except Exception as error:
         report = {"status": "failed", "details": f"{type(error).__name__}: {error}", "trace": traceback.format_exc()}
     print(json.dumps(report))

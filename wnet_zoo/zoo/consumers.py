@@ -161,7 +161,7 @@ def run_package(python: Path, consumer: Consumer, package: Path, weight_format: 
     env["PYTHONNOUSERSITE"] = "1"
     try:
         done = subprocess.run(
-            [str(python), str(RUNNER), consumer.kind, str(Path(package).resolve()), weight_format],
+            [str(python), str(RUNNER), consumer.kind, str(Path(package).resolve()), weight_format, str(TOLERANCE)],
             capture_output=True,
             text=True,
             timeout=RUN_TIMEOUT_S,
