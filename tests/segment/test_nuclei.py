@@ -344,3 +344,32 @@ def test_convex_merge_decides_the_same_wherever_the_labels_lie():
     for shift in [(5, 13, 7), (100, 3, 250), (1, 1, 1), (37, 0, 411)]:
         moved = merge_convex(np.pad(labels, [(s, 0) for s in shift]), spacing)
         np.testing.assert_array_equal(moved[shift[0] :, shift[1] :, shift[2] :], merged)
+
+
+def test_labels_are_the_same_on_any_number_of_threads():
+    """Packed, noisy, blurred nuclei deep enough for slabs: every stage (split, half-max, split again, convex
+    merge) runs its threaded parts, and the labels match one thread's."""
+    rng = np.random.default_rng(3)
+    shape = (64, 48, 48)
+    centres = rng.uniform([4, 4, 4], np.array(shape) - 4, (60, 3))
+    truth = spheres(shape, centres, 5.5)
+    image = ndimage.gaussian_filter(np.where(truth, 100.0, 10.0), 1.2) + rng.normal(0.0, 3.0, shape)
+    probability = ndimage.gaussian_filter(truth.astype(np.float32), 1.0)
+    one = instances(probability, image, voxel_size=(1.5, 1.0, 1.0))
+    assert one.labels.max() > 20
+    for threads in (2, 3):
+        many = instances(probability, image, voxel_size=(1.5, 1.0, 1.0), threads=threads)
+        assert np.array_equal(many.labels, one.labels) and many.table.equals(one.table)
+
+
+def test_values_sorted_within_labels_are_lexsorts():
+    from wnet_zoo.segment.half_max import _sorted_within_labels
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(0.0, 5.0, 5000).astype(np.float32)
+    values[::7], values[::11] = 0.0, -0.0
+    values[::13] = np.float32(np.inf)
+    owners = rng.integers(1, 40, 5000)
+    expected = values[np.lexsort((values, owners))]
+    assert np.array_equal(_sorted_within_labels(values, owners), expected)
+    assert np.array_equal(_sorted_within_labels(values.astype(np.float64), owners), expected.astype(np.float64))

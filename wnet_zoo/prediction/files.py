@@ -25,7 +25,6 @@ from wnet_zoo.io.sources import SourceSpec, collect_sources
 from wnet_zoo.io.volumes import read_volume
 from wnet_zoo.io.voxels import VoxelSize, override_voxel_size, read_voxel_size
 from wnet_zoo.prediction.foreground import choose_foreground
-from wnet_zoo.prediction.metadata import ModelMetadata
 from wnet_zoo.prediction.model_files import onnx_file
 from wnet_zoo.prediction.outputs import ImageResult, OutputSet, check_free, names, output_paths
 from wnet_zoo.prediction.predictor import Predictor
@@ -237,7 +236,7 @@ def _predict_one(
     probabilities = predictor.probabilities(volume, progress=request.progress, label=spec.path.name)
     foreground, reason = choose_foreground(probabilities, volume, predictor.metadata, request.foreground_class)
     result = ImageResult(spec.path, paths, foreground, reason, None)
-    _write(result, probabilities, volume, size, request.nuclei, predictor.metadata, request.progress)
+    _write(result, probabilities, volume, size, request.nuclei, predictor, request.progress)
     return result
 
 
@@ -278,7 +277,7 @@ def _write(
     volume: np.ndarray,
     size: VoxelSize | None,
     nuclei: NucleiOptions,
-    metadata: ModelMetadata,
+    predictor: Predictor,
     progress: bool = False,
 ) -> None:
     paths = result.paths
@@ -297,8 +296,9 @@ def _write(
                     volume,
                     mask=mask,
                     voxel_size=spacing,
-                    boundary_intensity=boundary_view(volume, metadata.input_background),
+                    boundary_intensity=boundary_view(volume, predictor.metadata.input_background),
                     step=step,
+                    threads=predictor.engine.threads,  # --threads, as ONNX Runtime's
                     **asdict(nuclei),
                 )
             if "mask" in paths:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from wnet_zoo.segment import parallel
+
 CONVEX_MERGE = 1.01  # touching labels merge when the convex hull of their union is at most this x their hulls' sum
 CONVEX_MERGE_BRIGHTNESS = 0.1  # ... and their median intensities differ by at most this x the brighter one's contrast
 CONVEX_MERGE_SURROUNDINGS = 3.0  # that contrast is over the unlabelled voxels within this of the pair's box
@@ -16,6 +18,7 @@ def merge_convex(
     ratio: float = CONVEX_MERGE,
     intensity: np.ndarray | None = None,
     brightness: float = CONVEX_MERGE_BRIGHTNESS,
+    threads: int = 1,
 ) -> np.ndarray:
     """Merge each pair of touching labels whose union's convex hull is at most ``ratio`` times the sum of their
     own hulls' volumes (in ``labels``' dtype, numbered 1..n again; labels are only merged); with an
@@ -33,6 +36,8 @@ def merge_convex(
     pieces of one do: with ``intensity``, a pair whose median intensities differ by more than
     :data:`CONVEX_MERGE_BRIGHTNESS` of the brighter one's contrast (over the median of the unlabelled voxels within
     :data:`CONVEX_MERGE_SURROUNDINGS` of the pair's bounding box) stays apart.
+
+    The hulls are computed on up to ``threads`` threads; the decisions do not depend on their order.
     """
     from scipy import ndimage
     from scipy.spatial import ConvexHull, QhullError
@@ -110,19 +115,25 @@ def merge_convex(
         # no surroundings (packed solid) or none darker: nothing to measure the difference against, the shape decides
         return contrast <= 0 or bright - dim <= brightness * contrast
 
-    for key in pairs.tolist():
-        a, b = divmod(key, count + 1)
-        for label in (a, b):
-            if label not in points:
-                hulls[label], points[label] = hull(surface(label))
-        if not (hulls[a] and hulls[b]):
-            continue
+    firsts, seconds = np.divmod(pairs, count + 1)
+    needed = np.unique(np.concatenate([firsts, seconds])).tolist()
+    for label, (volume, vertices) in zip(
+        needed, parallel.thread_map(lambda label: hull(surface(label)), needed, threads), strict=True
+    ):
+        hulls[label], points[label] = volume, vertices
+    candidates = [(a, b) for a, b in zip(firsts.tolist(), seconds.tolist(), strict=True) if hulls[a] and hulls[b]]
+
+    def union_hull(pair: tuple[int, int]) -> float:
+        a, b = pair
         origin = np.minimum(corners[a - 1], corners[b - 1])
         union = np.vstack(
             [points[a] + (corners[a - 1] - origin) * scale, points[b] + (corners[b - 1] - origin) * scale]
         )
+        return hull(union)[0]
+
+    for (a, b), volume in zip(candidates, parallel.thread_map(union_hull, candidates, threads), strict=True):
         # hull volumes of voxel corners are exact fractions and can equal the limit: ties merge, whatever rounding
-        if hull(union)[0] <= ratio * (hulls[a] + hulls[b]) * (1 + 1e-9) and alike(a, b):
+        if volume <= ratio * (hulls[a] + hulls[b]) * (1 + 1e-9) and alike(a, b):
             parent[root(b)] = root(a)
     roots = np.array([root(label) for label in range(count + 1)])
     if np.array_equal(roots, np.arange(count + 1)):

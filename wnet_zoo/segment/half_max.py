@@ -9,6 +9,7 @@ from functools import cache
 
 import numpy as np
 
+from wnet_zoo.segment import parallel
 from wnet_zoo.segment.geometry import euclidean_distance
 
 HALF_MAX_SIGMA = 1.0  # smoothing of the image before levels are read, in units of the finest voxel side
@@ -25,6 +26,7 @@ def half_max_foreground(
     intensity: np.ndarray,
     spacing: tuple[float, float, float],
     edge_sigmas: Sequence[float] = HALF_MAX_EDGE_SIGMAS,
+    threads: int = 1,
 ) -> np.ndarray:
     """The voxels of each labelled nucleus and of its surroundings whose smoothed intensity is at least halfway
     from those surroundings to the nucleus's peak (bool): each boundary moves in, or out by up to
@@ -41,14 +43,14 @@ def half_max_foreground(
     (packed nuclei, whose neighbours' light makes the model call their rims background) grows back; one drawn too
     wide shrinks. Only labels whose peak stands :data:`HALF_MAX_GROWTH_CONTRAST` noise deviations above their
     background grow: for a label on plain background (a false positive) half its shell would pass at random.
+    The smoothings run on up to ``threads`` threads.
     """
-    from scipy import ndimage
 
     count = int(labels.max(initial=0))
     if count == 0:
         return labels > 0
     intensity = np.asarray(intensity, dtype=np.float32)
-    smoothed = ndimage.gaussian_filter(intensity, [HALF_MAX_SIGMA / s for s in spacing])
+    smoothed = parallel.gaussian(intensity, [HALF_MAX_SIGMA / s for s in spacing], threads)
     outside = labels == 0
     if not outside.any():  # one nucleus fills the volume: nothing to compare it with
         return ~outside
@@ -72,7 +74,7 @@ def half_max_foreground(
         if sigma == HALF_MAX_SIGMA or not (edge_sigma == sigma).any():
             continue
         region = (edge_sigma == sigma)[owners]
-        edge = ndimage.gaussian_filter(intensity, [sigma / s for s in spacing])
+        edge = parallel.gaussian(intensity, [sigma / s for s in spacing], threads)
         foreground[region] = edge[region] >= level[owners[region]]
         del edge, region
     return foreground
@@ -120,7 +122,7 @@ def _percentiles_per_label(
     NaN for an absent label."""
     inside = labels > 0
     owners = labels[inside]
-    ordered = values[inside][np.lexsort((values[inside], owners))]
+    ordered = _sorted_within_labels(values[inside], owners)
     sizes = np.bincount(owners, minlength=count + 1)[1:]
     present = sizes > 0
     found = []
@@ -130,3 +132,20 @@ def _percentiles_per_label(
         result[present] = ordered[ranks[present]]
         found.append(result)
     return found
+
+
+def _sorted_within_labels(values: np.ndarray, owners: np.ndarray) -> np.ndarray:
+    """``values`` ordered by owner, then by value: ``values[np.lexsort((values, owners))]``.
+
+    float32 values (the images here) go as one sort of 64-bit keys, the owner above the value's bits made to sort
+    as unsigned integers (3 to 4 times faster than the two-key sort); other types take the two-key sort.
+    """
+    if values.dtype != np.float32 or owners.size == 0 or int(owners.max()) >= 1 << 32:
+        return values[np.lexsort((values, owners))]
+    bits = values.view(np.uint32)
+    sign = np.uint32(1 << 31)
+    keys = np.where(bits & sign, ~bits, bits | sign).astype(np.uint64)  # negatives reversed, below positives
+    keys |= owners.astype(np.uint64) << np.uint64(32)
+    keys.sort()
+    low = keys.astype(np.uint32)  # the value's bits (the owner is cut off)
+    return np.where(low & sign, low & ~sign, ~low).view(np.float32)

@@ -29,6 +29,7 @@ from wnet_zoo.errors import naming
 from wnet_zoo.io.intensity import background_reach, boundary_view, remap
 from wnet_zoo.io.sources import Region, VolumeSource
 from wnet_zoo.io.stores import open_zarr
+from wnet_zoo.prediction.runtime import default_threads
 from wnet_zoo.prediction.settings import needs_nuclei
 from wnet_zoo.prediction.stream.jobs import FACE_AXES, Job
 from wnet_zoo.prediction.stream.worker import STATE, trim_memory
@@ -135,7 +136,10 @@ def label(job: Job, index: int) -> dict[str, np.ndarray]:
     intensity = wide[inner].copy() if any(reach) else wide  # a copy lets the wider read go
     seen = boundary_view(wide, job.input_background)[inner]
     del wide
-    labels = nuclei_labels(foreground, seen, job.spacing, job.nuclei)
+    # the threads ONNX Runtime had on this worker (--threads): blocks run one after another on each
+    labels = nuclei_labels(
+        foreground, seen, job.spacing, job.nuclei, threads=job.predictor["threads"] or default_threads()
+    )
     del seen
     own, compact = np.unique(labels[core], return_inverse=True)
     first = 0 if own.size and own[0] == 0 else 1
