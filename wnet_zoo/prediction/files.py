@@ -32,7 +32,7 @@ from wnet_zoo.prediction.settings import EngineSettings, Tiling, needs_nuclei, s
 from wnet_zoo.prediction.stream.executors import Executor, check_scheduler, open_executor
 from wnet_zoo.prediction.stream.options import FORMATS, StreamOptions
 from wnet_zoo.prediction.stream.streaming import predict_stream, work_folder
-from wnet_zoo.segment.nuclei import instances, stage_count
+from wnet_zoo.segment.nuclei import import_libraries_in_background, instances, stage_count
 from wnet_zoo.segment.options import NucleiOptions
 from wnet_zoo.triples import parse_floats
 
@@ -142,6 +142,8 @@ def predict_files(
         ready = _check_inputs(todo, streamed, channel)
         if not todo:
             return []
+        if needs_nuclei(request.outputs):  # while the network runs
+            import_libraries_in_background()
         with onnx_file(model) as onnx_path:
             predictor = Predictor(onnx_path, tiling=tiling, engine=engine)
             classes = predictor.metadata.num_classes

@@ -32,6 +32,8 @@ where they are used, so a prediction without instances starts without them.
 
 from __future__ import annotations
 
+import importlib
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -54,6 +56,25 @@ from wnet_zoo.segment.peaks import local_maxima
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+# what the stages import where they are used (a prediction without instances starts without them): about 0.4 s
+LIBRARIES = ("scipy.ndimage", "scipy.spatial", "skimage.segmentation", "pandas")
+
+
+def import_libraries_in_background() -> None:
+    """Start importing :data:`LIBRARIES` on a thread of its own, for a caller with other work first (the network's,
+    which leaves the GIL while it runs): the stages then find them loaded. A failed import is left for the stage
+    that needs the library to report."""
+
+    def load() -> None:
+        for name in LIBRARIES:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                return
+
+    threading.Thread(target=load, name="wnet-zoo-imports", daemon=True).start()
 
 
 class Instances(NamedTuple):
