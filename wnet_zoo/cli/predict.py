@@ -38,7 +38,12 @@ from wnet_zoo.segment.options import NucleiOptions
     show_default=True,
     help="auto: TensorRT or CUDA with a GPU, else OpenVINO when installed, else CPU.",
 )
-@click.option("--threads", type=click.IntRange(min=0), default=None, help="CPU threads. Default (and 0): all cores.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=None,
+    help="CPU threads of ONNX Runtime and of the nucleus stages. Default (and 0): all cores.",
+)
 @click.option(
     "--tile",
     type=Triple("tile"),
