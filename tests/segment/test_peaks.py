@@ -18,7 +18,15 @@ def scikit_image_peaks(image: np.ndarray, footprint: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("radius", "spacing"), [(3.0, (1.0, 1.0, 1.0)), (3.0, (2.0, 1.0, 1.0)), (2.0, (1.3, 1.0, 1.0)), (0.9, (1, 1, 1))]
+    ("radius", "spacing"),
+    [
+        (3.0, (1.0, 1.0, 1.0)),
+        (3.0, (2.0, 1.0, 1.0)),
+        (2.0, (1.3, 1.0, 1.0)),
+        (3.0, (3.5, 1.0, 1.0)),  # one plane thick: no neighbour along z
+        (1.5, (1.0, 1.0, 1.0)),  # no 3 x 3 x 3 box inside: the whole footprint's filter
+        (0.9, (1.0, 1.0, 1.0)),  # one voxel
+    ],
 )
 def test_local_maxima_are_scikit_images_peaks(radius, spacing):
     rng = np.random.default_rng(0)
@@ -30,7 +38,8 @@ def test_local_maxima_are_scikit_images_peaks(radius, spacing):
     assert found.any() and np.array_equal(found, scikit_image_peaks(image, footprint))
 
 
-def test_a_constant_image_has_no_peak():
-    footprint = _ellipsoid(3.0, (1.0, 1.0, 1.0))
+@pytest.mark.parametrize("radius", [3.0, 1.5])
+def test_a_constant_image_has_no_peak(radius):
+    footprint = _ellipsoid(radius, (1.0, 1.0, 1.0))
     for value in (0.0, 2.0):
         assert not local_maxima(np.full((10, 12, 14), value, dtype=np.float32), footprint).any()

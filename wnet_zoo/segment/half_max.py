@@ -143,6 +143,9 @@ def _sorted_within_labels(values: np.ndarray, owners: np.ndarray) -> np.ndarray:
     if values.dtype != np.float32 or owners.size == 0 or int(owners.max()) >= 1 << 32:
         return values[np.lexsort((values, owners))]
     bits = values.view(np.uint32)
+    nan = np.isnan(values)
+    if nan.any():  # every NaN as the positive one: after +inf, as lexsort puts them
+        bits = np.where(nan, np.float32(np.nan).view(np.uint32), bits)
     sign = np.uint32(1 << 31)
     keys = np.where(bits & sign, ~bits, bits | sign).astype(np.uint64)  # negatives reversed, below positives
     keys |= owners.astype(np.uint64) << np.uint64(32)

@@ -60,21 +60,30 @@ if TYPE_CHECKING:
 
 # what the stages import where they are used (a prediction without instances starts without them): about 0.4 s
 LIBRARIES = ("scipy.ndimage", "scipy.spatial", "skimage.segmentation", "pandas")
+_loading: list[threading.Thread] = []  # the thread importing them, until a stage waits for it
 
 
 def import_libraries_in_background() -> None:
     """Start importing :data:`LIBRARIES` on a thread of its own, for a caller with other work first (the network's,
-    which leaves the GIL while it runs): the stages then find them loaded. A failed import is left for the stage
-    that needs the library to report."""
+    which leaves the GIL while it runs). The stages wait for it before they start: the same modules imported by two
+    threads at once could meet half initialised. A failed import is left for the stage that needs it to report."""
 
     def load() -> None:
         for name in LIBRARIES:
             try:
                 importlib.import_module(name)
-            except ImportError:
+            except Exception:  # noqa: BLE001 - reported where the stage imports it
                 return
 
-    threading.Thread(target=load, name="wnet-zoo-imports", daemon=True).start()
+    thread = threading.Thread(target=load, name="wnet-zoo-imports")
+    thread.start()
+    _loading.append(thread)
+
+
+def _libraries_loaded() -> None:
+    """Wait for :func:`import_libraries_in_background`, if it ran."""
+    while _loading:
+        _loading.pop().join()
 
 
 class Instances(NamedTuple):
@@ -128,7 +137,7 @@ def instances(
             :func:`~wnet_zoo.io.intensity.boundary_view`; the table still reads ``intensity``).
         step: called with each stage's name as it starts (:func:`stage_count` of them), e.g. to move a progress
             bar on a large volume.
-        threads: CPU threads the stages may use (the labels are the same for any number).
+        threads: CPU threads the stages may use (0 or 1: this one; the labels are the same for any number).
     """
     probability = np.asarray(probability)
     if probability.ndim != 3:
@@ -162,6 +171,7 @@ def nuclei_labels(
     of one convex nucleus (of one brightness, within half-max boundaries) merged. ``step`` is called with each
     stage's name as it starts (a progress bar's); ``threads``: CPU threads the stages may use."""
     step = step or (lambda name: None)
+    _libraries_loaded()
     step("split")
     labels = split_nuclei(foreground, spacing, options.spot_sigma, options.min_distance, threads)
     # the convex merge compares the pieces' brightness only within the nuclei's half-max boundaries: a piece of the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_OFFSETS_AT_ONCE = 16  # footprint offsets compared per numpy call: bounds the temporaries to 16 x the candidates
+_CANDIDATES_AT_ONCE = 1 << 16  # candidates compared per pass over the footprint: bounds the temporaries (~10 MB)
 
 
 def local_maxima(image: np.ndarray, footprint: np.ndarray) -> np.ndarray:
@@ -31,14 +31,22 @@ def local_maxima(image: np.ndarray, footprint: np.ndarray) -> np.ndarray:
     if peaks.all():  # a constant image (every voxel its box's maximum): no peak, as scikit-image
         return np.zeros(image.shape, dtype=bool)
     peaks &= image > 0
-    candidates = np.argwhere(peaks)
+    candidates = np.flatnonzero(peaks)
     offsets = np.argwhere(footprint) - half
     offsets = offsets[(np.abs(offsets) > box_half).any(axis=1)]  # the box is compared already
-    values = image[tuple(candidates.T)]
-    top = np.asarray(image.shape) - 1
-    kept = np.ones(len(candidates), dtype=bool)
-    for start in range(0, len(offsets), _OFFSETS_AT_ONCE):
-        around = np.clip(candidates[:, None, :] + offsets[None, start : start + _OFFSETS_AT_ONCE], 0, top)
-        kept &= (values[:, None] >= image[around[..., 0], around[..., 1], around[..., 2]]).all(axis=1)
-    peaks[tuple(candidates[~kept].T)] = False
+    flat = image.ravel()
+    kept = np.ones(candidates.size, dtype=bool)
+    for start in range(0, candidates.size, _CANDIDATES_AT_ONCE):
+        chunk = candidates[start : start + _CANDIDATES_AT_ONCE]
+        coordinates = np.unravel_index(chunk, image.shape)
+        values = flat[chunk]
+        # each axis's neighbour coordinate, clipped at the edge ('nearest'), for each offset along it
+        shifted = [
+            {o: np.clip(c + o, 0, n - 1) for o in np.unique(offsets[:, axis]).tolist()}
+            for axis, (c, n) in enumerate(zip(coordinates, image.shape, strict=True))
+        ]
+        for dz, dy, dx in offsets.tolist():
+            around = np.ravel_multi_index((shifted[0][dz], shifted[1][dy], shifted[2][dx]), image.shape)
+            kept[start : start + chunk.size] &= values >= flat[around]
+    peaks.ravel()[candidates[~kept]] = False
     return peaks

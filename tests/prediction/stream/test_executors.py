@@ -127,6 +127,5 @@ def test_predict_refuses_a_malformed_scheduler_and_negative_threads(tiny_onnx, i
     assert len(error) <= 2 and error[0].startswith("Error: Invalid value for '--threads': -3 is not in the range x>=0")
     assert not (tmp_path / "out").exists()
     assert main(["predict", "--help"]) == 0
-    assert "--threads INTEGER RANGE CPU threads. Default (and 0): all cores. [x>=0]" in " ".join(
-        capsys.readouterr().out.split()
-    )
+    help_text = "--threads INTEGER RANGE CPU threads of ONNX Runtime and of the nucleus stages. Default (and 0): all"
+    assert help_text in " ".join(capsys.readouterr().out.split())

@@ -136,10 +136,10 @@ def label(job: Job, index: int) -> dict[str, np.ndarray]:
     intensity = wide[inner].copy() if any(reach) else wide  # a copy lets the wider read go
     seen = boundary_view(wide, job.input_background)[inner]
     del wide
-    # the threads ONNX Runtime had on this worker (--threads): blocks run one after another on each
-    labels = nuclei_labels(
-        foreground, seen, job.spacing, job.nuclei, threads=job.predictor["threads"] or default_threads()
-    )
+    # the threads this worker's ONNX Runtime session has: --threads, a local cluster's share of it, or (None, on a
+    # cluster the command did not start) all the worker's cores
+    threads = job.predictor["threads"] or default_threads()
+    labels = nuclei_labels(foreground, seen, job.spacing, job.nuclei, threads=threads)
     del seen
     own, compact = np.unique(labels[core], return_inverse=True)
     first = 0 if own.size and own[0] == 0 else 1
