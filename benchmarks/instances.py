@@ -28,6 +28,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -47,8 +48,8 @@ def environment(code: str, work: Path) -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=str(work / "reference")) if code == "reference" else dict(os.environ)
     script = "import wnet_zoo; print(wnet_zoo.__file__)"
     found = subprocess.run([sys.executable, "-c", script], env=env, cwd=HERE, check=True, capture_output=True)
-    expected = work / "reference" if code == "reference" else ROOT
-    assert Path(found.stdout.decode().strip()).is_relative_to(expected), (code, found.stdout)
+    expected = (work / "reference" if code == "reference" else ROOT) / "wnet_zoo" / "__init__.py"
+    assert Path(found.stdout.decode().strip()) == expected, (code, found.stdout)
     return env
 
 
@@ -70,10 +71,13 @@ def run_command(command: list[str], env: dict[str, str]) -> dict[str, Any]:
 
 def prepare(work: Path, reference: str) -> dict[str, Path]:
     """The reference's code, and the ONNX file of each mask's model, made once in ``work``."""
-    if not (work / "reference" / "wnet_zoo").is_dir():
-        (work / "reference").mkdir(parents=True, exist_ok=True)
+    marker = work / "reference" / "REVISION"
+    if not marker.is_file() or marker.read_text() != reference:
+        shutil.rmtree(work / "reference", ignore_errors=True)
+        (work / "reference").mkdir(parents=True)
         archive = subprocess.run(["git", "archive", reference, "wnet_zoo"], cwd=ROOT, check=True, capture_output=True)
         subprocess.run(["tar", "-x", "-C", str(work / "reference")], input=archive.stdout, check=True)
+        marker.write_text(reference)
     cli = [sys.executable, "-m", "wnet_zoo.cli"]
     demo = work / "demo"
     if not (demo / "export" / "wnet3d.onnx").exists():
