@@ -37,6 +37,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path[:0] = [str(HERE)]
+
+from predict import _timed  # noqa: E402
+
 RESULTS = HERE / "results" / "instances.json"
 REFERENCE = "49b1924"  # the last commit before issue 21's work (2026-12-06)
 CODES = ("ours", "reference")
@@ -54,19 +58,10 @@ def environment(code: str, work: Path) -> dict[str, str]:
 
 
 def run_command(command: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """Run a whole command: its wall time and its own peak RSS (``wait4``; a child's peak starts at its parent's, so
-    this process stays small: no numpy, no torch until the commands are done)."""
-    start = time.perf_counter()
-    # not from the repository's folder: Python would put it first on the path, and import ours for the reference
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=HERE)
-    assert process.stderr is not None
-    error = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}): {error.decode()[-2000:]}")
-    return {"seconds": seconds, "peak_rss_mib": round(usage.ru_maxrss / 1024)}
+    """Run a whole command (see ``predict._timed``), not from the repository's folder: Python would put it first on
+    the path and import ours for the reference."""
+    found = _timed(command, env, cwd=HERE)
+    return {"seconds": found["seconds"], "peak_rss_mib": found["peak_rss_mib"]}
 
 
 def prepare(work: Path, reference: str) -> dict[str, Path]:
@@ -214,7 +209,6 @@ def main(argv: list[str] | None = None) -> int:
             entry[f"threads_{threads}"] = commands(model, work / mask, threads, repeats)
             print(mask, threads, json.dumps(entry[f"threads_{threads}"]), flush=True)
         record["masks"][mask] = entry
-    sys.path[:0] = [str(HERE)]
     from quality import machine  # imports torch: after the commands
 
     record["machine"] = machine(None)

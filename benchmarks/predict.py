@@ -132,10 +132,11 @@ def _dice(a, b) -> float:
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
-def _timed(command: list[str]) -> dict:
-    """Run a whole command: its wall time, its own peak RSS (from ``wait4``) and its standard output."""
+def _timed(command: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> dict:
+    """Run a whole command: its wall time, its own peak RSS (from ``wait4``; a child's peak starts at its parent's,
+    so the caller stays small) and its standard output."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=cwd, env=env)
     assert process.stdout is not None
     stdout = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)

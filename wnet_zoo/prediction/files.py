@@ -142,8 +142,8 @@ def predict_files(
         ready = _check_inputs(todo, streamed, channel)
         if not todo:
             return []
-        if needs_nuclei(request.outputs):  # while the network runs
-            import_libraries_in_background()
+        if needs_nuclei(request.outputs) and not all(streamed[spec] for spec in todo):  # while the network runs
+            import_libraries_in_background()  # (streamed, they load once in a long run: not held from its start)
         with onnx_file(model) as onnx_path:
             predictor = Predictor(onnx_path, tiling=tiling, engine=engine)
             classes = predictor.metadata.num_classes
