@@ -44,9 +44,7 @@ def slab_cores(depth: int, threads: int, halo: int) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
-def fill_slabs(
-    function: Callable[[np.ndarray, slice], np.ndarray], out: np.ndarray, threads: int, halo: int
-) -> np.ndarray:
+def fill_slabs(function: Callable[[slice], np.ndarray], out: np.ndarray, threads: int, halo: int) -> np.ndarray:
     """Fill ``out`` slab by slab with ``function(core)`` (the slab's values, ``core`` a z-range of ``out``), on up
     to ``threads`` threads; slabs are at least :data:`SLAB_HALO_RATIO` x ``halo`` planes deep."""
     cores = slab_cores(out.shape[0], threads, halo)
