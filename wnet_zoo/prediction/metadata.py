@@ -14,10 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
-
 from wnet_zoo.errors import UserError, command
 from wnet_zoo.model.architecture import SPATIAL_MULTIPLE
+from wnet_zoo.prediction.onnx_graph import ELEMENT_TYPES, NotOnnx, read_graph_info
 from wnet_zoo.version import __version__
 
 INPUT_NAME = "raw"
@@ -28,6 +27,7 @@ INPUT_SCALES = {NORMALIZATION: 1.0, "minmax_0_100": 100.0}
 """The full scale of the input of each normalisation wnet-zoo knows (``minmax_0_100``: earlier exports, and
 graphs without wnet-zoo's metadata)."""
 _PREFIX = "wnet_zoo."
+UNDEFINED, FLOAT = 0, 1  # onnx.TensorProto.DataType
 
 
 @dataclass
@@ -121,25 +121,24 @@ def read_metadata(path: str | Path, shown: str | None = None) -> ModelMetadata:
     path = Path(path)
     shown = shown or str(path)
     try:
-        graph = onnx.load(str(path), load_external_data=False)
-    except Exception:  # protobuf raises DecodeError and friends
+        graph = read_graph_info(path)
+    except NotOnnx:
         raise UserError(f"{shown}: not an ONNX model; export one with {command('export_model')}") from None
-    metadata = ModelMetadata.from_props({p.key: p.value for p in graph.metadata_props})
+    metadata = ModelMetadata.from_props(graph.metadata)
     ours = metadata.from_wnet_zoo
-    constants = {tensor.name for tensor in graph.graph.initializer}  # older graphs list them as inputs too
-    inputs = [value for value in graph.graph.input if value.name not in constants]
-    if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 5:
+    inputs = [value for value in graph.inputs if value.name not in graph.initializers]
+    if len(inputs) != 1 or len(inputs[0].dims or ()) != 5:
         raise refusal(shown, ours, "the model's input is not 5-D (B, C, Z, Y, X)")
-    given = inputs[0].type.tensor_type
-    if given.elem_type not in (onnx.TensorProto.UNDEFINED, onnx.TensorProto.FLOAT):
+    given = inputs[0]
+    if given.elem_type not in (UNDEFINED, FLOAT):
         raise refusal(shown, ours, f"the model's input is {_type_name(given.elem_type)}, not float32")
-    in_dims = [_dim(d) for d in given.shape.dim]
+    in_dims = list(given.dims or ())
     if isinstance(in_dims[1], int) and in_dims[1] != 1:
         raise refusal(shown, ours, f"the model takes {in_dims[1]} input channels, not 1 (one grey-level volume)")
-    result = graph.graph.output[0].type.tensor_type if graph.graph.output else None
-    if result is not None and result.elem_type not in (onnx.TensorProto.UNDEFINED, onnx.TensorProto.FLOAT):
+    result = graph.outputs[0] if graph.outputs else None
+    if result is not None and result.elem_type not in (UNDEFINED, FLOAT):
         raise refusal(shown, ours, f"the model's output is {_type_name(result.elem_type)}, not float32")
-    out_dims = [_dim(d) for d in result.shape.dim] if result is not None and result.HasField("shape") else None
+    out_dims = result.dims if result is not None else None
     if out_dims is not None:
         if len(out_dims) != 5:
             raise refusal(shown, ours, f"the model's output is {len(out_dims)}-D, not 5-D (B, K, Z, Y, X)")
@@ -169,16 +168,9 @@ def one_channel(channels: int) -> str:
     return f"its output has {channels} channel{'s' * (channels != 1)}, but class probabilities need 2 or more"
 
 
-def _dim(dim: onnx.TensorShapeProto.Dimension) -> int | str | None:
-    """A declared size: a number, the name of a dynamic axis, or None when not declared."""
-    if dim.HasField("dim_value"):
-        return dim.dim_value
-    return dim.dim_param or None
-
-
 def _shape(dims: list[int | str | None]) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
 
 
 def _type_name(elem_type: int) -> str:
-    return onnx.TensorProto.DataType.Name(elem_type).lower()
+    return ELEMENT_TYPES[elem_type] if 0 <= elem_type < len(ELEMENT_TYPES) else f"element type {elem_type}"
