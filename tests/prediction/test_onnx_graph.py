@@ -37,7 +37,7 @@ def as_we_read_it(path: Path) -> tuple:
 
 
 def test_element_type_names_are_onnxs():
-    assert [TensorProto.DataType.Name(i).lower() for i in range(len(ELEMENT_TYPES))] == ELEMENT_TYPES
+    assert [name.lower() for name, _ in sorted(TensorProto.DataType.items(), key=lambda item: item[1])] == ELEMENT_TYPES
 
 
 def test_the_exported_model_reads_as_onnx_reads_it(tiny_onnx):
@@ -66,6 +66,22 @@ def test_hand_made_graphs_read_as_onnx_reads_them(tmp_path):
         path = tmp_path / f"{name}.onnx"
         onnx.save(model, str(path))
         assert as_we_read_it(path) == as_onnx_reads_it(path), name
+    # what protobuf allows and exporters rarely write: another type of TypeProto's oneof after a tensor type, an
+    # unnamed initializer, a metadata value that is not UTF-8, a known field with another wire type (kept unknown)
+    graph = helper.make_graph([], "odd", [], [], initializer=[kernel])
+    graph.initializer[0].name = ""
+    model = helper.make_model(graph)
+    helper.set_model_props(model, {"author": "x"})
+    encoded = model.SerializeToString().replace(b"\x01x", "\x01é".encode("latin-1"))
+    odd = tmp_path / "odd.onnx"
+    tensor = helper.make_tensor_value_info("a", TensorProto.FLOAT, [3]).SerializeToString()
+    sequence = helper.make_tensor_sequence_value_info("a", TensorProto.FLOAT, [3]).SerializeToString()
+    given_twice = tensor + sequence  # one input, its type given twice: the sequence replaces the tensor
+    graph_part = bytes([0x5A, len(given_twice)]) + given_twice  # GraphProto.input (11), length-delimited
+    encoded += bytes([0x3A, len(graph_part)]) + graph_part  # ModelProto.graph (7) again: merged into the first
+    odd.write_bytes(encoded + b"\x70\x05" + b"\x1b\x08\x01\x1c")  # metadata_props as a number; a group, field 3
+    assert as_we_read_it(odd)[1:] == as_onnx_reads_it(odd)[1:] == ([("a", 0, None)], [], {""})
+    assert as_we_read_it(odd)[0] == {"author": b"\xe9".decode(errors="surrogateescape")}
     empty = tmp_path / "empty.onnx"
     empty.write_bytes(b"")
     assert as_we_read_it(empty) == as_onnx_reads_it(empty) == ({}, [], [], set())
@@ -88,3 +104,11 @@ def test_what_onnx_refuses_is_refused(tmp_path, content):
         onnx.load(str(path))
     with pytest.raises(NotOnnx):
         read_graph_info(path)
+
+
+def test_an_unreadable_model_is_one_line_naming_it(tmp_path):
+    from wnet_zoo.errors import UserError
+    from wnet_zoo.prediction.metadata import read_metadata
+
+    with pytest.raises(UserError, match=r"folder: cannot be read \(Is a directory\)"):
+        read_metadata(tmp_path, "folder")

@@ -124,6 +124,10 @@ def read_metadata(path: str | Path, shown: str | None = None) -> ModelMetadata:
         graph = read_graph_info(path)
     except NotOnnx:
         raise UserError(f"{shown}: not an ONNX model; export one with {command('export_model')}") from None
+    except OSError as error:
+        raise UserError(
+            f"{shown}: cannot be read ({error.strerror or error}); check the path and its permissions"
+        ) from None
     metadata = ModelMetadata.from_props(graph.metadata)
     ours = metadata.from_wnet_zoo
     inputs = [value for value in graph.inputs if value.name not in graph.initializers]

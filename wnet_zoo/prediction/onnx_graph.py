@@ -3,8 +3,11 @@ from the protocol-buffer encoding.
 
 The ``onnx`` package would parse the same, but importing it takes about a second (it loads ``ml_dtypes``), and
 loading a model copies every weight into Python objects; ``wnet-zoo predict`` needs neither, so it reads the few
-fields it uses and steps over the rest (the nodes and the weights' bytes). Field numbers are those
-of ``onnx.proto`` (ModelProto, GraphProto, ValueInfoProto, TypeProto, TensorShapeProto, TensorProto).
+fields it uses and steps over the rest (the nodes and the weights' bytes), following protobuf's rules for the parts
+it reads (unknown fields skipped, a embedded message given twice merged, the last member of a oneof set wins); the
+parts it steps over are not checked (ONNX Runtime refuses a broken node when it loads the model). Field numbers are
+those of ``onnx.proto`` (ModelProto, GraphProto, ValueInfoProto, TypeProto, TensorShapeProto, TensorProto). Weights
+stored as unpacked numbers (rare: exporters write raw bytes) are walked number by number, slowly.
 """
 
 from __future__ import annotations
@@ -39,10 +42,17 @@ ELEMENT_TYPES = [
     "uint4",
     "int4",
     "float4e2m1",
+    "float8e8m0",
+    "uint2",
+    "int2",
+    "float6e2m3",
+    "float6e3m2",
 ]
-_VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
+_VARINT, _FIXED64, _BYTES, _START_GROUP, _END_GROUP, _FIXED32 = 0, 1, 2, 3, 4, 5
+_LAST_FIELD = (1 << 29) - 1  # protobuf's largest field number
+_OTHER_TYPES = (4, 5, 7, 8, 9)  # TypeProto's sequence, map, opaque, sparse tensor and optional: a oneof with tensor
 
-# (message, field number) -> the wire type it must have: a file that breaks one is not an ONNX model
+# field number -> the wire type it has in ONNX's schema (one with another is an unknown field, as protobuf keeps it)
 _MODEL = {1: _VARINT, 2: _BYTES, 3: _BYTES, 4: _BYTES, 5: _VARINT, 6: _BYTES, 7: _BYTES, 8: _BYTES, 14: _BYTES}
 _GRAPH = {1: _BYTES, 2: _BYTES, 5: _BYTES, 10: _BYTES, 11: _BYTES, 12: _BYTES, 13: _BYTES}
 
@@ -78,24 +88,19 @@ def read_graph_info(path: str | Path) -> GraphInfo:
     ONNX's shape (what ``onnx.load`` refuses)."""
     found = GraphInfo()
     data = memoryview(Path(path).read_bytes())
-    try:
-        for number, value in _fields(data, _MODEL):
-            if number == 14:
-                entry = dict(_strings(value, {1: _BYTES, 2: _BYTES}))
-                found.metadata[entry.get(1, "")] = entry.get(2, "")
-            elif number == 7:
-                _read_graph(value, found)
-    except UnicodeDecodeError as error:
-        raise NotOnnx(str(error)) from None
+    for number, value in _fields(data, _MODEL):
+        if number == 14:
+            entry = dict(_strings(value, {1: _BYTES, 2: _BYTES}))
+            found.metadata[entry.get(1, "")] = entry.get(2, "")
+        elif number == 7:
+            _read_graph(value, found)
     return found
 
 
 def _read_graph(data: memoryview, found: GraphInfo) -> None:
     for number, value in _fields(data, _GRAPH):
         if number == 5:
-            name = dict(_strings(value, {8: _BYTES})).get(8)
-            if name is not None:
-                found.initializers.add(name)
+            found.initializers.add(dict(_strings(value, {8: _BYTES})).get(8, ""))
         elif number in (11, 12):
             (found.inputs if number == 11 else found.outputs).append(_value_info(value))
 
@@ -104,16 +109,23 @@ def _value_info(data: memoryview) -> TensorInfo:
     info = TensorInfo()
     for number, value in _fields(data, {1: _BYTES, 2: _BYTES}):
         if number == 1:
-            info.name = bytes(value).decode()
-        elif number == 2:  # TypeProto: tensor_type is field 1
-            for kind, tensor in _fields(value, {1: _BYTES}):
-                if kind == 1:
-                    for part, content in _fields(tensor, {1: _VARINT, 2: _BYTES}):
-                        if part == 1:
-                            info.elem_type = _signed(content, 32)
-                        elif part == 2:
-                            info.dims = (info.dims or []) + _dims(content)
+            info.name = _text(value)
+        elif number == 2:
+            _type_proto(value, info)
     return info
+
+
+def _type_proto(data: memoryview, info: TensorInfo) -> None:
+    """A TypeProto into ``info``: its tensor_type (field 1), merged; another type of the oneof clears it."""
+    for kind, value in _fields(data, {1: _BYTES, **dict.fromkeys(_OTHER_TYPES, _BYTES)}):
+        if kind == 1:
+            for part, content in _fields(value, {1: _VARINT, 2: _BYTES}):
+                if part == 1:
+                    info.elem_type = _signed(content, 32)
+                elif part == 2:
+                    info.dims = (info.dims or []) + _dims(content)
+        elif kind in _OTHER_TYPES:
+            info.elem_type, info.dims = 0, None
 
 
 def _dims(data: memoryview) -> list[int | str | None]:
@@ -125,49 +137,62 @@ def _dims(data: memoryview) -> list[int | str | None]:
                 if kind == 1:
                     declared = _signed(value, 64)
                 elif kind == 2:
-                    declared = bytes(value).decode() or None
+                    declared = _text(value) or None
             dims.append(declared)
     return dims
 
 
 def _strings(data: memoryview, expected: dict[int, int]) -> Iterator[tuple[int, str]]:
     for number, value in _fields(data, expected):
-        if number in expected and isinstance(value, memoryview):
-            yield number, bytes(value).decode()
+        if number in expected:
+            yield number, _text(value)
+
+
+def _text(value: int | memoryview) -> str:
+    """A string field (protobuf does not check proto2 strings: bytes that are not UTF-8 stay, escaped)."""
+    return bytes(value).decode(errors="surrogateescape")  # type: ignore[arg-type]
 
 
 def _signed(value: int | memoryview, bits: int) -> int:
     """A varint read as a signed integer of ``bits`` (negative numbers are sent as 64-bit two's complement)."""
-    assert isinstance(value, int)
+    if not isinstance(value, int):
+        raise NotOnnx("a number field holds bytes")
     value &= (1 << bits) - 1
     return value - (1 << bits) if value >> (bits - 1) else value
 
 
 def _fields(data: memoryview, expected: dict[int, int]) -> Iterator[tuple[int, int | memoryview]]:
-    """Each field of a message: (number, varint value or the bytes of a length-delimited one); fixed-width fields
-    are stepped over. ``NotOnnx`` for a field whose wire type is not the one ``expected`` for its number, or one
-    that runs past the end."""
+    """Each field of a message whose number is in ``expected`` with the wire type given there: (number, its varint
+    value or its bytes); other fields (fixed-width, groups, unknown numbers, another wire type) are stepped over.
+    ``NotOnnx`` for what protobuf cannot parse: an invalid wire type or field number, a field past the end."""
     position, end = 0, len(data)
+    open_groups: list[int] = []
     while position < end:
         key, position = _varint(data, position)
         number, wire = key >> 3, key & 7
-        if number == 0 or (number in expected and expected[number] != wire):
-            raise NotOnnx(f"field {number} has wire type {wire}")
+        if not 0 < number <= _LAST_FIELD or key >> 32:
+            raise NotOnnx(f"field number {number}")
         if wire == _VARINT:
             value, position = _varint(data, position)
-            yield number, value
+            if not open_groups and expected.get(number) == wire:
+                yield number, value
         elif wire == _BYTES:
             length, position = _varint(data, position)
             if position + length > end:
                 raise NotOnnx("a field runs past the end")
-            yield number, data[position : position + length]
+            if not open_groups and expected.get(number) == wire:
+                yield number, data[position : position + length]
             position += length
         elif wire in (_FIXED64, _FIXED32):
             position += 8 if wire == _FIXED64 else 4
-            if position > end:
-                raise NotOnnx("a field runs past the end")
+        elif wire == _START_GROUP:
+            open_groups.append(number)
+        elif wire == _END_GROUP and open_groups and open_groups[-1] == number:
+            open_groups.pop()
         else:
-            raise NotOnnx(f"wire type {wire}")
+            raise NotOnnx(f"wire type {wire} of field {number}")
+    if position > end or open_groups:
+        raise NotOnnx("a field runs past the end")
 
 
 def _varint(data: memoryview, position: int) -> tuple[int, int]:
