@@ -96,6 +96,7 @@ def commands(model: Path, work: Path, threads: int, repeats: int) -> dict[str, A
         "default_and_probabilities": outputs,
         "streamed_default": ["--stream"],
     }
+    envs = {code: environment(code, work.parent) for code in CODES}
     timings: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for _ in range(repeats):
         for code in CODES:
@@ -103,7 +104,7 @@ def commands(model: Path, work: Path, threads: int, repeats: int) -> dict[str, A
                 if name == "streamed_default" and code == "reference":
                     continue
                 out = work / f"{code}_{name}"
-                found = run_command([*base, "--out", str(out), *options], environment(code, work.parent))
+                found = run_command([*base, "--out", str(out), *options], envs[code])
                 timings.setdefault((code, name), []).append(found)
     result: dict[str, Any] = {}
     for (code, name), runs_of in timings.items():

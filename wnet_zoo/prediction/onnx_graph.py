@@ -52,9 +52,10 @@ _VARINT, _FIXED64, _BYTES, _START_GROUP, _END_GROUP, _FIXED32 = 0, 1, 2, 3, 4, 5
 _LAST_FIELD = (1 << 29) - 1  # protobuf's largest field number
 _OTHER_TYPES = (4, 5, 7, 8, 9)  # TypeProto's sequence, map, opaque, sparse tensor and optional: a oneof with tensor
 
-# field number -> the wire type it has in ONNX's schema (one with another is an unknown field, as protobuf keeps it)
-_MODEL = {1: _VARINT, 2: _BYTES, 3: _BYTES, 4: _BYTES, 5: _VARINT, 6: _BYTES, 7: _BYTES, 8: _BYTES, 14: _BYTES}
-_GRAPH = {1: _BYTES, 2: _BYTES, 5: _BYTES, 10: _BYTES, 11: _BYTES, 12: _BYTES, 13: _BYTES}
+# the fields read, by number, with the wire type they have in ONNX's schema (a field with another wire type is an
+# unknown one, as protobuf keeps it): ModelProto's graph and metadata_props, GraphProto's initializer, input, output
+_MODEL = {7: _BYTES, 14: _BYTES}
+_GRAPH = {5: _BYTES, 11: _BYTES, 12: _BYTES}
 
 
 class NotOnnx(ValueError):
@@ -101,7 +102,7 @@ def _read_graph(data: memoryview, found: GraphInfo) -> None:
     for number, value in _fields(data, _GRAPH):
         if number == 5:
             found.initializers.add(dict(_strings(value, {8: _BYTES})).get(8, ""))
-        elif number in (11, 12):
+        else:
             (found.inputs if number == 11 else found.outputs).append(_value_info(value))
 
 
@@ -110,7 +111,7 @@ def _value_info(data: memoryview) -> TensorInfo:
     for number, value in _fields(data, {1: _BYTES, 2: _BYTES}):
         if number == 1:
             info.name = _text(value)
-        elif number == 2:
+        else:
             _type_proto(value, info)
     return info
 
@@ -122,30 +123,25 @@ def _type_proto(data: memoryview, info: TensorInfo) -> None:
             for part, content in _fields(value, {1: _VARINT, 2: _BYTES}):
                 if part == 1:
                     info.elem_type = _signed(content, 32)
-                elif part == 2:
+                else:
                     info.dims = (info.dims or []) + _dims(content)
-        elif kind in _OTHER_TYPES:
+        else:
             info.elem_type, info.dims = 0, None
 
 
 def _dims(data: memoryview) -> list[int | str | None]:
     dims: list[int | str | None] = []
-    for number, dimension in _fields(data, {1: _BYTES}):
-        if number == 1:
-            declared: int | str | None = None  # dim_value and dim_param are a oneof: the last one set counts
-            for kind, value in _fields(dimension, {1: _VARINT, 2: _BYTES}):
-                if kind == 1:
-                    declared = _signed(value, 64)
-                elif kind == 2:
-                    declared = _text(value) or None
-            dims.append(declared)
+    for _, dimension in _fields(data, {1: _BYTES}):
+        declared: int | str | None = None  # dim_value and dim_param are a oneof: the last one set counts
+        for kind, value in _fields(dimension, {1: _VARINT, 2: _BYTES}):
+            declared = _signed(value, 64) if kind == 1 else (_text(value) or None)
+        dims.append(declared)
     return dims
 
 
 def _strings(data: memoryview, expected: dict[int, int]) -> Iterator[tuple[int, str]]:
     for number, value in _fields(data, expected):
-        if number in expected:
-            yield number, _text(value)
+        yield number, _text(value)
 
 
 def _text(value: int | memoryview) -> str:
@@ -155,8 +151,7 @@ def _text(value: int | memoryview) -> str:
 
 def _signed(value: int | memoryview, bits: int) -> int:
     """A varint read as a signed integer of ``bits`` (negative numbers are sent as 64-bit two's complement)."""
-    if not isinstance(value, int):
-        raise NotOnnx("a number field holds bytes")
+    assert isinstance(value, int)  # _fields gives varint fields as numbers
     value &= (1 << bits) - 1
     return value - (1 << bits) if value >> (bits - 1) else value
 

@@ -45,7 +45,6 @@ def half_max_foreground(
     background grow: for a label on plain background (a false positive) half its shell would pass at random.
     The smoothings run on up to ``threads`` threads.
     """
-
     count = int(labels.max(initial=0))
     if count == 0:
         return labels > 0

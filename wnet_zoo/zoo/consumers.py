@@ -21,6 +21,7 @@ from typing import Any
 
 ENVIRONMENTS_VARIABLE = "WNET_ZOO_CONSUMER_ENVS"
 FORMATS = ("pytorch_state_dict", "torchscript", "onnx")
+CORE_PACKAGES = ("bioimageio.core", "bioimageio.spec", "torch", "onnxruntime")  # whose versions a core runtime records
 TOLERANCE = 1e-3  # the zoo's reproducibility check: rtol = atol = 1e-3
 RUN_TIMEOUT_S = 1800
 RUNNER = Path(__file__).with_name("consumer_run.py")
@@ -54,7 +55,7 @@ CONSUMERS = (
         ("bioimageio.core>=0.11,<0.12", PYDANTIC, "torch==2.13.0", "onnxruntime"),
         "bioimageio.core",
         FORMATS,
-        ("bioimageio.core", "bioimageio.spec", "torch", "onnxruntime"),
+        CORE_PACKAGES,
     ),
     Consumer(
         "bioimageio.core 0.10.4",
@@ -62,7 +63,7 @@ CONSUMERS = (
         ("bioimageio.core==0.10.4", "torch==2.5.1", "onnxruntime==1.20.1", PYDANTIC),
         "bioimageio.core",
         FORMATS,
-        ("bioimageio.core", "bioimageio.spec", "torch", "onnxruntime"),
+        CORE_PACKAGES,
     ),
     Consumer(
         "bioimageio.core 0.9.6",
@@ -70,7 +71,7 @@ CONSUMERS = (
         ("bioimageio.core==0.9.6", "torch==2.5.1", "onnxruntime==1.20.1", PYDANTIC),
         "bioimageio.core",
         FORMATS,
-        ("bioimageio.core", "bioimageio.spec", "torch", "onnxruntime"),
+        CORE_PACKAGES,
     ),
     Consumer(
         "BiaPy 3.7.1",
