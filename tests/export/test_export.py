@@ -29,6 +29,7 @@ from wnet_zoo.export.model_card import REQUIRED, default_card_path, read_card
 from wnet_zoo.io.example import example_volume
 from wnet_zoo.io.intensity import remap
 from wnet_zoo.model.checkpoints import load_weights
+from wnet_zoo.model.weight_files import DECODER_PLANES, from_byte_planes
 from wnet_zoo.prediction.metadata import read_metadata
 
 from closeness import assert_close
@@ -187,9 +188,22 @@ def test_package_is_a_weight_source_with_the_training_record(
         assert packaged.checkpoint["foreground_class"] == original.checkpoint["foreground_class"]
     # no weight stored twice: the attachment holds the decoder, the encoder is the pytorch_state_dict weights
     attachment = torch.load(folder / "wnet3d_decoder.pt", weights_only=True)
-    assert set(attachment) == {"decoder", "config", "epoch", "foreground_class", "class_means"}
+    assert set(attachment) == {DECODER_PLANES, "config", "epoch", "foreground_class", "class_means"}
     encoder = torch.load(folder / "wnet3d_encoder_state_dict.pt", weights_only=True)
-    assert len(encoder) + len(attachment["decoder"]) == len(original.state_dict)
+    assert len(encoder) + len(attachment[DECODER_PLANES]) == len(original.state_dict)
+
+
+def test_package_with_the_decoder_as_a_state_dict_still_loads(
+    exported: ExportResult, weights: dict[str, Path], tmp_path: Path
+):
+    """Packages exported before the attachment stored byte planes held the decoder's state dict itself."""
+    original = load_weights(weights["run"])
+    _package(exported).extractall(tmp_path)
+    attachment = torch.load(tmp_path / "wnet3d_decoder.pt", weights_only=True)
+    attachment["decoder"] = from_byte_planes(attachment.pop(DECODER_PLANES))
+    torch.save(attachment, tmp_path / "wnet3d_decoder.pt")
+    packaged = load_weights(tmp_path)
+    assert all(torch.equal(packaged.state_dict[k], v) for k, v in original.state_dict.items())
 
 
 def test_package_of_the_earlier_layout_still_loads(exported: ExportResult, weights: dict[str, Path], tmp_path: Path):

@@ -3,9 +3,9 @@
 The zip holds ``rdf.yaml`` (rendered from ``wnet_zoo/export/templates/rdf.yaml``); the weights as
 ``pytorch_state_dict`` (its architecture ``wnet3d_model.py``, a copy of ``wnet_zoo/model/wnet.py`` that needs only
 PyTorch) and ``onnx``, and ``torchscript`` when asked for (each format is another copy of the encoder, and every
-consumer reads one of the first two: see docs/export.md); the decoder with the training record as an attachment (named
-by ``config.wnet_zoo.decoder_weights``: with the ``pytorch_state_dict`` encoder, the whole WNet3D that
-``load_weights`` reads from a package, e.g. to fine-tune; no weight is stored twice);
+consumer reads one of the first two: see docs/export.md); the decoder (as byte planes, which deflate better) with
+the training record as an attachment (named by ``config.wnet_zoo.decoder_weights``: with the ``pytorch_state_dict``
+encoder, the whole WNet3D that ``load_weights`` reads from a package, e.g. to fine-tune; no weight is stored twice);
 test input and output tensors computed by the model itself, the same as TIFF sample tensors; a cover image
 and the documentation page (``wnet_zoo/export/templates/README.md``). Writing it needs ``bioimageio.spec`` (the ``zoo``
 extra), which validates the description before zipping.
@@ -37,7 +37,7 @@ from wnet_zoo.io.intensity import remap
 from wnet_zoo.io.volumes import read_volume
 from wnet_zoo.model import wnet as model_module
 from wnet_zoo.model.checkpoints import LoadedWeights
-from wnet_zoo.model.weight_files import DECODER_WEIGHTS_KEY
+from wnet_zoo.model.weight_files import DECODER_PLANES, DECODER_WEIGHTS_KEY, to_byte_planes
 from wnet_zoo.model.wnet import WNet3D
 from wnet_zoo.prediction.metadata import ModelMetadata
 from wnet_zoo.version import __version__
@@ -89,7 +89,7 @@ def write_package(
         shutil.copyfile(torchscript_path, folder / TORCHSCRIPT_FILE)
     torch.save(source.model.encoder.state_dict(), folder / STATE_DICT_FILE)
     record = {key: source.weights.checkpoint[key] for key in _TRAINING_RECORD if key in source.weights.checkpoint}
-    torch.save({"decoder": source.model.decoder.state_dict(), **record}, folder / DECODER_FILE)
+    torch.save({DECODER_PLANES: to_byte_planes(source.model.decoder.state_dict()), **record}, folder / DECODER_FILE)
     shutil.copyfile(model_module.__file__, folder / ARCHITECTURE_FILE)
     raw, probabilities = make_test_tensors(source.model)
     np.save(folder / "test_input.npy", raw)
