@@ -11,6 +11,9 @@ def test_byte_planes_give_back_every_tensor_bit_for_bit():
     state["half"] = torch.randn(3, 5).half()
     state["nan"] = torch.tensor([float("nan"), -0.0, float("inf")])
     state["scalar"] = torch.tensor(7, dtype=torch.int64)
+    state["brain"] = torch.randn(4, 3).bfloat16()
+    state["flags"] = torch.tensor([True, False, True])
+    state["empty"] = torch.zeros(0, 3)
     state["strided"] = torch.arange(24, dtype=torch.float64).reshape(4, 6).T  # not contiguous
     planes = to_byte_planes(state)
     assert planes["half"]["planes"].shape == (2, 15) and planes["half"]["planes"].dtype == torch.uint8
@@ -22,8 +25,17 @@ def test_byte_planes_give_back_every_tensor_bit_for_bit():
 
 
 def test_byte_planes_are_refused_unless_they_are_ours():
-    planes = to_byte_planes({"w": torch.ones(2)})
-    with pytest.raises(ValueError, match="byte planes"):
-        from_byte_planes({"w": {**planes["w"], "dtype": "load"}})  # a torch function, not a dtype
-    with pytest.raises(ValueError, match="byte planes"):
-        from_byte_planes({"w": {**planes["w"], "planes": torch.ones(4, 2)}})
+    (entry,) = to_byte_planes({"w": torch.arange(6.0)}).values()
+    wrong = [
+        {**entry, "dtype": "load"},  # a torch function, not a dtype
+        {**entry, "planes": torch.ones(4, 6)},  # not bytes
+        {**entry, "planes": torch.zeros(8, 3, dtype=torch.uint8)},  # 24 bytes, but not 6 float32 in 4 planes
+        {**entry, "planes": entry["planes"].T.reshape(-1)},  # the interleaved bytes
+        {**entry, "shape": [2, "3"]},
+        {**entry, "shape": [-1]},
+        {"planes": entry["planes"]},
+        "bytes",
+    ]
+    for malformed in wrong:
+        with pytest.raises(ValueError, match="byte planes"):
+            from_byte_planes({"w": malformed})

@@ -14,6 +14,7 @@ run the encoder's formats.
 from __future__ import annotations
 
 import contextlib
+import sys
 import tarfile
 import tempfile
 import zipfile
@@ -115,7 +116,10 @@ def _join(encoder: Path, decoder: Path, folder: Path, where: Path) -> Path:
         encoder_state = torch.load(encoder, map_location="cpu", weights_only=True)
         attachment = torch.load(decoder, map_location="cpu", weights_only=True)
         state = {f"encoder.{key}": value for key, value in encoder_state.items()}
-        decoder_state = attachment.pop("decoder", None) or from_byte_planes(attachment.pop(DECODER_PLANES))
+        if "decoder" in attachment:
+            decoder_state = attachment.pop("decoder")
+        else:
+            decoder_state = from_byte_planes(attachment.pop(DECODER_PLANES))
         state.update({f"decoder.{key}": value for key, value in decoder_state.items()})
     except Exception as error:  # a damaged or foreign file: what torch says is no use to the user
         raise UserError(
@@ -128,32 +132,46 @@ def _join(encoder: Path, decoder: Path, folder: Path, where: Path) -> Path:
 
 def to_byte_planes(state: Mapping[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
     """Each tensor of ``state`` as plain data: its bytes as a (bytes per element, elements) uint8 tensor whose row
-    k holds byte k of every element, with its dtype's name and its shape (read back by :func:`from_byte_planes`).
-    Byte order is the machine's (little-endian on every platform PyTorch ships for)."""
+    k holds byte k of every element, least significant first on any machine, with its dtype's name and its shape
+    (read back by :func:`from_byte_planes`)."""
     import torch
 
     planes = {}
     for key, tensor in state.items():
         flat = tensor.detach().cpu().contiguous().reshape(-1)
+        rows = flat.view(torch.uint8).reshape(flat.numel(), flat.element_size()).T
         planes[key] = {
-            "planes": flat.view(torch.uint8).reshape(flat.numel(), flat.element_size()).T.contiguous(),
+            "planes": _little_endian(rows).contiguous(),
             "dtype": str(tensor.dtype).removeprefix("torch."),
             "shape": list(tensor.shape),
         }
     return planes
 
 
-def from_byte_planes(planes: Mapping[str, Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+def from_byte_planes(planes: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The state dict that :func:`to_byte_planes` stored, bit for bit; ``ValueError`` for anything else."""
+    import math
+
     import torch
 
     state = {}
     for key, entry in planes.items():
-        dtype = getattr(torch, str(entry["dtype"]), None)
-        if not isinstance(dtype, torch.dtype) or entry["planes"].dtype != torch.uint8:
+        if not isinstance(entry, Mapping) or not {"planes", "dtype", "shape"} <= entry.keys():
             raise ValueError(f"{key}: not a tensor stored as byte planes")
-        state[key] = entry["planes"].T.contiguous().view(dtype).reshape(entry["shape"])
+        rows, shape = entry["planes"], entry["shape"]
+        dtype = getattr(torch, str(entry["dtype"]), None)
+        valid_shape = isinstance(shape, list | tuple) and all(type(n) is int and n >= 0 for n in shape)
+        if not (isinstance(dtype, torch.dtype) and isinstance(rows, torch.Tensor) and valid_shape):
+            raise ValueError(f"{key}: not a tensor stored as byte planes")
+        if rows.dtype != torch.uint8 or tuple(rows.shape) != (dtype.itemsize, math.prod(shape)):
+            raise ValueError(f"{key}: its byte planes do not hold a {dtype} tensor of shape {list(shape)}")
+        state[key] = _little_endian(rows).T.contiguous().view(dtype).reshape(shape)
     return state
+
+
+def _little_endian(rows: torch.Tensor) -> torch.Tensor:
+    """Byte planes in the machine's order as least significant first, or back (the same reversal)."""
+    return rows.flip(0) if sys.byteorder == "big" else rows
 
 
 def _extract_tar_weights(path: Path, folder: Path) -> Path:

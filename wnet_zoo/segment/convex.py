@@ -64,8 +64,9 @@ def merge_convex(
     sides = 2 * np.asarray(labels.shape, dtype=np.int64) + 3  # doubled corner coordinates, shifted by 1, fit
 
     def surface(label: int) -> np.ndarray:
-        """The corners of the label's surface voxels (the hull of the voxels is the hull of those), in order,
-        from the corner of its box: the same numbers wherever the label lies, in a streamed block too."""
+        """The corners of the label's surface voxels that end a line along x (the hull of the voxels is the hull of
+        those), in order, from the corner of its box: the same numbers wherever the label lies, in a streamed block
+        too."""
         box = boxes[label - 1]
         inside = labels[box] == label
         edge = np.argwhere(inside & ~ndimage.binary_erosion(inside))
