@@ -80,8 +80,9 @@ def merge_convex(
         z, y = np.divmod(rest, sides[1])
         return (np.stack([z, y, x], axis=1) - 1) / 2 * scale
 
-    def hull(points: np.ndarray) -> tuple[float, np.ndarray]:
-        """The hull's volume and its vertices (the union's hull is the hull of its parts' vertices).
+    def hull(points: np.ndarray, vertices: bool = True) -> tuple[float, np.ndarray]:
+        """The hull's volume and, when asked, its vertices (the union's hull is the hull of its parts' vertices;
+        a union needs its volume only, and scipy finds the vertices by a sort of every facet's corners).
 
         Voxel corners lie on many common planes, and Qhull's default merges the facets they make: Q0 skips that
         and takes half the time, with the same volume to 1e-15 and the same vertices (and more) on every hull
@@ -95,7 +96,7 @@ def merge_convex(
                 return 0.0, points
         except ValueError:
             return 0.0, points
-        return float(found.volume), points[found.vertices]
+        return float(found.volume), points[found.vertices] if vertices else points
 
     points: dict[int, np.ndarray] = {}
     hulls: dict[int, float] = {}
@@ -143,7 +144,7 @@ def merge_convex(
         union = np.vstack(
             [points[a] + (corners[a - 1] - origin) * scale, points[b] + (corners[b - 1] - origin) * scale]
         )
-        return hull(union)[0]
+        return hull(union, vertices=False)[0]
 
     for (a, b), volume in zip(candidates, parallel.thread_map(union_hull, candidates, threads), strict=True):
         # hull volumes of voxel corners are exact fractions and can equal the limit: ties merge, whatever rounding
