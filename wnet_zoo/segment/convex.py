@@ -9,7 +9,6 @@ from wnet_zoo.segment import parallel
 CONVEX_MERGE = 1.01  # touching labels merge when the convex hull of their union is at most this x their hulls' sum
 CONVEX_MERGE_BRIGHTNESS = 0.1  # ... and their median intensities differ by at most this x the brighter one's contrast
 CONVEX_MERGE_SURROUNDINGS = 3.0  # that contrast is over the unlabelled voxels within this of the pair's box
-_DOUBLED_CORNERS = 2 * np.indices((2, 2, 2)).reshape(3, -1).T - 1  # a voxel's 8 corners around its centre, x2
 
 
 def merge_convex(
@@ -61,24 +60,26 @@ def merge_convex(
     boxes = ndimage.find_objects(labels)
     scale = np.asarray(spacing, dtype=np.float64)
 
-    sides = 2 * np.asarray(labels.shape, dtype=np.int64) + 3  # doubled corner coordinates, shifted by 1, fit
-
     def surface(label: int) -> np.ndarray:
-        """The corners of the label's surface voxels that end a line along x (the hull of the voxels is the hull of
-        those), in order, from the corner of its box: the same numbers wherever the label lies, in a streamed block
-        too."""
+        """The voxel corners that end each line of corners along x (the hull of the voxels is the hull of those),
+        in (z, y, x) order, from the corner of its box: the same numbers wherever the label lies, in a streamed
+        block too. A corner line at (z, y) runs along the voxel rows z-1..z, y-1..y: it ends at their first voxel's
+        near face and their last voxel's far face."""
         box = boxes[label - 1]
         inside = labels[box] == label
-        edge = np.argwhere(inside & ~ndimage.binary_erosion(inside))
-        doubled = (2 * edge[:, None, :] + _DOUBLED_CORNERS + 1).reshape(-1, 3)  # integers: unique as one key
-        keys = np.unique((doubled[:, 0] * sides[1] + doubled[:, 1]) * sides[2] + doubled[:, 2])
-        # keys run along x within each (z, y) line: only a line's two ends can be vertices of the hull
-        line = keys // sides[2]
-        ends = np.ones(keys.size, dtype=bool)
-        ends[1:-1] = (line[1:-1] != line[:-2]) | (line[1:-1] != line[2:])
-        rest, x = np.divmod(keys[ends], sides[2])
-        z, y = np.divmod(rest, sides[1])
-        return (np.stack([z, y, x], axis=1) - 1) / 2 * scale
+        depth, height, width = inside.shape
+        filled = inside.any(axis=2)
+        first = np.where(filled, inside.argmax(axis=2), width + 1)
+        last = np.where(filled, width - inside[:, :, ::-1].argmax(axis=2), -1)  # the far face of the last voxel
+        low = np.full((depth + 2, height + 2), width + 1)
+        high = np.full((depth + 2, height + 2), -1)
+        low[1:-1, 1:-1], high[1:-1, 1:-1] = first, last
+        low = np.minimum(np.minimum(low[:-1, :-1], low[1:, :-1]), np.minimum(low[:-1, 1:], low[1:, 1:]))
+        high = np.maximum(np.maximum(high[:-1, :-1], high[1:, :-1]), np.maximum(high[:-1, 1:], high[1:, 1:]))
+        z, y = np.nonzero(high >= 0)
+        ends = np.stack([low[z, y], high[z, y]], axis=1).ravel()
+        corners = np.stack([np.repeat(z, 2), np.repeat(y, 2), ends], axis=1)
+        return (corners - 0.5) * scale
 
     def hull(points: np.ndarray, vertices: bool = True) -> tuple[float, np.ndarray]:
         """The hull's volume and, when asked, its vertices (the union's hull is the hull of its parts' vertices;
