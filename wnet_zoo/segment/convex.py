@@ -81,23 +81,26 @@ def merge_convex(
         corners = np.stack([np.repeat(z, 2), np.repeat(y, 2), ends], axis=1)
         return (corners - 0.5) * scale
 
-    def hull(points: np.ndarray, vertices: bool = True) -> tuple[float, np.ndarray]:
-        """The hull's volume and, when asked, its vertices (the union's hull is the hull of its parts' vertices;
-        a union needs its volume only, and scipy finds the vertices by a sort of every facet's corners).
+    def hull(points: np.ndarray) -> ConvexHull | None:
+        """The hull of ``points`` (None where they span no volume).
 
         Voxel corners lie on many common planes, and Qhull's default merges the facets they make: Q0 skips that
         and takes half the time, with the same volume to 1e-15 and the same vertices (and more) on every hull
         tried (benchmarks/README.md); where it gives up on a set, the default takes it."""
-        try:
-            found = ConvexHull(points, qhull_options="Q0")
-        except QhullError:
-            try:  # Q0 gave up on a degenerate set; the merging default settles it
-                found = ConvexHull(points)
-            except (QhullError, ValueError):
-                return 0.0, points
-        except ValueError:
-            return 0.0, points
-        return float(found.volume), points[found.vertices] if vertices else points
+        for options in ("Q0", ""):
+            try:
+                return ConvexHull(points, qhull_options=options)
+            except QhullError:
+                continue
+            except ValueError:
+                return None
+        return None
+
+    def own_hull(label: int) -> tuple[float, np.ndarray]:
+        """The label's hull volume and its vertices (the union's hull is the hull of its parts' vertices)."""
+        points = surface(label)
+        found = hull(points)
+        return (0.0, points) if found is None else (float(found.volume), points[found.vertices])
 
     points: dict[int, np.ndarray] = {}
     hulls: dict[int, float] = {}
@@ -133,9 +136,7 @@ def merge_convex(
 
     firsts, seconds = np.divmod(pairs, count + 1)
     needed = np.unique(np.concatenate([firsts, seconds])).tolist()
-    for label, (volume, vertices) in zip(
-        needed, parallel.thread_map(lambda label: hull(surface(label)), needed, threads), strict=True
-    ):
+    for label, (volume, vertices) in zip(needed, parallel.thread_map(own_hull, needed, threads), strict=True):
         hulls[label], points[label] = volume, vertices
     candidates = [(a, b) for a, b in zip(firsts.tolist(), seconds.tolist(), strict=True) if hulls[a] and hulls[b]]
 
@@ -145,7 +146,8 @@ def merge_convex(
         union = np.vstack(
             [points[a] + (corners[a - 1] - origin) * scale, points[b] + (corners[b - 1] - origin) * scale]
         )
-        return hull(union, vertices=False)[0]
+        found = hull(union)  # its volume only: scipy lists a hull's vertices by sorting every facet's corners
+        return 0.0 if found is None else float(found.volume)
 
     for (a, b), volume in zip(candidates, parallel.thread_map(union_hull, candidates, threads), strict=True):
         # hull volumes of voxel corners are exact fractions and can equal the limit: ties merge, whatever rounding
