@@ -1,6 +1,6 @@
 """The recipe of the pretrained WNet3D that ships with wnet-zoo (``wnet_zoo/model/bundled/``).
 
-    python benchmarks/pretrain.py --work DIR [--real DIR] [--epochs N] [--install]
+    python benchmarks/pretrain.py --work DIR [--real DIR] [--epochs N] [--seed S] [--install]
 
 Trains the compact architecture (channels 16,32,64,128) from scratch with wnet-zoo's own training on openly
 licensed volumes no benchmark scores on:
@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="folder for the images and the run")
     parser.add_argument("--real", type=Path, default=REAL_DATA, help="folder of CellSeg3D's example volumes")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--seed", type=int, default=0, help="of the initial weights and the patches drawn")
     parser.add_argument("--install", action="store_true", help="write the weights and card into wnet_zoo/")
     args = parser.parse_args(argv)
 
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         input_smoothing=0.0,
         input_log=0.0,
         input_background=0,
-        seed=0,
+        seed=args.seed,
     )
     started = time.perf_counter()
     with read_as_written():
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         card: dict[str, Any] = {
             "trained": datetime.date.today().isoformat(),
             "recipe": "benchmarks/pretrain.py",
+            "seed": args.seed,
             "epochs": len(result.rows),
             "best_epoch": result.best_epoch,
             "best_losses": {key: round(float(best[key]), 5) for key in ("ncut", "rec", "total") if key in best},
