@@ -10,6 +10,9 @@ import numpy as np
 
 from wnet_zoo.prediction.stream.jobs import Job, _predictor_key
 
+MMAP_THRESHOLD = 1 << 20  # bytes from which an allocation gets pages of its own: see map_large_allocations
+_M_MMAP_THRESHOLD = -3  # the number of that parameter in glibc's malloc.h
+
 
 class WorkerState:
     """What one process keeps between blocks: one open predictor (for one model and settings) and its cached
@@ -27,6 +30,7 @@ class WorkerState:
         key = _predictor_key(job)
         with self.lock:
             if key not in self.predictors:
+                map_large_allocations()
                 self.predictors.clear()
                 self.caches.clear()
                 self.predictors[key] = Predictor(job.model, **job.predictor)
@@ -34,6 +38,7 @@ class WorkerState:
 
     def adopt(self, job: Job, predictor: Any) -> None:
         """Use ``predictor`` (already open in this process) for ``job`` instead of opening another."""
+        map_large_allocations()
         with self.lock:
             self.predictors.clear()
             self.caches.clear()
@@ -67,6 +72,19 @@ def trim_memory() -> None:
     block with the large, short-lived arrays of the watershed); nothing elsewhere."""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
+
+
+def map_large_allocations() -> None:
+    """From now on, give every allocation of :data:`MMAP_THRESHOLD` bytes or more pages of its own, handed back
+    to the system when it is freed (glibc; nothing elsewhere).
+
+    glibc raises that threshold (up to 32 MiB) each time such a block is freed, and serves what falls under it
+    from the allocating thread's arena, where freed memory stays for that thread's use: with the nucleus stages
+    on 2 threads a label block peaked about 200 MiB higher, and only blocks deep enough for slabs run them on
+    threads, so the peak grew with the volume (``benchmarks/README.md``). The pages cost a few % of the stages'
+    time."""
+    if _LIBC is not None:
+        _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def _load_libc() -> Any:
