@@ -32,7 +32,7 @@ from wnet_zoo.io.stores import open_zarr
 from wnet_zoo.prediction.runtime import default_threads
 from wnet_zoo.prediction.settings import needs_nuclei
 from wnet_zoo.prediction.stream.jobs import FACE_AXES, Job
-from wnet_zoo.prediction.stream.worker import STATE, trim_memory
+from wnet_zoo.prediction.stream.worker import STATE, map_large_allocations, trim_memory
 from wnet_zoo.prediction.tiling import TilePlan
 from wnet_zoo.segment.measure import label_totals, size_counts, table_rows
 from wnet_zoo.segment.nuclei import nuclei_labels
@@ -45,6 +45,7 @@ def run(phase: str, job: Job, index: int, extra: Any = None) -> dict[str, np.nda
     of it the client needs (keys starting with ``_`` stay on disk for later phases of the same block)."""
     record = job.done(phase, index)
     if not record.is_file():
+        map_large_allocations()
         work: Callable[..., dict[str, np.ndarray]] = _PHASE_FUNCTIONS[phase]
         with naming(job.naming):
             summary = work(job, index) if extra is None else work(job, index, extra)

@@ -30,7 +30,6 @@ class WorkerState:
         key = _predictor_key(job)
         with self.lock:
             if key not in self.predictors:
-                map_large_allocations()
                 self.predictors.clear()
                 self.caches.clear()
                 self.predictors[key] = Predictor(job.model, **job.predictor)
@@ -38,7 +37,6 @@ class WorkerState:
 
     def adopt(self, job: Job, predictor: Any) -> None:
         """Use ``predictor`` (already open in this process) for ``job`` instead of opening another."""
-        map_large_allocations()
         with self.lock:
             self.predictors.clear()
             self.caches.clear()
@@ -75,8 +73,9 @@ def trim_memory() -> None:
 
 
 def map_large_allocations() -> None:
-    """From now on, give every allocation of :data:`MMAP_THRESHOLD` bytes or more pages of its own, handed back
-    to the system when it is freed (glibc; nothing elsewhere).
+    """From now on, give allocations of :data:`MMAP_THRESHOLD` bytes or more pages of their own, handed back to
+    the system when they are freed (glibc; nothing elsewhere). Called before every block's work: a Dask worker may
+    start with a label block.
 
     glibc raises that threshold (up to 32 MiB) each time such a block is freed, and serves what falls under it
     from the allocating thread's arena, where freed memory stays for that thread's use: with the nucleus stages
@@ -96,7 +95,7 @@ def _load_libc() -> Any:
         libc = ctypes.CDLL(name) if name else None
     except OSError:
         return None
-    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
 
 
 _LIBC = _load_libc()
