@@ -8,9 +8,10 @@
 read at a smoothing of 1 on the image as the model saw it, log-compressed where the model compresses, the distance
 map smoothed by 1 before seeding, the convex merge by shape alone), then ``edge smoothing`` (each edge read at the
 least smoothing its noise allows), ``seed smoothing 0.5`` (the distance map smoothed by half a voxel),
-``brightness`` (pieces of unequal brightness stay apart) and ``linear intensity`` (the boundaries read the image
-uncompressed): the last is what ``wnet-zoo predict`` does. ``seeds 2 apart`` is an alternative that was not kept
-(see ``benchmarks/README.md``).
+``brightness`` (pieces of unequal brightness stay apart), ``linear intensity`` (the boundaries read the image
+uncompressed) and ``levels per nucleus`` (the half-max levels read again once the pieces are split, and split once
+more): the last is what ``wnet-zoo predict`` does. ``seeds 2 apart`` is an alternative that was not kept (see
+``benchmarks/README.md``).
 Nothing is trained or predicted; a run takes about a minute per setting. Results go to
 ``benchmarks/results/nuclei_choices.json``; held-out settings are marked.
 """
@@ -37,7 +38,7 @@ from wnet_zoo.segment.evaluate import evaluate  # noqa: E402
 from wnet_zoo.segment.geometry import relative_spacing  # noqa: E402
 from wnet_zoo.segment.half_max import HALF_MAX_EDGE_SIGMAS, half_max_foreground  # noqa: E402
 from wnet_zoo.segment.measure import typical_volume  # noqa: E402
-from wnet_zoo.segment.nuclei import _remove_small, split_nuclei  # noqa: E402
+from wnet_zoo.segment.nuclei import _remove_small, nuclei_labels, split_nuclei  # noqa: E402
 from wnet_zoo.segment.options import NucleiOptions  # noqa: E402
 
 from phantoms import HELD_OUT, SETTINGS, make_phantom  # noqa: E402
@@ -45,22 +46,27 @@ from quality import machine  # noqa: E402
 
 RESULTS = HERE / "results" / "nuclei_choices.json"
 
-Variant = tuple[tuple[float, ...], float, float, float | None, bool]
-# name: (edge smoothings, seed smoothing, seed distance, brightness tolerance or None for shape alone, compressed)
+Variant = tuple[tuple[float, ...], float, float, float | None, bool, bool]
+# name: (edge smoothings, seed smoothing, seed distance, brightness tolerance or None for shape alone, compressed,
+# levels read again per nucleus: wnet_zoo's own stages, which the other choices must then match)
 VARIANTS: dict[str, Variant] = {
-    "before": ((1.0,), 1.0, 3.0, None, True),
-    "edge smoothing": (HALF_MAX_EDGE_SIGMAS, 1.0, 3.0, None, True),
-    "seed smoothing 0.5": (HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, None, True),
-    "brightness": (HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, True),
-    "linear intensity": (HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, False),
-    "seeds 2 apart": (HALF_MAX_EDGE_SIGMAS, 0.5, 2.0, 0.1, False),
+    "before": ((1.0,), 1.0, 3.0, None, True, False),
+    "edge smoothing": (HALF_MAX_EDGE_SIGMAS, 1.0, 3.0, None, True, False),
+    "seed smoothing 0.5": (HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, None, True, False),
+    "brightness": (HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, True, False),
+    "linear intensity": (HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, False, False),
+    "levels per nucleus": (HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, False, True),
+    "seeds 2 apart": (HALF_MAX_EDGE_SIGMAS, 0.5, 2.0, 0.1, False, False),
 }
 
 
 def nuclei(mask: np.ndarray, image: np.ndarray, spacing: tuple[float, float, float], variant: Variant) -> np.ndarray:
     """The nuclei of ``mask`` as ``wnet_zoo.segment.nuclei.instances`` finds them, with ``variant``'s choices;
     ``image`` is the one the boundaries read."""
-    edges, spot, distance, brightness, _ = variant
+    edges, spot, distance, brightness, _, per_nucleus = variant
+    if per_nucleus:
+        labels = nuclei_labels(mask, image, spacing, NucleiOptions())
+        return _remove_small(labels, NucleiOptions().min_size_for(typical_volume(labels)))
     labels = split_nuclei(mask, spacing, spot, distance)
     foreground = half_max_foreground(labels, image, spacing, edges)
     labels = split_nuclei(foreground, spacing, spot, distance)
@@ -82,7 +88,7 @@ def setting_scores(work: Path, name: str) -> dict[str, Any]:
     spacing = relative_spacing(SETTINGS[name].voxel_size)
     found: dict[str, Any] = {"held_out": name in HELD_OUT, "true_nuclei": int(truth.max())}
     for variant, choices in VARIANTS.items():
-        labels = nuclei(mask, compressed if choices[-1] else linear, spacing, choices)
+        labels = nuclei(mask, compressed if choices[4] else linear, spacing, choices)
         scores = evaluate(labels, truth)
         found[variant] = {
             "fg_dice": round(scores.foreground_dice, 4),

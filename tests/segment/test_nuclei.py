@@ -209,7 +209,15 @@ def test_instances_name_each_stage_as_it_starts():
     image, _, mask = blurred_nuclei()
     names: list[str] = []
     instances(mask.astype(np.float32), image, mask=mask, step=names.append)
-    assert names == ["split", "half-max boundaries", "split again", "convex merge", "measure"]
+    assert names == [
+        "split",
+        "half-max boundaries",
+        "split again",
+        "half-max per nucleus",
+        "split per nucleus",
+        "convex merge",
+        "measure",
+    ]
     assert len(names) == stage_count(NucleiOptions(), image)
     names.clear()
     instances(mask.astype(np.float32), mask=mask, step=names.append)
@@ -239,6 +247,32 @@ def test_half_max_boundary_grows_a_mask_drawn_too_tight_within_the_shell():
     assert dice_of_nucleus(found(6), truth) > 0.88
     assert (found(6) & ~tight).sum() > 200  # grown, not only trimmed
     assert not (found(2) & ~spheres(shape, [(15, 15, 15)], 2 + HALF_MAX_SHELL)).any()
+
+
+def test_nuclei_in_one_piece_of_the_mask_end_at_their_own_half_maximum():
+    """Packed nuclei of unequal brightness can lie in one piece of the model's mask, under one half-max level: the dim
+    one ends inside its edge until the levels are read again per nucleus."""
+    from scipy.spatial import ConvexHull, Delaunay
+
+    from wnet_zoo.segment.half_max import half_max_foreground
+    from wnet_zoo.segment.nuclei import split_nuclei
+
+    shape, spacing = (30, 30, 44), (1.0, 1.0, 1.0)
+    bright = spheres(shape, [(15, 15, 15)], 6)
+    dim = spheres(shape, [(15, 15, 27)], 6) & ~bright
+    image = ndimage.gaussian_filter(np.where(bright, 300.0, np.where(dim, 180.0, 10.0)), 1.2)
+    image += np.random.default_rng(0).normal(0, 2.0, shape)
+    corners = np.argwhere(ndimage.binary_dilation(bright | dim))
+    blob = Delaunay(corners[ConvexHull(corners).vertices])  # the mask: one convex blob round both, a voxel wider
+    mask = blob.find_simplex(np.indices(shape).reshape(3, -1).T).reshape(shape) >= 0
+    assert split_nuclei(mask, spacing, 0.5, 3.0).max() == 1
+
+    labels = instances(mask.astype(np.float32), image, mask=mask, relative_min_size=0).labels
+    assert labels.max() == 2 and dice_of_nucleus(labels, bright) > 0.95 and dice_of_nucleus(labels, dim) > 0.93
+    first_pass = split_nuclei(
+        half_max_foreground(split_nuclei(mask, spacing, 0.5, 3.0), image, spacing), spacing, 0.5, 3.0
+    )
+    assert dice_of_nucleus(first_pass, dim) < 0.85  # one level for both: the dim nucleus ends far inside its edge
 
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.5, 1.0, 1.3)])

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from wnet_zoo.errors import UserError
-
-if TYPE_CHECKING:
-    pass
 
 _SLAB_VOXELS = 1 << 20  # voxels per slab of euclidean_distance's temporaries
 

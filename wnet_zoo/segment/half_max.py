@@ -27,6 +27,8 @@ def half_max_foreground(
     spacing: tuple[float, float, float],
     edge_sigmas: Sequence[float] = HALF_MAX_EDGE_SIGMAS,
     threads: int = 1,
+    within: np.ndarray | None = None,
+    reach: np.ndarray | None = None,
 ) -> np.ndarray:
     """The voxels of each labelled nucleus and of its surroundings whose smoothed intensity is at least halfway
     from those surroundings to the nucleus's peak (bool): each boundary moves in, or out by up to
@@ -43,18 +45,25 @@ def half_max_foreground(
     (packed nuclei, whose neighbours' light makes the model call their rims background) grows back; one drawn too
     wide shrinks. Only labels whose peak stands :data:`HALF_MAX_GROWTH_CONTRAST` noise deviations above their
     background grow: for a label on plain background (a false positive) half its shell would pass at random.
-    The smoothings run on up to ``threads`` threads.
+    The smoothings run on up to ``threads`` threads. With ``within`` (bool), no boundary moves beyond it; a bool
+    ``reach`` of the labels' shape is filled with where the boundaries could lie (every nucleus and its surroundings).
     """
     count = int(labels.max(initial=0))
     if count == 0:
+        if reach is not None:
+            reach[...] = False
         return labels > 0
     intensity = np.asarray(intensity, dtype=np.float32)
     smoothed = parallel.gaussian(intensity, [HALF_MAX_SIGMA / s for s in spacing], threads)
     outside = labels == 0
     if not outside.any():  # one nucleus fills the volume: nothing to compare it with
+        if reach is not None:
+            reach[...] = True
         return ~outside
     distance, nearest = euclidean_distance(outside, spacing, indices=True)
     shell = outside & (distance <= HALF_MAX_SHELL)
+    if reach is not None:
+        np.logical_or(shell, ~outside, out=reach)
     owners = np.zeros_like(labels)
     owners[shell] = labels[tuple(index[shell] for index in nearest)]
     del distance, nearest
@@ -76,6 +85,8 @@ def half_max_foreground(
         edge = parallel.gaussian(intensity, [sigma / s for s in spacing], threads)
         foreground[region] = edge[region] >= level[owners[region]]
         del edge, region
+    if within is not None:
+        foreground &= within
     return foreground
 
 

@@ -21,7 +21,9 @@ pressed nuclei keep little waist once blurred, but rarely share a brightness):
   belong to the blurred rims of its neighbours) to its own peak (90th percentile), and the result is split again.
   Where nuclei are packed the model calls their rims background instead (their neighbours' light), and the boundary
   moves out, up to the surroundings' width. The level is each nucleus's own, so dim nuclei beside bright ones,
-  uneven illumination and clipped nuclei keep their true size, where one global threshold fails.
+  uneven illumination and clipped nuclei keep their true size, where one global threshold fails. A piece of the
+  model's mask can hold several packed nuclei of unequal brightness, which share one level: the levels are read
+  again once the pieces are split, per nucleus, over the same surroundings, and the result split once more.
 - ``relative_min_size`` (default 0.1): also drop objects smaller than this fraction of the typical nucleus (the
   volume of the nucleus that holds the median foreground voxel), such as isolated hot pixels blurred into small
   blobs, whatever the nuclei's size in voxels.
@@ -167,7 +169,8 @@ def nuclei_labels(
     threads: int = 1,
 ) -> np.ndarray:
     """Nuclei of ``foreground`` (int32 labels, small ones kept): split, and with the half-max boundary (or
-    ``"auto"`` with an ``intensity``) moved to the half maximum of ``intensity`` and split again; split pieces
+    ``"auto"`` with an ``intensity``) moved to the half maximum of ``intensity`` and split again, then moved to each
+    nucleus's own half maximum and split once more; split pieces
     of one convex nucleus (of one brightness, within half-max boundaries) merged. ``step`` is called with each
     stage's name as it starts (a progress bar's); ``threads``: CPU threads the stages may use."""
     step = step or (lambda name: None)
@@ -179,10 +182,25 @@ def nuclei_labels(
     image = np.asarray(intensity) if half_max_applies(options, intensity) else None
     if image is not None:
         step("half-max boundaries")
-        foreground = half_max_foreground(labels, image, spacing, threads=threads)
+        reach = np.empty(foreground.shape, dtype=bool)
+        refined = half_max_foreground(labels, image, spacing, threads=threads, reach=reach)
         del labels  # not held through the second split: this is the label phase's memory peak when streaming
         step("split again")
-        labels = split_nuclei(foreground, spacing, options.spot_sigma, options.min_distance, threads)
+        labels = split_nuclei(refined, spacing, options.spot_sigma, options.min_distance, threads)
+        # Those levels were read per piece of the model's mask, which in packed tissue holds several nuclei of
+        # unequal brightness under one level: read them again per nucleus. Each nucleus first spreads over the mask
+        # and the first boundaries, so that its surroundings lie where the first pass read them: read outside its
+        # own half-max boundary, they would be brighter and shrink every nucleus once more.
+        step("half-max per nucleus")
+        region = foreground | refined
+        del refined
+        labels = spread_labels(labels, region, spacing)
+        del region, foreground
+        # no further than the first boundaries could reach: where --boundary promises they stop
+        refined = half_max_foreground(labels, image, spacing, threads=threads, within=reach)
+        del labels, reach
+        step("split per nucleus")
+        labels = split_nuclei(refined, spacing, options.spot_sigma, options.min_distance, threads)
     step("convex merge")
     return merge_convex(labels, spacing, CONVEX_MERGE, image, threads=threads)
 
@@ -194,7 +212,7 @@ def half_max_applies(options: NucleiOptions, intensity: np.ndarray | None) -> bo
 
 def stage_count(options: NucleiOptions, intensity: np.ndarray | None) -> int:
     """How many times :func:`instances` calls its ``step``."""
-    return 5 if half_max_applies(options, intensity) else 3
+    return 7 if half_max_applies(options, intensity) else 3
 
 
 def split_nuclei(
@@ -226,6 +244,21 @@ def split_nuclei(
     unseeded, _ = ndimage.label(foreground & (labels == 0))
     labels[unseeded > 0] = unseeded[unseeded > 0] + count
     return labels
+
+
+def spread_labels(labels: np.ndarray, region: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """``labels`` grown over ``region``: each of its unlabelled voxels takes the label of the nearest labelled
+    voxel (by physical distance); voxels outside both stay 0."""
+    from scipy import ndimage
+
+    outside = labels == 0
+    if outside.all() or not (region & outside).any():
+        return labels
+    nearest = ndimage.distance_transform_edt(outside, sampling=spacing, return_distances=False, return_indices=True)
+    grown = labels.copy()
+    empty = region & outside
+    grown[empty] = labels[tuple(index[empty] for index in nearest)]
+    return grown
 
 
 def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:

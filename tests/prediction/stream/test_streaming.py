@@ -16,14 +16,13 @@ from wnet_zoo.errors import UserError
 from wnet_zoo.io.voxels import read_voxel_size
 from wnet_zoo.prediction.files import predict_files
 from wnet_zoo.prediction.stream import blocks
-from wnet_zoo.prediction.stream.options import StreamOptions
+from wnet_zoo.prediction.stream.options import DEFAULT_INSTANCE_HALO, StreamOptions
 from wnet_zoo.prediction.stream.streaming import work_folder
 from wnet_zoo.segment.options import NucleiOptions
 
 from tiffs import truncated_tiffs
 
-SMALL = StreamOptions(block=32, label_block=32, chunk=16, instance_halo=24)
-WIDE_HALO = StreamOptions(block=32, label_block=32, chunk=16, instance_halo=32)
+SMALL = StreamOptions(block=32, label_block=32, chunk=16, instance_halo=DEFAULT_INSTANCE_HALO)
 ALL = ("probabilities", "mask", "raw_mask", "instances")
 SETTINGS = {"device": "cpu", "threads": 2, "tile": 16}
 
@@ -34,15 +33,35 @@ def volume(example) -> np.ndarray:
     return np.ascontiguousarray(example[30:70, 8:80, 20:80]).astype(np.uint16)
 
 
+def export_bundled(path: Path, **transform: object) -> Path:
+    """The bundled pretrained weights (with ``transform``) as an ONNX file: nuclei of a real nucleus's size. Streamed
+    labels equal in-memory ones for nuclei (and clumps) within the instance halo; random weights call one labyrinth
+    through the whole volume foreground, which no halo holds."""
+    from wnet_zoo.export.onnx import export_onnx
+    from wnet_zoo.model.checkpoints import load_weights
+    from wnet_zoo.model.wnet import WNet3D
+    from wnet_zoo.prediction.metadata import ModelMetadata
+
+    weights = load_weights("bundled")
+    model = WNet3D(**{**weights.architecture, **transform})
+    model.load_state_dict(model.state_dict() | weights.state_dict)  # the transform's buffers are the model's own
+    return export_onnx(model.eval(), path, ModelMetadata(num_classes=2))
+
+
 @pytest.fixture(scope="module")
-def in_memory(tiny_onnx, volume, tmp_path_factory) -> dict[str, object]:
+def nuclei_onnx(tmp_path_factory) -> Path:
+    return export_bundled(tmp_path_factory.mktemp("bundled") / "bundled.onnx")
+
+
+@pytest.fixture(scope="module")
+def in_memory(nuclei_onnx, volume, tmp_path_factory) -> dict[str, object]:
     """The in-memory results of the crop, the reference for every streamed run."""
     folder = tmp_path_factory.mktemp("memory")
     tifffile.imwrite(
         folder / "crop.tif", volume, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 1.0, "unit": "micron"}
     )
     predict_files(
-        tiny_onnx, [folder / "crop.tif"], folder / "out", outputs=ALL, stream=False, report=_quiet, **SETTINGS
+        nuclei_onnx, [folder / "crop.tif"], folder / "out", outputs=ALL, stream=False, report=_quiet, **SETTINGS
     )
     return _read(folder / "out", "crop", "tif")
 
@@ -77,12 +96,12 @@ def _assert_same(streamed: dict[str, object], reference: dict[str, object]) -> N
     np.testing.assert_allclose(*ordered, rtol=1e-5)
 
 
-def test_streamed_tiff_equals_in_memory(tiny_onnx, volume, in_memory, tmp_path):
+def test_streamed_tiff_equals_in_memory(nuclei_onnx, volume, in_memory, tmp_path):
     tifffile.imwrite(
         tmp_path / "crop.tif", volume, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 1.0, "unit": "micron"}
     )
     predict_files(
-        tiny_onnx,
+        nuclei_onnx,
         [tmp_path / "crop.tif"],
         tmp_path / "out",
         outputs=ALL,
@@ -104,11 +123,11 @@ def test_streamed_tiff_equals_in_memory(tiny_onnx, volume, in_memory, tmp_path):
 
 
 @pytest.mark.slow
-def test_zarr_in_zarr_out_and_compressed_tiff(tiny_onnx, volume, in_memory, tmp_path):
+def test_zarr_in_zarr_out_and_compressed_tiff(nuclei_onnx, volume, in_memory, tmp_path):
     zarr.create_array(str(tmp_path / "crop.zarr"), data=volume, chunks=(16, 20, 24))
     tifffile.imwrite(tmp_path / "packed.tif", volume, compression="zlib", rowsperstrip=8)
     results = predict_files(
-        tiny_onnx,
+        nuclei_onnx,
         [tmp_path / "crop.zarr", tmp_path / "packed.tif"],
         tmp_path / "out",
         outputs=ALL,
@@ -126,7 +145,7 @@ def test_zarr_in_zarr_out_and_compressed_tiff(tiny_onnx, volume, in_memory, tmp_
     assert scale == [1.0, 1.0, 0.5, 0.5]
 
 
-def test_ome_zarr_level_and_version_carried_over(tiny_onnx, volume, tmp_path):
+def test_ome_zarr_level_and_version_carried_over(nuclei_onnx, volume, tmp_path):
     group = zarr.open_group(str(tmp_path / "image.ome.zarr"), mode="w", zarr_format=3)
     group.create_array("0", data=volume, chunks=(16, 32, 32))
     group.create_array("1", data=volume[:, ::2, ::2], chunks=(16, 32, 32))
@@ -140,7 +159,7 @@ def test_ome_zarr_level_and_version_carried_over(tiny_onnx, volume, tmp_path):
     axes = [{"name": name, "type": "space", "unit": "micrometer"} for name in "zyx"]
     group.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": datasets}]}
     (result,) = predict_files(
-        tiny_onnx,
+        nuclei_onnx,
         [tmp_path / "image.ome.zarr"],
         tmp_path / "out",
         outputs=["mask"],
@@ -157,7 +176,7 @@ def test_ome_zarr_level_and_version_carried_over(tiny_onnx, volume, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_skips_finished_blocks_and_gives_the_same_result(tiny_onnx, volume, in_memory, tmp_path, monkeypatch):
+def test_resume_skips_finished_blocks_and_gives_the_same_result(nuclei_onnx, volume, in_memory, tmp_path, monkeypatch):
     tifffile.imwrite(
         tmp_path / "crop.tif", volume, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 1.0, "unit": "micron"}
     )
@@ -178,32 +197,32 @@ def test_resume_skips_finished_blocks_and_gives_the_same_result(tiny_onnx, volum
     for phase in real:
         monkeypatch.setitem(blocks._PHASE_FUNCTIONS, phase, counted(phase, 3 if phase == "label" else None))
     with pytest.raises(KeyboardInterrupt):
-        predict_files(tiny_onnx, *args, **options)
+        predict_files(nuclei_onnx, *args, **options)
     work = work_folder(tmp_path / "out", "crop")
     assert calls == {"statistics": 12, "probabilities": 12, "label": 3}
     assert len(list((work / "done" / "label").iterdir())) == 2 and not (tmp_path / "out" / "crop_mask.zarr").exists()
 
     with pytest.raises(UserError, match="pass resume=True to continue"):
-        predict_files(tiny_onnx, *args, **options)
+        predict_files(nuclei_onnx, *args, **options)
     with pytest.raises(UserError, match="other settings"):
-        predict_files(tiny_onnx, *args, resume=True, **{**options, "nuclei": NucleiOptions(min_size=3)})
+        predict_files(nuclei_onnx, *args, resume=True, **{**options, "nuclei": NucleiOptions(min_size=3)})
 
     calls.clear()
     for phase in real:
         monkeypatch.setitem(blocks._PHASE_FUNCTIONS, phase, counted(phase, None))
-    predict_files(tiny_onnx, *args, resume=True, **options)
+    predict_files(nuclei_onnx, *args, resume=True, **options)
     assert calls == {"label": 10, "pairs": 12, "relabel": 12}  # 2 of 12 label blocks were done, and all before
     assert not work.exists()
     _assert_same(_read(tmp_path / "out", "crop", "zarr"), in_memory)
 
     lines: list[str] = []
-    assert predict_files(tiny_onnx, *args, resume=True, **{**options, "report": lines.append}) == []
+    assert predict_files(nuclei_onnx, *args, resume=True, **{**options, "report": lines.append}) == []
     assert lines == ["crop.tif: results complete, nothing to resume"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["relabel", "publish"])
-def test_resume_after_relabelling_or_publishing_began(tiny_onnx, volume, in_memory, tmp_path, monkeypatch, where):
+def test_resume_after_relabelling_or_publishing_began(nuclei_onnx, volume, in_memory, tmp_path, monkeypatch, where):
     tifffile.imwrite(
         tmp_path / "crop.tif", volume, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 1.0, "unit": "micron"}
     )
@@ -234,9 +253,9 @@ def test_resume_after_relabelling_or_publishing_began(tiny_onnx, volume, in_memo
 
             patch.setattr(os, "replace", replace)
         with pytest.raises(KeyboardInterrupt):
-            predict_files(tiny_onnx, *args, **options)
+            predict_files(nuclei_onnx, *args, **options)
     assert work_folder(tmp_path / "out", "crop").exists()
-    predict_files(tiny_onnx, *args, resume=True, **options)
+    predict_files(nuclei_onnx, *args, resume=True, **options)
     _assert_same(_read(tmp_path / "out", "crop", "zarr"), in_memory)
 
 
@@ -319,24 +338,17 @@ def test_a_transforming_model_has_its_half_max_boundaries_read_the_image_less_it
 ):
     """In memory and streamed alike, the half-max boundaries read the image less its background where the model
     subtracts one (which blocks read beyond their halo for), in linear intensity though the model compresses its
-    input. (Random weights give nuclei that reach past the usual instance halo, hence a wider one.)"""
-    import torch
-
-    from wnet_zoo.export.onnx import export_onnx
+    input."""
     from wnet_zoo.io.intensity import boundary_view
-    from wnet_zoo.model.wnet import WNet3D
-    from wnet_zoo.prediction.metadata import ModelMetadata
     from wnet_zoo.segment.nuclei import instances
 
-    torch.manual_seed(0)
-    model = tmp_path / "transform.onnx"
-    export_onnx(WNet3D(channels=(4, 8, 16, 32), **transform).eval(), model, ModelMetadata(num_classes=2))
+    model = export_bundled(tmp_path / "transform.onnx", **transform)
     tifffile.imwrite(tmp_path / "crop.tif", volume)
     tifffile.imwrite(tmp_path / "thin.tif", volume[:12])  # thinner than the tile: padded, with edges if flattening
     results = {}
     for stream in (False, True):
         out = tmp_path / f"out{stream}"
-        options = {"stream_options": WIDE_HALO} if stream else {}
+        options = {"stream_options": SMALL} if stream else {}
         images = [tmp_path / "crop.tif", tmp_path / "thin.tif"]
         predict_files(model, images, out, outputs=ALL, stream=stream, report=_quiet, **options, **SETTINGS)
         results[stream] = _read(out, "crop", "tif")

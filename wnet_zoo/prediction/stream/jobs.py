@@ -11,6 +11,7 @@ import numpy as np
 
 from wnet_zoo.errors import Naming, current_naming
 from wnet_zoo.io.sources import Region, SourceSpec
+from wnet_zoo.prediction.stream.options import DEFAULT_INSTANCE_HALO
 from wnet_zoo.segment.options import NucleiOptions
 
 FACE_AXES = (0, 1, 2)
@@ -75,7 +76,7 @@ class Job:
     high: float = 1.0
     foreground: int = 0
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    instance_halo: int = 24
+    instance_halo: int = DEFAULT_INSTANCE_HALO
     nuclei: NucleiOptions = NucleiOptions()
     input_background: tuple[int, int, int] = (0, 0, 0)
     cache_bytes: int = 128 * 2**20
