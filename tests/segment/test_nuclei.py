@@ -256,8 +256,9 @@ def test_nuclei_in_one_piece_of_the_mask_end_at_their_own_half_maximum():
 
     from wnet_zoo.segment.half_max import half_max_foreground
     from wnet_zoo.segment.nuclei import split_nuclei
+    from wnet_zoo.segment.options import DEFAULT_MIN_DISTANCE, DEFAULT_SPOT_SIGMA
 
-    shape, spacing = (30, 30, 44), (1.0, 1.0, 1.0)
+    shape, spacing, seeding = (30, 30, 44), (1.0, 1.0, 1.0), (DEFAULT_SPOT_SIGMA, DEFAULT_MIN_DISTANCE)
     bright = spheres(shape, [(15, 15, 15)], 6)
     dim = spheres(shape, [(15, 15, 27)], 6) & ~bright
     image = ndimage.gaussian_filter(np.where(bright, 300.0, np.where(dim, 180.0, 10.0)), 1.2)
@@ -265,14 +266,29 @@ def test_nuclei_in_one_piece_of_the_mask_end_at_their_own_half_maximum():
     corners = np.argwhere(ndimage.binary_dilation(bright | dim))
     blob = Delaunay(corners[ConvexHull(corners).vertices])  # the mask: one convex blob round both, a voxel wider
     mask = blob.find_simplex(np.indices(shape).reshape(3, -1).T).reshape(shape) >= 0
-    assert split_nuclei(mask, spacing, 0.5, 3.0).max() == 1
+    assert split_nuclei(mask, spacing, *seeding).max() == 1
 
     labels = instances(mask.astype(np.float32), image, mask=mask, relative_min_size=0).labels
     assert labels.max() == 2 and dice_of_nucleus(labels, bright) > 0.95 and dice_of_nucleus(labels, dim) > 0.93
     first_pass = split_nuclei(
-        half_max_foreground(split_nuclei(mask, spacing, 0.5, 3.0), image, spacing), spacing, 0.5, 3.0
+        half_max_foreground(split_nuclei(mask, spacing, *seeding), image, spacing), spacing, *seeding
     )
     assert dice_of_nucleus(first_pass, dim) < 0.85  # one level for both: the dim nucleus ends far inside its edge
+
+
+def test_labels_spread_to_the_nearest_nucleus_within_their_pieces_of_the_region():
+    from wnet_zoo.segment.nuclei import spread_labels
+
+    labels = np.zeros((1, 3, 12), dtype=np.int32)
+    labels[0, 1, 1], labels[0, 1, 6] = 1, 2
+    region = np.zeros(labels.shape, dtype=bool)
+    region[0, :, :8] = True  # one piece holding both labels
+    region[0, 1, 10:] = True  # a piece apart, holding none: no nucleus spreads there
+    grown = spread_labels(labels, region, (1.0, 1.0, 1.0))
+    assert grown[0, 1, :8].tolist() == [1, 1, 1, 1, 2, 2, 2, 2] and (grown[0, :, :3] == 1).all()
+    assert not grown[0, :, 8:].any() and labels[0, 1, 0] == 0  # nothing beyond its pieces, the input left alone
+    assert spread_labels(np.zeros_like(labels), region, (1.0, 1.0, 1.0)).max() == 0
+    assert spread_labels(labels, labels > 0, (1.0, 1.0, 1.0)) is labels  # nothing to fill
 
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.5, 1.0, 1.3)])

@@ -52,14 +52,14 @@ def half_max_foreground(
     if count == 0:
         if reach is not None:
             reach[...] = False
-        return labels > 0
+        return np.zeros(labels.shape, dtype=bool)
     intensity = np.asarray(intensity, dtype=np.float32)
     smoothed = parallel.gaussian(intensity, [HALF_MAX_SIGMA / s for s in spacing], threads)
     outside = labels == 0
     if not outside.any():  # one nucleus fills the volume: nothing to compare it with
         if reach is not None:
             reach[...] = True
-        return ~outside
+        return ~outside if within is None else within.copy()
     distance, nearest = euclidean_distance(outside, spacing, indices=True)
     shell = outside & (distance <= HALF_MAX_SHELL)
     if reach is not None:

@@ -192,10 +192,10 @@ def nuclei_labels(
         # and the first boundaries, so that its surroundings lie where the first pass read them: read outside its
         # own half-max boundary, they would be brighter and shrink every nucleus once more.
         step("half-max per nucleus")
-        region = foreground | refined
+        region = np.logical_or(foreground, refined)
         del refined
         labels = spread_labels(labels, region, spacing)
-        del region, foreground
+        del region
         # no further than the first boundaries could reach: where --boundary promises they stop
         refined = half_max_foreground(labels, image, spacing, threads=threads, within=reach)
         del labels, reach
@@ -247,16 +247,22 @@ def split_nuclei(
 
 
 def spread_labels(labels: np.ndarray, region: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
-    """``labels`` grown over ``region``: each of its unlabelled voxels takes the label of the nearest labelled
-    voxel (by physical distance); voxels outside both stay 0."""
+    """``labels`` grown over ``region``: in each piece of ``region`` (connected by faces) that holds a label, every
+    unlabelled voxel takes the label of the nearest labelled voxel (by physical distance). Pieces holding none (a
+    blob of the model's mask that the first boundaries dropped whole) and voxels outside ``region`` stay 0."""
     from scipy import ndimage
 
     outside = labels == 0
-    if outside.all() or not (region & outside).any():
+    empty = region & outside
+    if outside.all() or not empty.any():
+        return labels
+    pieces, _ = ndimage.label(region | ~outside)
+    empty &= np.isin(pieces, np.unique(pieces[~outside]))
+    del pieces
+    if not empty.any():
         return labels
     nearest = ndimage.distance_transform_edt(outside, sampling=spacing, return_distances=False, return_indices=True)
     grown = labels.copy()
-    empty = region & outside
     grown[empty] = labels[tuple(index[empty] for index in nearest)]
     return grown
 

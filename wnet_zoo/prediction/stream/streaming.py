@@ -201,8 +201,13 @@ def _fingerprint(job: Job, fmt: str, foreground: int | None) -> str:
             asdict(job.nuclei),
             # the mask became the nuclei's foreground (instances > 0): work of an older mask does not resume
             *(["mask: instances > 0"] if "mask" in job.outputs else []),
-            # nor labels of the nuclei stages before edges read at less smoothing and brightness in the merge
-            *(["nuclei: edge smoothing, brightness merge, linear intensity"] if needs_nuclei(job.outputs) else []),
+            # nor labels of the nuclei stages before edges read at less smoothing, brightness in the merge and levels
+            # read again per nucleus
+            *(
+                ["nuclei: edge smoothing, brightness merge, linear intensity, levels per nucleus"]
+                if needs_nuclei(job.outputs)
+                else []
+            ),
         ],
         default=str,
     )
