@@ -23,7 +23,7 @@ import datetime
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import tifffile
@@ -46,34 +46,42 @@ from quality import machine  # noqa: E402
 
 RESULTS = HERE / "results" / "nuclei_choices.json"
 
-Variant = tuple[tuple[float, ...], float, float, float | None, bool, bool]
-# name: (edge smoothings, seed smoothing, seed distance, brightness tolerance or None for shape alone, compressed,
-# levels read again per nucleus: wnet_zoo's own stages, which the other choices must then match)
+
+class Variant(NamedTuple):
+    """One set of choices of the nuclei stages."""
+
+    edges: tuple[float, ...]  # smoothings a half-max edge may be read at
+    seed_smoothing: float
+    seed_distance: float
+    brightness: float | None  # the convex merge's brightness tolerance, None for shape alone
+    compressed: bool  # the boundaries read the image as the model saw it (log-compressed)
+    per_nucleus: bool  # the levels read again per nucleus: wnet_zoo's own stages, which the choices above must match
+
+
 VARIANTS: dict[str, Variant] = {
-    "before": ((1.0,), 1.0, 3.0, None, True, False),
-    "edge smoothing": (HALF_MAX_EDGE_SIGMAS, 1.0, 3.0, None, True, False),
-    "seed smoothing 0.5": (HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, None, True, False),
-    "brightness": (HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, True, False),
-    "linear intensity": (HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, False, False),
-    "levels per nucleus": (HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, False, True),
-    "seeds 2 apart": (HALF_MAX_EDGE_SIGMAS, 0.5, 2.0, 0.1, False, False),
+    "before": Variant((1.0,), 1.0, 3.0, None, True, False),
+    "edge smoothing": Variant(HALF_MAX_EDGE_SIGMAS, 1.0, 3.0, None, True, False),
+    "seed smoothing 0.5": Variant(HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, None, True, False),
+    "brightness": Variant(HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, True, False),
+    "linear intensity": Variant(HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, False, False),
+    "levels per nucleus": Variant(HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, False, True),
+    "seeds 2 apart": Variant(HALF_MAX_EDGE_SIGMAS, 0.5, 2.0, 0.1, False, False),
 }
 
 
 def nuclei(mask: np.ndarray, image: np.ndarray, spacing: tuple[float, float, float], variant: Variant) -> np.ndarray:
     """The nuclei of ``mask`` as ``wnet_zoo.segment.nuclei.instances`` finds them, with ``variant``'s choices;
     ``image`` is the one the boundaries read."""
-    edges, spot, distance, brightness, _, per_nucleus = variant
-    if per_nucleus:
+    if variant.per_nucleus:
         labels = nuclei_labels(mask, image, spacing, NucleiOptions())
-        return _remove_small(labels, NucleiOptions().min_size_for(typical_volume(labels)))
-    labels = split_nuclei(mask, spacing, spot, distance)
-    foreground = half_max_foreground(labels, image, spacing, edges)
-    labels = split_nuclei(foreground, spacing, spot, distance)
-    if brightness is None:
-        labels = merge_convex(labels, spacing)
     else:
-        labels = merge_convex(labels, spacing, intensity=image, brightness=brightness)
+        labels = split_nuclei(mask, spacing, variant.seed_smoothing, variant.seed_distance)
+        foreground = half_max_foreground(labels, image, spacing, variant.edges)
+        labels = split_nuclei(foreground, spacing, variant.seed_smoothing, variant.seed_distance)
+        if variant.brightness is None:
+            labels = merge_convex(labels, spacing)
+        else:
+            labels = merge_convex(labels, spacing, intensity=image, brightness=variant.brightness)
     return _remove_small(labels, NucleiOptions().min_size_for(typical_volume(labels)))
 
 
@@ -88,7 +96,7 @@ def setting_scores(work: Path, name: str) -> dict[str, Any]:
     spacing = relative_spacing(SETTINGS[name].voxel_size)
     found: dict[str, Any] = {"held_out": name in HELD_OUT, "true_nuclei": int(truth.max())}
     for variant, choices in VARIANTS.items():
-        labels = nuclei(mask, compressed if choices[4] else linear, spacing, choices)
+        labels = nuclei(mask, compressed if choices.compressed else linear, spacing, choices)
         scores = evaluate(labels, truth)
         found[variant] = {
             "fg_dice": round(scores.foreground_dice, 4),
