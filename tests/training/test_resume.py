@@ -1,4 +1,5 @@
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -19,14 +20,35 @@ TINY = [
 ]
 
 
+# A resumed run repeats the same steps, but not always the same rounding: oneDNN's kernels may sum in another order
+# in a fresh process (memory alignment), so a logged loss differed in its 7th digit once in a CI run. A resume bug
+# (optimizer, sampler or RNG state lost) moves losses and weights by 1e-3 of their scale or more.
+RELATIVE = 1e-5
+
+
 def _rows(run: Path) -> list[dict]:
     with (run / "metrics.csv").open() as handle:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
 
 
+def _same_rows(a: Path, b: Path) -> bool:
+    ra, rb = _rows(a), _rows(b)
+    return len(ra) == len(rb) and all(
+        x.keys() == y.keys() and all(math.isclose(float(x[k]), float(y[k]), rel_tol=RELATIVE) for k in x)
+        for x, y in zip(ra, rb, strict=True)
+    )
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if not a.is_floating_point():
+        return torch.equal(a, b)
+    a, b = a.double(), b.double()
+    return bool((a - b).abs().max() <= RELATIVE * max(a.abs().max().item(), 1e-12))
+
+
 def _same_weights(a: Path, b: Path) -> bool:
     wa, wb = load_weights(a).state_dict, load_weights(b).state_dict
-    return all(torch.equal(wa[k], wb[k]) for k in wa)
+    return wa.keys() == wb.keys() and all(_close(wa[k], wb[k]) for k in wa)
 
 
 @pytest.mark.slow
@@ -36,7 +58,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path: Path, small_tiff: Path):
     assert main(["train", str(small_tiff), "--out", str(split), "--epochs", "2", *TINY]) == 0
     assert len(_rows(split)) == 2
     assert main(["train", "--resume", str(split), "--epochs", "4"]) == 0
-    assert _rows(split) == _rows(straight)
+    assert _same_rows(split, straight)
     assert [r["epoch"] for r in _rows(split)] == ["1", "2", "3", "4"]
     assert _same_weights(split / "last.pt", straight / "last.pt")
     assert load_weights(split / "last.pt").epoch == 4
@@ -73,5 +95,5 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, small_tiff:
     # its 8th digit from the same epoch trained inside the test process
     assert subprocess.run([*cli, "--resume", str(run)], capture_output=True).returncode == 0
     assert subprocess.run([*cli, *args, "--out", str(straight)], capture_output=True).returncode == 0
-    assert _rows(run) == _rows(straight)
+    assert _same_rows(run, straight)
     assert _same_weights(run / "last.pt", straight / "last.pt")
