@@ -1,6 +1,6 @@
 """What each choice of the nuclei stages adds, on the masks the quality benchmark's trained models gave.
 
-    python benchmarks/nuclei_choices.py --work DIR [--out JSON]
+    python benchmarks/nuclei_choices.py --work DIR [--out JSON] [--masks TEXT]
 
 ``DIR`` is a ``benchmarks/quality.py --work`` folder: for each phantom setting it holds, the model's raw mask
 (``{name}_predictions/{name}_raw_mask.tif``) is split into nuclei again with the choices of
@@ -9,8 +9,9 @@ read at a smoothing of 1 on the image as the model saw it, log-compressed where 
 map smoothed by 1 before seeding, the convex merge by shape alone), then ``edge smoothing`` (each edge read at the
 least smoothing its noise allows), ``seed smoothing 0.5`` (the distance map smoothed by half a voxel),
 ``brightness`` (pieces of unequal brightness stay apart), ``linear intensity`` (the boundaries read the image
-uncompressed) and ``levels per nucleus`` (the half-max levels read again once the pieces are split, and split once
-more): the last is what ``wnet-zoo predict`` does. ``seeds 2 apart`` is an alternative that was not kept (see
+uncompressed), ``levels per nucleus`` (the half-max levels read again once the pieces are split, and split once
+more) and ``oversized split`` (labels much larger than the nuclei they touch, with a waist, cut into nuclei): the
+last is what ``wnet-zoo predict`` does. ``seeds 2 apart`` is an alternative that was not kept (see
 ``benchmarks/README.md``).
 Nothing is trained or predicted; a run takes about a minute per setting. Results go to
 ``benchmarks/results/nuclei_choices.json``; held-out settings are marked.
@@ -38,7 +39,7 @@ from wnet_zoo.segment.evaluate import evaluate  # noqa: E402
 from wnet_zoo.segment.geometry import relative_spacing  # noqa: E402
 from wnet_zoo.segment.half_max import HALF_MAX_EDGE_SIGMAS, half_max_foreground  # noqa: E402
 from wnet_zoo.segment.measure import typical_volume  # noqa: E402
-from wnet_zoo.segment.nuclei import _remove_small, nuclei_labels, split_nuclei  # noqa: E402
+from wnet_zoo.segment.nuclei import _remove_small, nuclei_labels, split_and_merge, split_nuclei  # noqa: E402
 from wnet_zoo.segment.options import NucleiOptions  # noqa: E402
 
 from phantoms import HELD_OUT, SETTINGS, make_phantom  # noqa: E402
@@ -55,25 +56,30 @@ class Variant(NamedTuple):
     seed_distance: float
     brightness: float | None  # the convex merge's brightness tolerance, None for shape alone
     compressed: bool  # the boundaries read the image as the model saw it (log-compressed)
-    per_nucleus: bool  # the levels read again per nucleus: wnet_zoo's own stages, which the choices above must match
+    per_nucleus: bool  # the levels read again per nucleus (wnet_zoo's stages up to the convex merge, which the
+    # choices above must match)
+    oversized: bool  # and oversized labels split: all of wnet_zoo's stages
 
 
 VARIANTS: dict[str, Variant] = {
-    "before": Variant((1.0,), 1.0, 3.0, None, True, False),
-    "edge smoothing": Variant(HALF_MAX_EDGE_SIGMAS, 1.0, 3.0, None, True, False),
-    "seed smoothing 0.5": Variant(HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, None, True, False),
-    "brightness": Variant(HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, True, False),
-    "linear intensity": Variant(HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, False, False),
-    "levels per nucleus": Variant(HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, False, True),
-    "seeds 2 apart": Variant(HALF_MAX_EDGE_SIGMAS, 0.5, 2.0, 0.1, False, False),
+    "before": Variant((1.0,), 1.0, 3.0, None, True, False, False),
+    "edge smoothing": Variant(HALF_MAX_EDGE_SIGMAS, 1.0, 3.0, None, True, False, False),
+    "seed smoothing 0.5": Variant(HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, None, True, False, False),
+    "brightness": Variant(HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, True, False, False),
+    "linear intensity": Variant(HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, False, False, False),
+    "levels per nucleus": Variant(HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, False, True, False),
+    "oversized split": Variant(HALF_MAX_EDGE_SIGMAS, 0.5, 3.0, 0.1, False, True, True),
+    "seeds 2 apart": Variant(HALF_MAX_EDGE_SIGMAS, 0.5, 2.0, 0.1, False, False, False),
 }
 
 
 def nuclei(mask: np.ndarray, image: np.ndarray, spacing: tuple[float, float, float], variant: Variant) -> np.ndarray:
     """The nuclei of ``mask`` as ``wnet_zoo.segment.nuclei.instances`` finds them, with ``variant``'s choices;
     ``image`` is the one the boundaries read."""
-    if variant.per_nucleus:
+    if variant.oversized:
         labels = nuclei_labels(mask, image, spacing, NucleiOptions())
+    elif variant.per_nucleus:
+        labels = split_and_merge(mask, image, spacing, NucleiOptions(), lambda name: None)
     else:
         labels = split_nuclei(mask, spacing, variant.seed_smoothing, variant.seed_distance)
         foreground = half_max_foreground(labels, image, spacing, variant.edges)
@@ -111,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="a benchmarks/quality.py --work folder")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--masks", help="what made the work folder's masks, recorded with the results")
     args = parser.parse_args(argv)
     settings = {}
     for name in SETTINGS:
@@ -128,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "what": "mean F1 and nuclei found on each setting's saved raw mask, the nuclei-stage choices added in turn",
+        **({"masks": args.masks} if args.masks else {}),
         "machine": machine(None),
         "variants": {name: list(map(str, choices)) for name, choices in VARIANTS.items()},
         "settings": settings,

@@ -216,12 +216,13 @@ def test_instances_name_each_stage_as_it_starts():
         "half-max per nucleus",
         "split per nucleus",
         "convex merge",
+        "split oversized",
         "measure",
     ]
     assert len(names) == stage_count(NucleiOptions(), image)
     names.clear()
     instances(mask.astype(np.float32), mask=mask, step=names.append)
-    assert names == ["split", "convex merge", "measure"] and len(names) == stage_count(
+    assert names == ["split", "convex merge", "split oversized", "measure"] and len(names) == stage_count(
         NucleiOptions(boundary="auto"), None
     )
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from wnet_zoo.segment import parallel
+
+if TYPE_CHECKING:
+    from scipy.spatial import ConvexHull
 
 CONVEX_MERGE = 1.01  # touching labels merge when the convex hull of their union is at most this x their hulls' sum
 CONVEX_MERGE_BRIGHTNESS = 0.1  # ... and their median intensities differ by at most this x the brighter one's contrast
@@ -39,67 +44,21 @@ def merge_convex(
     The hulls are computed on up to ``threads`` threads; the decisions do not depend on their order.
     """
     from scipy import ndimage
-    from scipy.spatial import ConvexHull, QhullError
 
     count = int(labels.max(initial=0))
     if count < 2:
         return labels
-    keys = []
-    for axis in range(3):
-        ahead = [slice(None)] * 3
-        behind = [slice(None)] * 3
-        ahead[axis], behind[axis] = slice(1, None), slice(None, -1)
-        first, second = labels[tuple(behind)], labels[tuple(ahead)]
-        touching = (first != second) & (first > 0) & (second > 0)
-        low = np.minimum(first[touching], second[touching]).astype(np.int64)
-        high = np.maximum(first[touching], second[touching]).astype(np.int64)
-        keys.append(np.unique(low * (count + 1) + high))
-    pairs = np.unique(np.concatenate(keys))
-    if pairs.size == 0:
+    firsts, seconds = touching_pairs(labels)
+    if firsts.size == 0:
         return labels
     boxes = ndimage.find_objects(labels)
     scale = np.asarray(spacing, dtype=np.float64)
 
-    def surface(label: int) -> np.ndarray:
-        """The voxel corners that end each line of corners along x (the hull of the voxels is the hull of those),
-        in (z, y, x) order, from the corner of its box: the same numbers wherever the label lies, in a streamed
-        block too. A corner line at (z, y) runs along the voxel rows z-1..z, y-1..y: it ends at their first voxel's
-        near face and their last voxel's far face."""
-        box = boxes[label - 1]
-        inside = labels[box] == label
-        depth, height, width = inside.shape
-        filled = inside.any(axis=2)
-        first = np.where(filled, inside.argmax(axis=2), width + 1)
-        last = np.where(filled, width - inside[:, :, ::-1].argmax(axis=2), -1)  # the far face of the last voxel
-        low = np.full((depth + 2, height + 2), width + 1)
-        high = np.full((depth + 2, height + 2), -1)
-        low[1:-1, 1:-1], high[1:-1, 1:-1] = first, last
-        low = np.minimum(np.minimum(low[:-1, :-1], low[1:, :-1]), np.minimum(low[:-1, 1:], low[1:, 1:]))
-        high = np.maximum(np.maximum(high[:-1, :-1], high[1:, :-1]), np.maximum(high[:-1, 1:], high[1:, 1:]))
-        z, y = np.nonzero(high >= 0)
-        ends = np.stack([low[z, y], high[z, y]], axis=1).ravel()
-        corners = np.stack([np.repeat(z, 2), np.repeat(y, 2), ends], axis=1)
-        return (corners - 0.5) * scale
-
-    def hull(points: np.ndarray) -> ConvexHull | None:
-        """The hull of ``points`` (None where they span no volume).
-
-        Voxel corners lie on many common planes, and Qhull's default merges the facets they make: Q0 skips that
-        and takes half the time, with the same volume to 1e-15 and the same vertices (and more) on every hull
-        tried (benchmarks/README.md); where it gives up on a set, the default takes it."""
-        for options in ("Q0", ""):
-            try:
-                return ConvexHull(points, qhull_options=options)
-            except QhullError:
-                continue
-            except ValueError:
-                return None
-        return None
-
     def own_hull(label: int) -> tuple[float, np.ndarray]:
         """The label's hull volume and its vertices (the union's hull is the hull of its parts' vertices)."""
-        points = surface(label)
-        found = hull(points)
+        box = boxes[label - 1]
+        points = corner_points(labels[box] == label, scale)
+        found = convex_hull(points)
         return (0.0, points) if found is None else (float(found.volume), points[found.vertices])
 
     points: dict[int, np.ndarray] = {}
@@ -134,7 +93,6 @@ def merge_convex(
         # no surroundings (packed solid) or none darker: nothing to measure the difference against, the shape decides
         return contrast <= 0 or bright - dim <= brightness * contrast
 
-    firsts, seconds = np.divmod(pairs, count + 1)
     needed = np.unique(np.concatenate([firsts, seconds])).tolist()
     for label, (volume, vertices) in zip(needed, parallel.thread_map(own_hull, needed, threads), strict=True):
         hulls[label], points[label] = volume, vertices
@@ -146,7 +104,7 @@ def merge_convex(
         union = np.vstack(
             [points[a] + (corners[a - 1] - origin) * scale, points[b] + (corners[b - 1] - origin) * scale]
         )
-        found = hull(union)  # its volume only: scipy lists a hull's vertices by sorting every facet's corners
+        found = convex_hull(union)  # its volume only: scipy lists a hull's vertices by sorting every facet's corners
         return 0.0 if found is None else float(found.volume)
 
     for (a, b), volume in zip(candidates, parallel.thread_map(union_hull, candidates, threads), strict=True):
@@ -158,3 +116,57 @@ def merge_convex(
         return labels
     _, numbers = np.unique(roots, return_inverse=True)
     return numbers.astype(labels.dtype)[labels]
+
+
+def touching_pairs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs of labels that share a voxel face, each once: (smaller labels, larger labels), int64, in order."""
+    count = int(labels.max(initial=0))
+    keys = []
+    for axis in range(3):
+        ahead = [slice(None)] * 3
+        behind = [slice(None)] * 3
+        ahead[axis], behind[axis] = slice(1, None), slice(None, -1)
+        first, second = labels[tuple(behind)], labels[tuple(ahead)]
+        touching = (first != second) & (first > 0) & (second > 0)
+        low = np.minimum(first[touching], second[touching]).astype(np.int64)
+        high = np.maximum(first[touching], second[touching]).astype(np.int64)
+        keys.append(np.unique(low * (count + 1) + high))
+    return np.divmod(np.unique(np.concatenate(keys)), count + 1)
+
+
+def corner_points(inside: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The voxel corners of the bool box ``inside`` that end each line of corners along x (the hull of the voxels is
+    the hull of those), in (z, y, x) order and physical units (``scale``: the voxel sides), from the corner of the
+    box: the same numbers wherever the box lies, in a streamed block too. A corner line at (z, y) runs along the
+    voxel rows z-1..z, y-1..y: it ends at their first voxel's near face and their last voxel's far face."""
+    depth, height, width = inside.shape
+    filled = inside.any(axis=2)
+    first = np.where(filled, inside.argmax(axis=2), width + 1)
+    last = np.where(filled, width - inside[:, :, ::-1].argmax(axis=2), -1)  # the far face of the last voxel
+    low = np.full((depth + 2, height + 2), width + 1)
+    high = np.full((depth + 2, height + 2), -1)
+    low[1:-1, 1:-1], high[1:-1, 1:-1] = first, last
+    low = np.minimum(np.minimum(low[:-1, :-1], low[1:, :-1]), np.minimum(low[:-1, 1:], low[1:, 1:]))
+    high = np.maximum(np.maximum(high[:-1, :-1], high[1:, :-1]), np.maximum(high[:-1, 1:], high[1:, 1:]))
+    z, y = np.nonzero(high >= 0)
+    ends = np.stack([low[z, y], high[z, y]], axis=1).ravel()
+    corners = np.stack([np.repeat(z, 2), np.repeat(y, 2), ends], axis=1)
+    return (corners - 0.5) * scale
+
+
+def convex_hull(points: np.ndarray) -> ConvexHull | None:
+    """The hull of ``points`` (None where they span no volume).
+
+    Voxel corners lie on many common planes, and Qhull's default merges the facets they make: Q0 skips that and
+    takes half the time, with the same volume to 1e-15 and the same vertices (and more) on every hull tried
+    (benchmarks/README.md); where it gives up on a set, the default takes it."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    for options in ("Q0", ""):
+        try:
+            return ConvexHull(points, qhull_options=options)
+        except QhullError:
+            continue
+        except ValueError:
+            return None
+    return None

@@ -28,6 +28,9 @@ pressed nuclei keep little waist once blurred, but rarely share a brightness):
   volume of the nucleus that holds the median foreground voxel), such as isolated hot pixels blurred into small
   blobs, whatever the nuclei's size in voxels.
 
+After the convex merge, a label much larger than the labels it touches, with a waist, holds packed nuclei and is
+cut into them (:func:`~wnet_zoo.segment.oversized.split_oversized`).
+
 :class:`NucleiOptions` holds these settings for the prediction pipeline. scipy and scikit-image are imported
 where they are used, so a prediction without instances starts without them.
 """
@@ -54,6 +57,7 @@ from wnet_zoo.segment.options import (
     DEFAULT_SPOT_SIGMA,
     NucleiOptions,
 )
+from wnet_zoo.segment.oversized import split_oversized
 from wnet_zoo.segment.peaks import local_maxima
 
 if TYPE_CHECKING:
@@ -170,10 +174,25 @@ def nuclei_labels(
 ) -> np.ndarray:
     """Nuclei of ``foreground`` (int32 labels, small ones kept): split, and with the half-max boundary (or
     ``"auto"`` with an ``intensity``) moved to the half maximum of ``intensity`` and split again, then moved to each
-    nucleus's own half maximum and split once more; split pieces
-    of one convex nucleus (of one brightness, within half-max boundaries) merged. ``step`` is called with each
-    stage's name as it starts (a progress bar's); ``threads``: CPU threads the stages may use."""
+    nucleus's own half maximum and split once more; split pieces of one convex nucleus (of one brightness, within
+    half-max boundaries) merged; labels holding packed nuclei cut into them
+    (:func:`~wnet_zoo.segment.oversized.split_oversized`). ``step`` is called with each stage's name as it starts (a
+    progress bar's); ``threads``: CPU threads the stages may use."""
     step = step or (lambda name: None)
+    labels = split_and_merge(foreground, intensity, spacing, options, step, threads)
+    step("split oversized")
+    return split_oversized(labels, spacing, threads)
+
+
+def split_and_merge(
+    foreground: np.ndarray,
+    intensity: np.ndarray | None,
+    spacing: tuple[float, float, float],
+    options: NucleiOptions,
+    step: Callable[[str], None],
+    threads: int = 1,
+) -> np.ndarray:
+    """:func:`nuclei_labels`'s stages up to and including the convex merge (all but the last)."""
     _libraries_loaded()
     step("split")
     labels = split_nuclei(foreground, spacing, options.spot_sigma, options.min_distance, threads)
@@ -212,7 +231,7 @@ def half_max_applies(options: NucleiOptions, intensity: np.ndarray | None) -> bo
 
 def stage_count(options: NucleiOptions, intensity: np.ndarray | None) -> int:
     """How many times :func:`instances` calls its ``step``."""
-    return 7 if half_max_applies(options, intensity) else 3
+    return 8 if half_max_applies(options, intensity) else 4
 
 
 def split_nuclei(

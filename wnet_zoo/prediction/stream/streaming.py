@@ -201,10 +201,10 @@ def _fingerprint(job: Job, fmt: str, foreground: int | None) -> str:
             asdict(job.nuclei),
             # the mask became the nuclei's foreground (instances > 0): work of an older mask does not resume
             *(["mask: instances > 0"] if "mask" in job.outputs else []),
-            # nor labels of the nuclei stages before edges read at less smoothing, brightness in the merge and levels
-            # read again per nucleus
+            # nor labels of the nuclei stages before edges read at less smoothing, brightness in the merge, levels
+            # read again per nucleus and oversized labels split
             *(
-                ["nuclei: edge smoothing, brightness merge, linear intensity, levels per nucleus"]
+                ["nuclei: edge smoothing, brightness merge, linear intensity, levels per nucleus, oversized split"]
                 if needs_nuclei(job.outputs)
                 else []
             ),

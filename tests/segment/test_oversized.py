@@ -1,0 +1,68 @@
+"""Labels holding packed nuclei are cut into them; one large convex nucleus, or a pair with no neighbours, is not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wnet_zoo.segment.oversized import split_oversized
+
+RADIUS = 5.0
+
+
+def _balls(centres: list[tuple[float, float, float]], radii: list[float], shape=(24, 40, 80)) -> np.ndarray:
+    """One label per ball, in order; where balls overlap, the nearer centre's."""
+    grid = np.indices(shape).transpose(1, 2, 3, 0).astype(np.float64)
+    scaled = [((grid - centre) ** 2).sum(axis=3) / radius**2 for centre, radius in zip(centres, radii, strict=True)]
+    nearest = np.argmin(scaled, axis=0)
+    inside = np.min(scaled, axis=0) <= 1.0
+    return np.where(inside, nearest + 1, 0).astype(np.int32)
+
+
+def _touching_row(count: int = 6) -> tuple[list[tuple[float, float, float]], list[float]]:
+    """A row of touching balls along x: the nuclei around the one under test."""
+    centres = [(12.0, 20.0, 8.0 + 9.0 * k) for k in range(count)]
+    return centres, [RADIUS] * len(centres)
+
+
+def test_a_label_holding_two_packed_nuclei_is_cut_between_them():
+    centres, radii = _touching_row()
+    truth = _balls(centres, radii)
+    labels = truth.copy()
+    labels[labels == 4] = 3  # the split stages left two pressed nuclei in one label
+    cut = split_oversized(labels, (1.0, 1.0, 1.0))
+    assert cut.max() == labels.max() + 1
+    for nucleus in (3, 4):
+        found = np.bincount(cut[truth == nucleus]).argmax()
+        overlap = (
+            np.logical_and(cut == found, truth == nucleus).sum() / np.logical_or(cut == found, truth == nucleus).sum()
+        )
+        assert overlap > 0.85
+    unchanged = (truth != 3) & (truth != 4)
+    assert np.array_equal(cut[unchanged], labels[unchanged])
+
+
+def test_a_large_convex_nucleus_stays_whole():
+    centres, radii = _touching_row()
+    centres[3], radii[3] = (12.0, 20.0, 35.0), RADIUS * 2 ** (1 / 3)  # twice its neighbours' volume, no waist
+    labels = _balls(centres, radii)
+    assert np.array_equal(split_oversized(labels, (1.0, 1.0, 1.0)), labels)
+
+
+def test_a_pair_is_judged_against_at_least_two_neighbours():
+    centres, radii = _touching_row()
+    labels = _balls(centres[:4], radii[:4])
+    labels[labels == 4] = 3  # a pair at the row's end, with a single neighbour: no measure of a nucleus's size
+    assert np.array_equal(split_oversized(labels, (1.0, 1.0, 1.0)), labels)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0)])
+def test_the_cut_is_the_same_on_any_number_of_threads(spacing):
+    centres, radii = _touching_row(8)
+    labels = _balls(centres, radii)
+    labels[labels == 3] = 2  # two pairs, each between two single nuclei
+    labels[labels == 7] = 6
+    one = split_oversized(labels, spacing)
+    assert np.array_equal(one, split_oversized(labels, spacing, threads=3))
+    if spacing == (1.0, 1.0, 1.0):
+        assert one.max() == labels.max() + 2
