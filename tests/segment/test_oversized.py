@@ -42,6 +42,19 @@ def test_a_label_holding_two_packed_nuclei_is_cut_between_them():
     assert np.array_equal(cut[unchanged], labels[unchanged])
 
 
+def test_a_run_of_pairs_is_cut_once_its_neighbours_are():
+    centres, radii = _touching_row(8)
+    truth = _balls(centres, radii)
+    labels = truth.copy()
+    for first in (2, 4, 6):  # three pairs in a row between two single nuclei: the middle pair's neighbours are pairs
+        labels[labels == first + 1] = first
+    cut = split_oversized(labels, (1.0, 1.0, 1.0))
+    assert cut.max() == labels.max() + 3
+    for nucleus in range(1, 9):
+        assert len(np.unique(cut[truth == nucleus])) == 1  # every nucleus in one piece ...
+    assert len(np.unique(cut[truth > 0])) == 8  # ... of its own
+
+
 def test_a_large_convex_nucleus_stays_whole():
     centres, radii = _touching_row()
     centres[3], radii[3] = (12.0, 20.0, 35.0), RADIUS * 2 ** (1 / 3)  # twice its neighbours' volume, no waist

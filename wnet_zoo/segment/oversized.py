@@ -8,20 +8,29 @@ the voxels nearest one of as many centres (k-means, from centres spread along it
 only where the pieces are more convex than the whole: the hull of the whole exceeds their hulls' sum by
 :data:`OVERSIZED_WAIST`, the test of :func:`~wnet_zoo.segment.convex.merge_convex` turned round. One large nucleus
 cut across leaves no waist (its halves' hulls fill its own) and stays whole.
+
+Where packed nuclei merged in runs, a label's neighbours are themselves oversized, their median too large, and the
+label is cut only once they are: the cuts are made again, judged against the new neighbours, until none is made
+(at most :data:`OVERSIZED_PASSES` times). k-means cuts a label the same way each time it is asked for as many
+pieces: a refused label is tried again only where its neighbours now ask for another number, or where its smallest
+piece was the reason and the neighbours have shrunk.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
 from wnet_zoo.segment import parallel
 from wnet_zoo.segment.convex import convex_hull, corner_points, touching_pairs
 
-OVERSIZED = 1.3  # a label is cut when its volume exceeds this x the median volume of the labels it touches ...
+OVERSIZED = 1.1  # a label is cut when its volume exceeds this x the median volume of the labels it touches ...
 OVERSIZED_NEIGHBOURS = 2  # ... of which there are at least this many (one neighbour is no measure of the rest)
 OVERSIZED_PARTS = 4  # neighbours under 1 / this of the label are not counted (fragments): it is cut in at most this
-OVERSIZED_WAIST = 1.02  # ... and its hull exceeds this x its pieces' hulls' sum (merge_convex merges below 1.01)
+OVERSIZED_WAIST = 1.03  # ... and its hull exceeds this x its pieces' hulls' sum (merge_convex merges below 1.01)
 OVERSIZED_SMALLEST_PIECE = 0.3  # ... and every piece holds at least this x that median volume
+OVERSIZED_PASSES = 4  # packed phantoms' cuts settle in three
 KMEANS_ROUNDS = 20  # k-means stops earlier where the pieces no longer change
 
 
@@ -30,11 +39,38 @@ def split_oversized(labels: np.ndarray, spacing: tuple[float, float, float], thr
     labels after the highest, in the order of the labels cut, in a signed type of at least 32 bits; ``labels``
     itself where none is cut. Physical distances (``spacing``, the voxel sides) throughout; the candidates are tried
     on up to ``threads`` threads, with the same result for any number."""
+    refused: dict[int, _Refusal] = {}
+    cut = labels
+    for _ in range(OVERSIZED_PASSES):
+        cut, more = _split_pass(cut, cut is not labels, spacing, threads, refused)
+        if not more:
+            break
+    return cut
+
+
+class _Refusal(NamedTuple):
+    """Why a label was not cut into ``parts`` pieces: k-means gives the same pieces each time it is tried so."""
+
+    parts: int
+    smallest: int  # voxels of the smallest piece
+    no_waist: bool  # the hulls were compared and showed no waist
+
+
+def _split_pass(
+    labels: np.ndarray,
+    in_place: bool,
+    spacing: tuple[float, float, float],
+    threads: int,
+    refused: dict[int, _Refusal],
+) -> tuple[np.ndarray, bool]:
+    """One pass of :func:`split_oversized`: the labels after it (``labels`` itself where none is cut or where
+    ``in_place``, else a copy) and whether any was cut. ``refused`` holds the labels refused in earlier passes,
+    which are not tried again where the verdict would be the same, and gets this pass's."""
     from scipy import ndimage
 
     count = int(labels.max(initial=0))
     if count < 3:
-        return labels
+        return labels, False
     firsts, seconds = touching_pairs(labels)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     owners = np.concatenate([firsts, seconds])
@@ -50,40 +86,59 @@ def split_oversized(labels: np.ndarray, spacing: tuple[float, float, float], thr
     high = neighbour_sizes[starts[enough] + numbers[enough] // 2]
     reference = (low + high) / 2.0
     large = sizes[enough] > OVERSIZED * reference
-    candidates = list(zip(enough[large].tolist(), reference[large].tolist(), strict=True))
+
+    def parts_of(label: int, typical: float) -> int:
+        return max(2, int(np.floor(int(sizes[label]) / typical + 0.5)))
+
+    def settled(label: int, typical: float) -> bool:
+        known = refused.get(label)
+        return (
+            known is not None
+            and known.parts == parts_of(label, typical)
+            and (known.no_waist or known.smallest < OVERSIZED_SMALLEST_PIECE * typical)
+        )
+
+    candidates = [
+        (label, typical)
+        for label, typical in zip(enough[large].tolist(), reference[large].tolist(), strict=True)
+        if not settled(label, typical)
+    ]
     if not candidates:
-        return labels
+        return labels, False
     boxes = ndimage.find_objects(labels)
     scale = np.asarray(spacing, dtype=np.float64)
 
-    def pieces(candidate: tuple[int, float]) -> np.ndarray | None:
+    def pieces(candidate: tuple[int, float]) -> np.ndarray | _Refusal:
         label, typical = candidate
         inside = labels[boxes[label - 1]] == label
-        parts = max(2, int(np.floor(int(sizes[label]) / typical + 0.5)))
+        parts = parts_of(label, typical)
         nearest = _kmeans(np.argwhere(inside) * scale, parts)
         split = np.zeros(inside.shape, dtype=np.int32)
         split[inside] = nearest + 1
-        volumes = np.bincount(nearest, minlength=parts)
-        if volumes.min() < OVERSIZED_SMALLEST_PIECE * typical:
-            return None
+        smallest = int(np.bincount(nearest, minlength=parts).min())
+        if smallest < OVERSIZED_SMALLEST_PIECE * typical:
+            return _Refusal(parts, smallest, no_waist=False)
         whole = convex_hull(corner_points(inside, scale))
         found = [convex_hull(corner_points(split == part, scale)) for part in range(1, parts + 1)]
         if whole is None or any(hull is None for hull in found):
-            return None
-        return split if whole.volume > OVERSIZED_WAIST * sum(hull.volume for hull in found) else None
+            return _Refusal(parts, smallest, no_waist=True)
+        waist = whole.volume > OVERSIZED_WAIST * sum(hull.volume for hull in found)
+        return split if waist else _Refusal(parts, smallest, no_waist=True)
 
-    cut = labels
+    cut = labels if in_place else None  # copied at the first cut: where none is, the volume is not held twice
     following = count + 1
     for (label, _), split in zip(candidates, parallel.thread_map(pieces, candidates, threads), strict=True):
-        if split is None:
+        if isinstance(split, _Refusal):
+            refused[label] = split
             continue
-        if cut is labels:  # copied at the first cut only: where none is, the volume is not held twice
+        refused.pop(label, None)  # its voxels change
+        if cut is None:
             cut = labels.astype(np.promote_types(labels.dtype, np.int32))
         box = cut[boxes[label - 1]]
         for part in range(2, int(split.max()) + 1):
             box[split == part] = following
             following += 1
-    return cut
+    return (labels, False) if cut is None else (cut, following > count + 1)
 
 
 def _kmeans(points: np.ndarray, parts: int) -> np.ndarray:

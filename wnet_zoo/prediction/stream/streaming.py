@@ -202,9 +202,12 @@ def _fingerprint(job: Job, fmt: str, foreground: int | None) -> str:
             # the mask became the nuclei's foreground (instances > 0): work of an older mask does not resume
             *(["mask: instances > 0"] if "mask" in job.outputs else []),
             # nor labels of the nuclei stages before edges read at less smoothing, brightness in the merge, levels
-            # read again per nucleus and oversized labels split
+            # read again per nucleus and oversized labels split (in passes)
             *(
-                ["nuclei: edge smoothing, brightness merge, linear intensity, levels per nucleus, oversized split"]
+                [
+                    "nuclei: edge smoothing, brightness merge, linear intensity, levels per nucleus, "
+                    "oversized split in passes"
+                ]
                 if needs_nuclei(job.outputs)
                 else []
             ),
