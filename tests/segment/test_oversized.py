@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from wnet_zoo.segment import oversized
 from wnet_zoo.segment.oversized import split_oversized
 
 RADIUS = 5.0
@@ -53,6 +54,22 @@ def test_a_run_of_pairs_is_cut_once_its_neighbours_are():
     for nucleus in range(1, 9):
         assert len(np.unique(cut[truth == nucleus])) == 1  # every nucleus in one piece ...
     assert len(np.unique(cut[truth > 0])) == 8  # ... of its own
+
+
+@pytest.mark.parametrize("seed", [11, 16, 24])  # volumes with labels refused, then cut against new neighbours
+def test_labels_refused_once_are_judged_as_a_fresh_try_would(seed):
+    """The passes after the first skip a refused label only where trying it again could not change the verdict."""
+    rng = np.random.default_rng(seed)
+    centres = [(8.0 + 8.5 * z, 8.0 + 8.5 * y, 8.0 + 8.5 * x) for z in range(2) for y in range(4) for x in range(8)]
+    centres = [tuple(np.add(c, rng.uniform(-1.5, 1.5, 3))) for c in centres]
+    radii = list(rng.uniform(3.5, 6.0, len(centres)))
+    labels = _balls(centres, radii, (26, 44, 78))
+    for first in rng.choice(len(centres) - 1, 24, replace=False):  # merged with the next
+        labels[labels == first + 2] = first + 1
+    fresh = labels
+    for _ in range(oversized.OVERSIZED_PASSES):
+        fresh, _ = oversized._split_pass(fresh, fresh is not labels, (1.0, 1.0, 1.0), 1, {})
+    assert np.array_equal(split_oversized(labels, (1.0, 1.0, 1.0)), fresh)
 
 
 def test_a_large_convex_nucleus_stays_whole():

@@ -10,10 +10,11 @@ only where the pieces are more convex than the whole: the hull of the whole exce
 cut across leaves no waist (its halves' hulls fill its own) and stays whole.
 
 Where packed nuclei merged in runs, a label's neighbours are themselves oversized, their median too large, and the
-label is cut only once they are: the cuts are made again, judged against the new neighbours, until none is made
-(at most :data:`OVERSIZED_PASSES` times). k-means cuts a label the same way each time it is asked for as many
-pieces: a refused label is tried again only where its neighbours now ask for another number, or where its smallest
-piece was the reason and the neighbours have shrunk.
+label is cut only once they are: the labels are judged once more against the new neighbours
+(:data:`OVERSIZED_PASSES`). Not until no cut is made: among irregular labels (noise, dim fragments) each cut makes
+the next label look large, and the cuts spread pass after pass (``benchmarks/README.md``). k-means cuts a label the
+same way each time it is asked for as many pieces: a refused label is tried again only where its neighbours now ask
+for another number, or where its smallest piece was the reason and the neighbours have shrunk.
 """
 
 from __future__ import annotations
@@ -30,18 +31,18 @@ OVERSIZED_NEIGHBOURS = 2  # ... of which there are at least this many (one neigh
 OVERSIZED_PARTS = 4  # neighbours under 1 / this of the label are not counted (fragments): it is cut in at most this
 OVERSIZED_WAIST = 1.03  # ... and its hull exceeds this x its pieces' hulls' sum (merge_convex merges below 1.01)
 OVERSIZED_SMALLEST_PIECE = 0.3  # ... and every piece holds at least this x that median volume
-OVERSIZED_PASSES = 4  # packed phantoms' cuts settle in three
+OVERSIZED_PASSES = 2  # the first, and the one that judges against the pieces it cut
 KMEANS_ROUNDS = 20  # k-means stops earlier where the pieces no longer change
 
 
 def split_oversized(labels: np.ndarray, spacing: tuple[float, float, float], threads: int = 1) -> np.ndarray:
     """``labels`` with each label that holds several packed nuclei cut into them (see the module's text): new
-    labels after the highest, in the order of the labels cut, in a signed type of at least 32 bits; ``labels``
-    itself where none is cut. Physical distances (``spacing``, the voxel sides) throughout; the candidates are tried
-    on up to ``threads`` threads, with the same result for any number."""
+    labels after the highest, pass by pass in the order of the labels cut, in a signed type of at least 32 bits;
+    ``labels`` itself where none is cut. Physical distances (``spacing``, the voxel sides) throughout; the
+    candidates are tried on up to ``threads`` threads, with the same result for any number."""
     refused: dict[int, _Refusal] = {}
     cut = labels
-    for _ in range(OVERSIZED_PASSES):
+    for _ in range(OVERSIZED_PASSES):  # the first pass copies at its first cut, the later ones cut that copy
         cut, more = _split_pass(cut, cut is not labels, spacing, threads, refused)
         if not more:
             break
@@ -125,7 +126,7 @@ def _split_pass(
         waist = whole.volume > OVERSIZED_WAIST * sum(hull.volume for hull in found)
         return split if waist else _Refusal(parts, smallest, no_waist=True)
 
-    cut = labels if in_place else None  # copied at the first cut: where none is, the volume is not held twice
+    cut = labels if in_place else None  # else copied at the first cut: where none is, the volume is not held twice
     following = count + 1
     for (label, _), split in zip(candidates, parallel.thread_map(pieces, candidates, threads), strict=True):
         if isinstance(split, _Refusal):
