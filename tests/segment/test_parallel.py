@@ -26,21 +26,57 @@ def test_gaussian_on_slabs_is_scipys_bit_for_bit(sigmas):
         assert ours.dtype == np.float32 and np.array_equal(ours, theirs), threads
 
 
-@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.5, 1.0, 1.3)])
-def test_distance_on_slabs_is_the_whole_volumes_where_the_background_is_near_or_far(spacing):
-    rng = np.random.default_rng(1)
-    shape = (100, 30, 34)
-    blobs = ndimage.gaussian_filter(rng.random(shape), 2) > 0.5
+def _masks(shape: tuple[int, int, int]) -> list[np.ndarray]:
+    """Blobs, one ball filling most of the volume, and a volume without background."""
+    blobs = ndimage.gaussian_filter(np.random.default_rng(1).random(shape), 2) > 0.5
     z, y, x = np.indices(shape)
-    ball = (z - 50) ** 2 + (y - 15) ** 2 / 4 + (x - 17) ** 2 / 4 < 30**2  # nearest background beyond the halo
-    solid = np.ones(shape, dtype=bool)
-    solid[-1] = False  # the first slab holds no background at all
-    for mask in (blobs, ball, solid):
-        whole = euclidean_distance(mask, spacing)[0].astype(np.float32)
+    ball = (z - shape[0] / 2) ** 2 + (y - shape[1] / 2) ** 2 / 4 + (x - shape[2] / 2) ** 2 / 4 < (shape[0] / 3) ** 2
+    return [blobs, ball, np.ones(shape, dtype=bool)]
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0), (2.5, 1.0, 1.0)])
+def test_distance_is_scipys_in_float32_bit_for_bit_where_the_squared_sides_are_exact(spacing):
+    for mask in _masks((60, 30, 34)):
+        theirs = euclidean_distance(mask, spacing)[0].astype(np.float32)
+        for threads in (1, 2, 3):
+            ours = parallel.distance(mask, spacing, threads)
+            assert ours.dtype == np.float32 and np.array_equal(ours, theirs), threads
+
+
+def test_distance_on_other_sides_is_scipys_to_float32_rounding_and_the_same_on_any_threads():
+    spacing = (1.7, 1.0, 1.3)
+    for mask in _masks((60, 30, 34)):
+        theirs = euclidean_distance(mask, spacing)[0]
+        ours = parallel.distance(mask, spacing, 1)
+        assert np.allclose(ours, theirs, rtol=2**-22, atol=0), np.abs(ours - theirs).max()
         for threads in (2, 3):
-            assert len(parallel.slab_cores(shape[0], threads, parallel.DISTANCE_HALO)) == 2
-            assert np.array_equal(parallel.distance(mask, spacing, threads), whole)
-    assert euclidean_distance(ball, spacing)[0].max() > parallel.DISTANCE_HALO * spacing[0]
+            assert np.array_equal(parallel.distance(mask, spacing, threads), ours)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0), (1.5, 1.0, 1.3)])
+def test_nearest_labels_on_slabs_are_the_whole_volumes_where_they_are_wanted(spacing):
+    rng = np.random.default_rng(2)
+    shape = (120, 22, 26)
+    # scattered labelled voxels on a grid: many voxels lie equally near two or more labels (ties)
+    labels = np.where(rng.random(shape) < 0.01, rng.integers(1, 40, shape), 0).astype(np.int32)
+    labels[:30] = 0  # none in the first 30 planes: far nearest labels, and a slab without any
+    for plane in (57, 77):  # half planes 3 planes before slab edges (60 for 2 threads, 80 for 3): a halo of 3 needed
+        labels[plane - 5 : plane + 8] = 0
+        labels[plane, :, :13] = rng.integers(1, 40, (22, 13))
+    distance, nearest = euclidean_distance(labels == 0, spacing, indices=True)
+    theirs = np.where(labels == 0, labels[tuple(nearest)], 0)
+    far = np.indices(shape)[0] < 12  # voxels whose nearest label lies 18 planes away or more
+    middle = (np.indices(shape)[0] >= 30) & (distance <= 6.0)
+    for threads in (1, 2, 3):
+        assert len(parallel.slab_cores(shape[0], threads, 3)) == threads
+        near = distance <= 3.0
+        assert np.array_equal(parallel.nearest_labels(labels, spacing, threads, reach=3.0), np.where(near, theirs, 0))
+        for where in (far, middle):
+            assert np.array_equal(
+                parallel.nearest_labels(labels, spacing, threads, where=where), np.where(where, theirs, 0)
+            )
+        assert np.array_equal(parallel.nearest_labels(labels, spacing, threads), theirs)
+    assert not parallel.nearest_labels(np.zeros(shape, dtype=np.int32), spacing, 2).any()
 
 
 def test_thread_map_keeps_the_order_of_the_items():

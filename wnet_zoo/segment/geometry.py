@@ -17,7 +17,7 @@ def euclidean_distance(
     """Distance of each voxel of ``mask`` to the nearest voxel outside it (float64) and, with ``indices``, that
     voxel's (3, z, y, x) coordinates (int32): :func:`scipy.ndimage.distance_transform_edt`, bit for bit, at
     about 20 bytes per voxel where scipy's peaks at about 50 (it holds three int32 and three float64 copies of
-    the offsets at once); this is the peak of nucleus splitting, so of a streamed prediction's label phase."""
+    the offsets at once); the nucleus stages' search for each voxel's nearest nucleus runs it."""
     from scipy import ndimage
 
     nearest = ndimage.distance_transform_edt(mask, sampling=spacing, return_distances=False, return_indices=True)

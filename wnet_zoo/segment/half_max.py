@@ -10,7 +10,6 @@ from functools import cache
 import numpy as np
 
 from wnet_zoo.segment import parallel
-from wnet_zoo.segment.geometry import euclidean_distance
 
 HALF_MAX_SIGMA = 1.0  # smoothing of the image before levels are read, in units of the finest voxel side
 HALF_MAX_EDGE_SIGMAS = (0.5, 0.75, 1.0)  # smoothings an edge may be read at (none above HALF_MAX_SIGMA)
@@ -45,8 +44,9 @@ def half_max_foreground(
     (packed nuclei, whose neighbours' light makes the model call their rims background) grows back; one drawn too
     wide shrinks. Only labels whose peak stands :data:`HALF_MAX_GROWTH_CONTRAST` noise deviations above their
     background grow: for a label on plain background (a false positive) half its shell would pass at random.
-    The smoothings run on up to ``threads`` threads. With ``within`` (bool), no boundary moves beyond it; a bool
-    ``reach`` of the labels' shape is filled with where the boundaries could lie (every nucleus and its surroundings).
+    The smoothings and the search for each voxel's nearest nucleus run on up to ``threads`` threads. With
+    ``within`` (bool), no boundary moves beyond it; a bool ``reach`` of the labels' shape is filled with where the
+    boundaries could lie (every nucleus and its surroundings).
     """
     count = int(labels.max(initial=0))
     if count == 0:
@@ -60,13 +60,10 @@ def half_max_foreground(
         if reach is not None:
             reach[...] = True
         return ~outside if within is None else within.copy()
-    distance, nearest = euclidean_distance(outside, spacing, indices=True)
-    shell = outside & (distance <= HALF_MAX_SHELL)
+    owners = parallel.nearest_labels(labels, spacing, threads, reach=HALF_MAX_SHELL)
+    shell = owners > 0
     if reach is not None:
         np.logical_or(shell, ~outside, out=reach)
-    owners = np.zeros_like(labels)
-    owners[shell] = labels[tuple(index[shell] for index in nearest)]
-    del distance, nearest
     (background,) = _percentiles_per_label(smoothed, owners, count, [HALF_MAX_BACKGROUND])
     background[np.isnan(background)] = np.median(smoothed[outside])
     (peak,) = _percentiles_per_label(smoothed, labels, count, [HALF_MAX_PEAK])

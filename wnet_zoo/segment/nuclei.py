@@ -213,7 +213,7 @@ def split_and_merge(
         step("half-max per nucleus")
         region = np.logical_or(foreground, refined)
         del refined
-        labels = spread_labels(labels, region, spacing)
+        labels = spread_labels(labels, region, spacing, threads)
         del region
         # no further than the first boundaries could reach: where --boundary promises they stop
         refined = half_max_foreground(labels, image, spacing, threads=threads, within=reach)
@@ -265,10 +265,13 @@ def split_nuclei(
     return labels
 
 
-def spread_labels(labels: np.ndarray, region: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+def spread_labels(
+    labels: np.ndarray, region: np.ndarray, spacing: tuple[float, float, float], threads: int = 1
+) -> np.ndarray:
     """``labels`` grown over ``region``: in each piece of ``region`` (connected by faces) that holds a label, every
     unlabelled voxel takes the label of the nearest labelled voxel (by physical distance). Pieces holding none (a
-    blob of the model's mask that the first boundaries dropped whole) and voxels outside ``region`` stay 0."""
+    blob of the model's mask that the first boundaries dropped whole) and voxels outside ``region`` stay 0. On up to
+    ``threads`` threads."""
     from scipy import ndimage
 
     outside = labels == 0
@@ -280,9 +283,8 @@ def spread_labels(labels: np.ndarray, region: np.ndarray, spacing: tuple[float, 
     del pieces
     if not empty.any():
         return labels
-    nearest = ndimage.distance_transform_edt(outside, sampling=spacing, return_distances=False, return_indices=True)
     grown = labels.copy()
-    grown[empty] = labels[tuple(index[empty] for index in nearest)]
+    grown[empty] = parallel.nearest_labels(labels, spacing, threads, where=empty)[empty]
     return grown
 
 
