@@ -34,23 +34,27 @@ def _masks(shape: tuple[int, int, int]) -> list[np.ndarray]:
     return [blobs, ball, np.ones(shape, dtype=bool)]
 
 
-@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0), (2.5, 1.0, 1.0)])
-def test_distance_is_scipys_in_float32_bit_for_bit_where_the_squared_sides_are_exact(spacing):
-    for mask in _masks((60, 30, 34)):
+@pytest.mark.parametrize(
+    "spacing",
+    [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0), (2.5, 1.0, 1.0), (1.0, 1.25, 1.5), (1.0, 4 / 3, 4 / 3), (1.7, 1.0, 1.3)],
+)
+def test_distance_is_scipys_in_float32_bit_for_bit(spacing):
+    levels = np.random.default_rng(3)
+    for mask in [*_masks((60, 30, 34)), _long_runs()]:
         theirs = euclidean_distance(mask, spacing)[0].astype(np.float32)
+        as_counts = (mask * levels.integers(1, 4, mask.shape)).astype(np.uint8)  # any non-zero value is inside
         for threads in (1, 2, 3):
-            ours = parallel.distance(mask, spacing, threads)
+            ours = parallel.distance(as_counts, spacing, threads)
             assert ours.dtype == np.float32 and np.array_equal(ours, theirs), threads
 
 
-def test_distance_on_other_sides_is_scipys_to_float32_rounding_and_the_same_on_any_threads():
-    spacing = (1.7, 1.0, 1.3)
-    for mask in _masks((60, 30, 34)):
-        theirs = euclidean_distance(mask, spacing)[0]
-        ours = parallel.distance(mask, spacing, 1)
-        assert np.allclose(ours, theirs, rtol=2**-22, atol=0), np.abs(ours - theirs).max()
-        for threads in (2, 3):
-            assert np.array_equal(parallel.distance(mask, spacing, threads), ours)
+def _long_runs() -> np.ndarray:
+    """A mask whose lines run 300 voxels without background, along the last axis too: sums of sides that are not
+    exact in float32 drift along them."""
+    mask = np.ones((6, 20, 310), dtype=bool)
+    mask[:, :, [0, -1]] = False
+    mask[:, [0, -1], :] = False
+    return mask
 
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0), (1.5, 1.0, 1.3)])

@@ -1,10 +1,10 @@
 """How the nucleus stages use several threads, with the results of one thread.
 
 scipy.ndimage and Qhull release the GIL, so threads share the work without a copy of the volume per process.
-Gaussian filters are cut into z-slabs, each read with a halo as deep as the filter reaches along z, so every voxel
-of a slab's core sees what it sees in the whole volume and is computed by the same arithmetic; distances come from
-the ``edt`` package, which shares its lines out itself; independent items (one convex hull each) are shared out in
-chunks.
+Gaussian filters and the search for each voxel's nearest label are cut into z-slabs, each read with a halo as deep as
+the filter, or the search, reaches along z, so every voxel of a slab's core gets what the whole volume gives it;
+distance maps come from the ``edt`` package, which shares its lines out itself; independent items (one convex hull
+each) are shared out in chunks.
 """
 
 from __future__ import annotations
@@ -78,20 +78,28 @@ def gaussian(volume: np.ndarray, sigmas: Sequence[float], threads: int = 1) -> n
 
 
 def distance(mask: np.ndarray, spacing: tuple[float, float, float], threads: int = 1) -> np.ndarray:
-    """Each voxel's distance to the nearest voxel outside ``mask`` (float32, physical units of ``spacing``), on up to
-    ``threads`` threads.
+    """Each voxel's distance to the nearest voxel outside ``mask`` (float32, physical units of ``spacing``): the
+    values of :func:`~wnet_zoo.segment.geometry.euclidean_distance` rounded to float32, bit for bit.
 
-    The ``edt`` package's exact transform, several times faster than scipy's (``benchmarks/README.md``):
-    scipy's values rounded to float32, bit for bit, where the squares of the voxel sides are short binary fractions
-    (isotropic voxels, z sides of 2 or 2.5 lateral ones); for other sides it sums them in float32, and a value can
-    differ from scipy's by a unit in its last place. A mask without background has no distances; scipy measures it
-    to a voxel just outside the volume, and so it is measured here.
+    Where every voxel side is a multiple of 1/16 (isotropic voxels, z sides of 2 or 2.5 lateral ones: every phantom
+    setting), the ``edt`` package's exact transform gives them on up to ``threads`` threads, several times faster
+    than scipy's (``benchmarks/README.md``): its sums of such sides are exact. Other sides it adds up in float32,
+    voxel by voxel along a line, and its values drift from scipy's by a few units in the last place, enough to move
+    a watershed's tie: those, and masks without background (which scipy measures to a voxel just outside the
+    volume), take scipy's transform on one thread.
     """
     import edt
 
-    if mask.all():
+    if mask.all() or not _sixteenths(spacing):
         return euclidean_distance(mask, spacing)[0].astype(np.float32)
-    return edt.edt(np.ascontiguousarray(mask), anisotropy=spacing, black_border=False, parallel=max(threads, 1))
+    return edt.edt(
+        np.ascontiguousarray(mask, dtype=bool), anisotropy=spacing, black_border=False, parallel=max(threads, 1)
+    )
+
+
+def _sixteenths(spacing: Sequence[float]) -> bool:
+    """Whether every side is a whole number of sixteenths (exact sums in float32 over any line of a volume)."""
+    return all(float(side * 16).is_integer() for side in spacing)
 
 
 def nearest_labels(
@@ -122,7 +130,7 @@ def nearest_labels(
     wanted_anywhere = outside if where is None else outside & where
     if outside.all() or not wanted_anywhere.any():
         return owners
-    if threads <= 1:
+    if len(slab_cores(len(labels), threads, 1)) == 1:  # one slab whatever the halo: no need to measure it
         halo = len(labels)
     elif np.isinf(reach):
         halo = int(np.ceil(float(distance(outside, spacing, threads)[wanted_anywhere].max()) / spacing[0])) + 1
