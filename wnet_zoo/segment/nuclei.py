@@ -181,7 +181,7 @@ def nuclei_labels(
     step = step or (lambda name: None)
     labels = split_and_merge(foreground, intensity, spacing, options, step, threads)
     step("split oversized")
-    return split_oversized(labels, spacing, threads)
+    return split_oversized(labels, spacing)
 
 
 def split_and_merge(

@@ -23,7 +23,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from wnet_zoo.segment import parallel
 from wnet_zoo.segment.convex import convex_hull, corner_points, touching_pairs
 
 OVERSIZED = 1.1  # a label is cut when its volume exceeds this x the median volume of the labels it touches ...
@@ -35,15 +34,16 @@ OVERSIZED_PASSES = 2  # the first, and the one that judges against the pieces it
 KMEANS_ROUNDS = 20  # k-means stops earlier where the pieces no longer change
 
 
-def split_oversized(labels: np.ndarray, spacing: tuple[float, float, float], threads: int = 1) -> np.ndarray:
+def split_oversized(labels: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
     """``labels`` with each label that holds several packed nuclei cut into them (see the module's text): new
     labels after the highest, pass by pass in the order of the labels cut, in a signed type of at least 32 bits;
     ``labels`` itself where none is cut. Physical distances (``spacing``, the voxel sides) throughout; the
-    candidates are tried on up to ``threads`` threads, with the same result for any number."""
+    candidates are tried one after the other: their k-means is numpy arithmetic on small arrays, which holds the
+    GIL, and on two threads the stage took longer (``benchmarks/README.md``)."""
     refused: dict[int, _Refusal] = {}
     cut = labels
     for _ in range(OVERSIZED_PASSES):  # the first pass copies at its first cut, the later ones cut that copy
-        cut, more = _split_pass(cut, cut is not labels, spacing, threads, refused)
+        cut, more = _split_pass(cut, cut is not labels, spacing, refused)
         if not more:
             break
     return cut
@@ -61,7 +61,6 @@ def _split_pass(
     labels: np.ndarray,
     in_place: bool,
     spacing: tuple[float, float, float],
-    threads: int,
     refused: dict[int, _Refusal],
 ) -> tuple[np.ndarray, bool]:
     """One pass of :func:`split_oversized`: the labels after it (``labels`` itself where none is cut or where
@@ -109,8 +108,7 @@ def _split_pass(
     boxes = ndimage.find_objects(labels)
     scale = np.asarray(spacing, dtype=np.float64)
 
-    def pieces(candidate: tuple[int, float]) -> np.ndarray | _Refusal:
-        label, typical = candidate
+    def pieces(label: int, typical: float) -> np.ndarray | _Refusal:
         inside = labels[boxes[label - 1]] == label
         parts = parts_of(label, typical)
         nearest = _kmeans(np.argwhere(inside) * scale, parts)
@@ -128,7 +126,8 @@ def _split_pass(
 
     cut = labels if in_place else None  # else copied at the first cut: where none is, the volume is not held twice
     following = count + 1
-    for (label, _), split in zip(candidates, parallel.thread_map(pieces, candidates, threads), strict=True):
+    for label, typical in candidates:
+        split = pieces(label, typical)
         if isinstance(split, _Refusal):
             refused[label] = split
             continue
