@@ -121,7 +121,8 @@ def nearest_labels(
     volume's wherever that pass's nearest voxel lies within H planes, and the later passes run within whole planes:
     a voxel whose nearest label lies within H planes' thickness sees the same candidates tie, and keeps the same one.
     The halo is ``reach`` deep, or, without one, as deep as the farthest wanted voxel's nearest label (measured
-    first by :func:`distance`, with a plane to spare for its float32 rounding).
+    first by :func:`distance`, with a plane to spare for its float32 rounding; where :func:`distance` would run
+    scipy's transform on the whole volume, that one transform answers instead).
     """
     from scipy import ndimage
 
@@ -130,7 +131,8 @@ def nearest_labels(
     wanted_anywhere = outside if where is None else outside & where
     if outside.all() or not wanted_anywhere.any():
         return owners
-    if len(slab_cores(len(labels), threads, 1)) == 1:  # one slab whatever the halo: no need to measure it
+    # one slab whatever the halo, or an unbounded halo that only scipy's whole transform could measure: read whole
+    if len(slab_cores(len(labels), threads, 1)) == 1 or (np.isinf(reach) and not _sixteenths(spacing)):
         halo = len(labels)
     elif np.isinf(reach):
         halo = int(np.ceil(float(distance(outside, spacing, threads)[wanted_anywhere].max()) / spacing[0])) + 1
