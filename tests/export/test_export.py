@@ -233,16 +233,9 @@ def test_architecture_file_needs_only_torch(exported: ExportResult):
 
 
 @pytest.mark.slow
-def test_bioimageio_core_test_model_passes(exported: ExportResult):
-    from bioimageio.core import test_model
-
-    summary = test_model(exported.package)
-    failed = [(d.name, [e.msg for e in d.errors]) for d in summary.details if d.status != "passed"]
-    assert summary.status == "passed", failed
-
-
-@pytest.mark.slow
 def test_bioimageio_test_cli_passes(exported: ExportResult):
+    """``bioimageio test PACKAGE``, as docs/export.md tells users to run it: bioimageio.core's ``test_model`` on
+    every weight format, behind its command line (the bundled model's package takes ``test_model`` in process)."""
     run = subprocess.run(
         [sys.executable, "-m", "bioimageio.core", "test", str(exported.package)],
         capture_output=True,
