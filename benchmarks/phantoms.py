@@ -45,6 +45,8 @@ The settings (:data:`SETTINGS`; share of nuclei touching another in brackets):
 - ``autofluorescence``: moderately packed nuclei on an autofluorescent background whose large-scale variation is as
   large as the nuclei's contrast (the development twin of ``confocal_offset``, which is held out).
 - ``tissue``: all of the above at once, as float32.
+- ``organoid``: packed, textured, low-contrast nuclei in haze on an uneven background, in camera counts: the
+  development twin of ``tissue`` (other sizes, texture and seed), so that what tissue lacks can be tuned without it.
 
 Held out (:data:`HELD_OUT`): ``dense``, ``confocal_offset`` and ``tissue`` are never used to choose defaults,
 so they check that the defaults generalise.
@@ -305,6 +307,24 @@ SETTINGS.update(
             background_structure=0.4,
             floats=True,
             seed=13,
+        ),
+        "organoid": PhantomSettings(
+            "Packed, textured, low-contrast nuclei in haze on an uneven background, in camera counts (the "
+            "development twin of tissue, which is held out).",
+            shape=(48, 96, 96),
+            count=900,
+            radius=(3.0, 5.5),
+            contact=0.8,
+            brightness=50.0,
+            brightness_spread=0.3,
+            background=70.0,
+            texture=0.25,
+            chromatin=0.5,
+            nucleoli=2,
+            nucleolus_factor=0.4,
+            haze=0.3,
+            background_structure=0.45,
+            seed=15,
         ),
     }
 )

@@ -43,11 +43,12 @@ def test_tissue_like_settings_are_packed_dim_and_textured():
         image, labels = phantoms.make_phantom(name)
         return float((image[labels > 0].mean() - offset) / (image[labels == 0].mean() - offset))
 
-    for name in ("packed", "tissue"):
+    for name in ("packed", "tissue", "organoid"):
         labels = phantoms.make_phantom(name)[1]
         assert 0.35 <= (labels > 0).mean() <= 0.5, name
     assert 1.2 <= contrast("low_contrast", 100.0) <= 1.4
     assert 1.2 <= contrast("tissue", 0.0) <= 1.5
+    assert 1.2 <= contrast("organoid", 100.0) <= 1.5
 
     def variation(name: str) -> float:
         image, labels = phantoms.make_phantom(name)
