@@ -376,7 +376,7 @@ def _machines(results: dict[str, Any]) -> str:
     by_machine: dict[str, list[str]] = {}
     for name, text in machines.items():
         by_machine.setdefault(text, []).append(name)
-    return "; ".join(f"{', '.join(names)} on {text}" for text, names in by_machine.items())
+    return _grouped(by_machine)
 
 
 def _dates(results: dict[str, Any]) -> str:
@@ -387,8 +387,16 @@ def _dates(results: dict[str, Any]) -> str:
     by_day: dict[str, list[str]] = {}
     for name, day in days.items():
         by_day.setdefault(day, []).append(name)
-    text = "; ".join(f"{', '.join(names)} on {day}" for day, names in sorted(by_day.items()))
-    return text + _trained_earlier(results)
+    return _grouped(dict(sorted(by_day.items()))) + _trained_earlier(results)
+
+
+def _grouped(groups: dict[str, list[str]]) -> str:
+    """``"a, b on X; c on Y"`` for settings grouped by what they share; the largest group, when it holds several,
+    comes last as "the others" (a setting added to a run names itself alone)."""
+    largest = max(groups, key=lambda key: len(groups[key]))
+    others = len(groups[largest]) > 1
+    parts = [f"{', '.join(names)} on {key}" for key, names in groups.items() if not (others and key == largest)]
+    return "; ".join([*parts, *([f"the others on {largest}"] if others else [])])
 
 
 def _trained_earlier(results: dict[str, Any]) -> str:

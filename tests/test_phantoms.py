@@ -101,6 +101,9 @@ def test_quality_keeps_the_settings_it_does_not_run_again_each_dated_with_its_ma
     assert quality._dates({"date": now, "settings": {"low_snr": {"date": now}}}) == "2026-11-26"
     assert quality._machines(results) == "sparse on AMD EPYC, all thread(s); low_snr on Intel Xeon, 2 thread(s)"
     assert quality._machines({"machine": xeon, "settings": {"low_snr": {}}}) == "Intel Xeon, 2 thread(s)"
+    results["settings"]["dense"] = {"date": now, "machine": xeon}  # a setting added to a run names itself alone
+    assert quality._machines(results) == "sparse on AMD EPYC, all thread(s); the others on Intel Xeon, 2 thread(s)"
+    assert quality._dates(results) == "sparse on 2026-11-25; the others on 2026-11-26"
 
 
 @pytest.mark.slow
