@@ -9,8 +9,10 @@ licensed volumes no benchmark scores on:
   have no labels and are only looked at (``benchmarks/results/real_volumes.json``), never scored;
 * one phantom of each setting of ``benchmarks/phantoms.py`` that is not held out, drawn with another seed
   (``PRETRAIN_SEED_OFFSET`` + the setting's own) than the phantoms the benchmarks score. The held-out settings'
-  kinds stay out, and with them ``organoid`` (tissue's development twin: its kind is tissue's), and so does
-  ``anisotropic`` (its 2:1 voxels would set the spacing of the whole run).
+  kinds stay out, and so does ``organoid``, tissue's development twin, so that fine-tuning is also measured on a
+  tuning setting of a kind the model never saw (``autofluorescence``, the twin of the held-out confocal_offset, is
+  in: confocal_offset shows what a twin in the pretraining gives); ``anisotropic`` stays out as its 2:1 voxels
+  would set the spacing of the whole run.
 
 Fine-tuning puts in front of the network the input transform (smoothing, compression, background subtraction)
 that training chooses for the user's images, so the network learns from each volume as that transform shows it:

@@ -349,7 +349,7 @@ def render_table(results: dict[str, Any]) -> str:
         f"{training}, `export --onnx`, `predict` with its default outputs; seconds for the three commands. "
         "Mask boundaries: the same run's mask split as `predict --boundary mask --relative-min-size 0` would "
         "(without the half-max boundaries and the relative minimum size). Failed runs score 0 in the means.",
-        f"{_machines(results)}, {_dates(results)}; "
+        f"Machines: {_machines(results)}. Days: {_dates(results)}; "
         "`python benchmarks/quality.py`, results in `benchmarks/results/quality.json`.",
         *(f"Failed: {note}" for note in notes),
     ]
@@ -391,10 +391,11 @@ def _dates(results: dict[str, Any]) -> str:
 
 
 def _grouped(groups: dict[str, list[str]]) -> str:
-    """``"a, b on X; c on Y"`` for settings grouped by what they share; the largest group, when it holds several,
-    comes last as "the others" (a setting added to a run names itself alone)."""
+    """``"a, b on X; c on Y"`` for settings grouped by what they share (two groups or more); a group larger than
+    every other comes last as "the others", so that a setting added to a run names itself alone."""
+    sizes = sorted((len(names) for names in groups.values()), reverse=True)
     largest = max(groups, key=lambda key: len(groups[key]))
-    others = len(groups[largest]) > 1
+    others = len(sizes) > 1 and sizes[0] > sizes[1]
     parts = [f"{', '.join(names)} on {key}" for key, names in groups.items() if not (others and key == largest)]
     return "; ".join([*parts, *([f"the others on {largest}"] if others else [])])
 

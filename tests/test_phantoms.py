@@ -104,6 +104,7 @@ def test_quality_keeps_the_settings_it_does_not_run_again_each_dated_with_its_ma
     results["settings"]["dense"] = {"date": now, "machine": xeon}  # a setting added to a run names itself alone
     assert quality._machines(results) == "sparse on AMD EPYC, all thread(s); the others on Intel Xeon, 2 thread(s)"
     assert quality._dates(results) == "sparse on 2026-11-25; the others on 2026-11-26"
+    assert quality._grouped({"A": ["a", "b"], "B": ["c", "d"]}) == "a, b on A; c, d on B"  # no majority: all named
 
 
 @pytest.mark.slow
