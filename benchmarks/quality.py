@@ -393,9 +393,8 @@ def _dates(results: dict[str, Any]) -> str:
 def _grouped(groups: dict[str, list[str]]) -> str:
     """``"a, b on X; c on Y"`` for settings grouped by what they share (two groups or more); a group larger than
     every other comes last as "the others", so that a setting added to a run names itself alone."""
-    sizes = sorted((len(names) for names in groups.values()), reverse=True)
-    largest = max(groups, key=lambda key: len(groups[key]))
-    others = len(sizes) > 1 and sizes[0] > sizes[1]
+    largest, *rest = sorted(groups, key=lambda key: len(groups[key]), reverse=True)
+    others = bool(rest) and len(groups[largest]) > len(groups[rest[0]])
     parts = [f"{', '.join(names)} on {key}" for key, names in groups.items() if not (others and key == largest)]
     return "; ".join([*parts, *([f"the others on {largest}"] if others else [])])
 
