@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,9 +17,11 @@ from distributed import Client, LocalCluster
 from wnet_zoo.cli import main
 from wnet_zoo.errors import UserError
 from wnet_zoo.prediction.files import predict_files
+from wnet_zoo.prediction.settings import OUTPUTS as ALL_OUTPUTS
 from wnet_zoo.prediction.stream.executors import kept_environment, open_executor
 from wnet_zoo.prediction.stream.options import StreamOptions
 from wnet_zoo.prediction.stream.streaming import work_folder
+from wnet_zoo.prediction.stream.worker_imports import MODULES
 
 from closeness import assert_close
 
@@ -90,6 +93,31 @@ def test_a_killed_worker_costs_only_its_tasks(tiny_onnx, image, one_process, tmp
         killer.join()
     assert killed and killed[0] < 12  # the worker died while probability blocks were still running
     _assert_same(_read(tmp_path), one_process)
+
+
+@pytest.mark.slow
+def test_workers_import_the_block_work_before_their_first_task(tiny_onnx, image, tmp_path):
+    """Two threads of a worker importing at once can fail on Python 3.11 (see worker_imports): the plugin imports
+    first, on a restarted worker too, and a block's work imports nothing else outside the standard library."""
+    settings = {**SETTINGS, "outputs": ALL_OUTPUTS, "report": lambda line: None}
+    with (
+        kept_environment(),
+        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        assert not any(("numpy.ma" in loaded) for loaded in client.run(_loaded).values())  # not Dask's own doing
+        predict_files(tiny_onnx, [image], tmp_path / "first", scheduler=cluster.scheduler_address, **settings)
+        client.restart_workers(list(client.scheduler_info()["workers"]))
+        at_start = client.run(_loaded)
+        assert len(at_start) == 2 and all(set(MODULES) <= loaded for loaded in at_start.values())
+        predict_files(tiny_onnx, [image], tmp_path / "second", scheduler=cluster.scheduler_address, **settings)
+        after = client.run(_loaded)
+    imported = {name for address, loaded in after.items() for name in loaded - at_start[address]}
+    assert not {name for name in imported if name.partition(".")[0] not in sys.stdlib_module_names}
+
+
+def _loaded() -> set[str]:
+    return set(sys.modules)
 
 
 @pytest.mark.parametrize(
