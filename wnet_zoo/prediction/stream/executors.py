@@ -69,8 +69,9 @@ class DaskExecutor:
     def __init__(self, client: Any, worker_threads: int | None = None) -> None:
         self.client = client
         self.worker_threads = worker_threads  # ONNX Runtime threads per worker, when this command made the cluster
-        from wnet_zoo.prediction.stream.worker_imports import ImportsFirst
+        from wnet_zoo.prediction.stream.worker_imports import ImportsFirst, import_block_work
 
+        import_block_work()
         client.register_plugin(ImportsFirst())
         workers = client.scheduler_info().get("workers", {})
         self.description = f"Dask scheduler {client.scheduler.address} ({len(workers)} workers)"

@@ -5,7 +5,8 @@ can fail with ``SystemError: AST constructor recursion depth mismatch``. Imports
 builtin does, and ``numpy.ma`` calls it many times), and a fresh worker failed so: its event loop imported
 ``numpy.ma`` for Dask's ndarray serializer, to send one block's summary, while its task thread imported the next
 block's modules. A worker runs :meth:`ImportsFirst.setup` before it reads its first task, and again after a
-restart, so with every import done there no two threads import at once.
+restart, so with every import done there no two threads import at once. The client imports them too before it
+asks for work: its own event loop deserializes the summaries.
 """
 
 from __future__ import annotations
@@ -30,14 +31,19 @@ MODULES = (
 )
 
 
+def import_block_work() -> None:
+    """Import :data:`MODULES` (and scikit-image's watershed, which it loads on first use) in this process."""
+    for module in MODULES:
+        importlib.import_module(module)
+    from skimage.segmentation import watershed  # noqa: F401
+
+
 class ImportsFirst(WorkerPlugin):
-    """Import :data:`MODULES` when a worker starts (or when the plugin is registered with running workers)."""
+    """Import the block work's modules when a worker starts (or when the plugin is registered with running workers)."""
 
     name = "wnet-zoo-imports"
     idempotent = True  # one registration serves every later command on the same cluster
 
     def setup(self, worker: Any) -> None:
-        """Import the block work's modules on the worker's event loop, before any task runs."""
-        for module in MODULES:
-            importlib.import_module(module)
-        from skimage.segmentation import watershed  # noqa: F401  (scikit-image loads a function's module on first use)
+        """Import on the worker's event loop, before any task runs."""
+        import_block_work()
