@@ -21,7 +21,7 @@ from wnet_zoo.prediction.settings import OUTPUTS as ALL_OUTPUTS
 from wnet_zoo.prediction.stream.executors import kept_environment, open_executor
 from wnet_zoo.prediction.stream.options import StreamOptions
 from wnet_zoo.prediction.stream.streaming import work_folder
-from wnet_zoo.prediction.stream.worker_imports import MODULES
+from wnet_zoo.prediction.stream.worker_imports import MODULES, imports_first
 
 from closeness import assert_close
 
@@ -97,27 +97,35 @@ def test_a_killed_worker_costs_only_its_tasks(tiny_onnx, image, one_process, tmp
 
 @pytest.mark.slow
 def test_workers_import_the_block_work_before_their_first_task(tiny_onnx, image, tmp_path):
-    """Two threads of a worker importing at once can fail on Python 3.11 (see worker_imports): the plugin imports
-    first, on a restarted worker too, and a block's work imports nothing else outside the standard library."""
+    """Two threads of a worker importing at once could fail (see worker_imports): a worker that restarts while the
+    plugin is registered has imported before any task, a block imports nothing else outside the standard library,
+    and the plugins are unregistered afterwards."""
+
+    def loaded() -> set[str]:  # defined here, Dask sends it by value: the workers do not import this test module
+        return set(sys.modules)
+
+    def plugins(dask_scheduler) -> list[str]:
+        return list(dask_scheduler.worker_plugins)
+
     settings = {**SETTINGS, "outputs": ALL_OUTPUTS, "report": lambda line: None}
     with (
         kept_environment(),
         LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster,
         Client(cluster) as client,
     ):
-        assert not any(("numpy.ma" in loaded) for loaded in client.run(_loaded).values())  # not Dask's own doing
-        predict_files(tiny_onnx, [image], tmp_path / "first", scheduler=cluster.scheduler_address, **settings)
-        client.restart_workers(list(client.scheduler_info()["workers"]))
-        at_start = client.run(_loaded)
-        assert len(at_start) == 2 and all(set(MODULES) <= loaded for loaded in at_start.values())
-        predict_files(tiny_onnx, [image], tmp_path / "second", scheduler=cluster.scheduler_address, **settings)
-        after = client.run(_loaded)
-    imported = {name for address, loaded in after.items() for name in loaded - at_start[address]}
+        fresh = client.run(loaded)
+        with imports_first(client):
+            client.restart_workers(list(client.scheduler_info()["workers"]))
+            at_start = client.run(loaded)
+            predict_files(tiny_onnx, [image], tmp_path, scheduler=cluster.scheduler_address, **settings)
+            after = client.run(loaded)
+        left = client.run_on_scheduler(plugins)
+    assert not any(set(MODULES) <= names for names in fresh.values())  # else this test would show nothing
+    assert len(at_start) == 2 and all(set(MODULES) <= names for names in at_start.values())
+    assert not any("test_executors" in name for names in after.values() for name in names)
+    imported = {name for address, names in after.items() for name in names - at_start[address]}
     assert not {name for name in imported if name.partition(".")[0] not in sys.stdlib_module_names}
-
-
-def _loaded() -> set[str]:
-    return set(sys.modules)
+    assert not [name for name in left if name.startswith("wnet-zoo")]
 
 
 @pytest.mark.parametrize(

@@ -69,10 +69,6 @@ class DaskExecutor:
     def __init__(self, client: Any, worker_threads: int | None = None) -> None:
         self.client = client
         self.worker_threads = worker_threads  # ONNX Runtime threads per worker, when this command made the cluster
-        from wnet_zoo.prediction.stream.worker_imports import ImportsFirst, import_block_work
-
-        import_block_work()
-        client.register_plugin(ImportsFirst())
         workers = client.scheduler_info().get("workers", {})
         self.description = f"Dask scheduler {client.scheduler.address} ({len(workers)} workers)"
 
@@ -118,6 +114,8 @@ def open_executor(scheduler: str | None, threads: int | None = None) -> Iterator
     check_scheduler(scheduler)
     try:
         from distributed import Client, LocalCluster
+
+        from wnet_zoo.prediction.stream.worker_imports import imports_first  # it needs Dask too
     except ImportError:
         raise UserError(f"{setting('scheduler')} needs Dask: pip install 'wnet-zoo[dask]'") from None
     if scheduler.startswith("local:"):
@@ -134,6 +132,7 @@ def open_executor(scheduler: str | None, threads: int | None = None) -> Iterator
                 env={"OMP_NUM_THREADS": str(per_worker)},
             ) as cluster,
             Client(cluster) as client,
+            imports_first(client),
         ):
             yield DaskExecutor(client, per_worker)
         return
@@ -145,7 +144,7 @@ def open_executor(scheduler: str | None, threads: int | None = None) -> Iterator
             f" ({type(error).__name__});"
             f"\nstart one (dask scheduler; dask worker ADDRESS) or use {setting('scheduler', 'local:N')}"
         ) from None
-    with client:
+    with client, imports_first(client):
         yield DaskExecutor(client)
 
 

@@ -1,49 +1,59 @@
-"""A Dask worker plugin that makes a worker import everything the block work needs before it takes a task.
+"""The imports a Dask worker makes before its first task, in a worker plugin registered for the command's run.
 
-Python 3.11 keeps the AST builder's recursion counter per interpreter, not per thread: two threads parsing at once
-can fail with ``SystemError: AST constructor recursion depth mismatch``. Imports parse (``inspect.signature`` of a
-builtin does, and ``numpy.ma`` calls it many times), and a fresh worker failed so: its event loop imported
-``numpy.ma`` for Dask's ndarray serializer, to send one block's summary, while its task thread imported the next
-block's modules. A worker runs :meth:`ImportsFirst.setup` before it reads its first task, and again after a
-restart, so with every import done there no two threads import at once. The client imports them too before it
-asks for work: its own event loop deserializes the summaries.
+CPython 3.11.0 to 3.11.7 could fail an ``ast.parse`` with ``SystemError: AST constructor recursion depth mismatch``
+when another thread parsed at the same time (gh-106905, fixed in 3.11.8). Some imports parse: ``numpy.ma`` calls
+``inspect.signature`` on builtins, scikit-image reads its lazy modules' stubs. A fresh worker failed so: its event
+loop imported ``numpy.ma`` for Dask's ndarray serializer, to send one block's summary, while its task thread
+imported (most likely) the nucleus stages' libraries. A worker runs the plugin's setup when it joins the cluster
+(or when the plugin is registered), before it reads a task of this command: these imports meet no other thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
+
+from wnet_zoo.prediction.runtime import import_onnxruntime
+from wnet_zoo.segment.nuclei import LIBRARIES
 
 MODULES = (
     "distributed.protocol.numpy",  # Dask's ndarray serializer, which imports numpy.ma
     "wnet_zoo.prediction.stream.blocks",
     "wnet_zoo.prediction.predictor",
-    # what the block work imports inside functions (commands that never need them do not load them)
-    "onnxruntime",
-    "scipy.ndimage",
-    "scipy.spatial",
+    *LIBRARIES,  # the nucleus stages import them where they are used
     "edt",
-    "pandas",
     "zarr",
     "tifffile",
 )
 
 
-def import_block_work() -> None:
-    """Import :data:`MODULES` (and scikit-image's watershed, which it loads on first use) in this process."""
-    for module in MODULES:
-        importlib.import_module(module)
-    from skimage.segmentation import watershed  # noqa: F401
-
-
 class ImportsFirst(WorkerPlugin):
-    """Import the block work's modules when a worker starts (or when the plugin is registered with running workers)."""
-
-    name = "wnet-zoo-imports"
-    idempotent = True  # one registration serves every later command on the same cluster
+    """Import ONNX Runtime (or raise the ``UserError`` naming its extra) and :data:`MODULES` on a worker."""
 
     def setup(self, worker: Any) -> None:
-        """Import on the worker's event loop, before any task runs."""
-        import_block_work()
+        """Run on the worker's event loop, which handles no task until it returns."""
+        import_onnxruntime()
+        for module in MODULES:
+            importlib.import_module(module)
+        from skimage.segmentation import watershed  # noqa: F401  (scikit-image loads its functions' modules lazily)
+
+
+@contextlib.contextmanager
+def imports_first(client: Any) -> Iterator[None]:
+    """While it lasts, :class:`ImportsFirst` is registered with the cluster of ``client`` (workers that join or
+    restart meanwhile run it too), under a name of its own: another command on the same cluster keeps its own. It
+    is unregistered afterwards, so that a shared cluster's later workers do not need wnet-zoo. This process imports
+    Dask's ndarray serializer first as well: its event loop reads the summaries."""
+    importlib.import_module("distributed.protocol.numpy")
+    name = f"wnet-zoo-imports-{uuid.uuid4().hex}"
+    client.register_plugin(ImportsFirst(), name=name)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, TimeoutError):  # the cluster is gone: nothing is left registered
+            client.unregister_worker_plugin(name)
