@@ -11,9 +11,12 @@ from wnet_zoo.segment.oversized import split_oversized
 RADIUS = 5.0
 
 
-def _balls(centres: list[tuple[float, float, float]], radii: list[float], shape=(24, 40, 80)) -> np.ndarray:
-    """One label per ball, in order; where balls overlap, the nearer centre's."""
-    grid = np.indices(shape).transpose(1, 2, 3, 0).astype(np.float64)
+def _balls(
+    centres: list[tuple[float, float, float]], radii: list[float], shape=(24, 40, 80), spacing=(1.0, 1.0, 1.0)
+) -> np.ndarray:
+    """One label per ball, in order; where balls overlap, the nearer centre's. Centres and radii are physical
+    (voxel sides ``spacing``)."""
+    grid = np.indices(shape).transpose(1, 2, 3, 0).astype(np.float64) * np.asarray(spacing)
     scaled = [((grid - centre) ** 2).sum(axis=3) / radius**2 for centre, radius in zip(centres, radii, strict=True)]
     nearest = np.argmin(scaled, axis=0)
     inside = np.min(scaled, axis=0) <= 1.0
@@ -41,6 +44,21 @@ def test_a_label_holding_two_packed_nuclei_is_cut_between_them():
         assert overlap > 0.85
     unchanged = (truth != 3) & (truth != 4)
     assert np.array_equal(cut[unchanged], labels[unchanged])
+
+
+def test_a_pair_is_cut_along_its_physical_length_in_anisotropic_voxels():
+    """A column of balls along z in voxels 3x as deep as wide: two merged ones are 20 long along z and 10 across,
+    but in voxels 7 deep and 10 across. Cut along z, they show their waist; read as cubic voxels, the label would be
+    cut across (x or y), two pieces with no waist between them, and refused."""
+    spacing = (3.0, 1.0, 1.0)
+    truth = _balls([(7.0 + 9.0 * k, 20.0, 20.0) for k in range(6)], [RADIUS] * 6, (21, 40, 40), spacing)
+    labels = truth.copy()
+    labels[labels == 4] = 3
+    cut = split_oversized(labels, spacing)
+    assert cut.max() == labels.max() + 1
+    assert len(np.unique(cut[truth == 3])) == len(np.unique(cut[truth == 4])) == 1
+    assert cut[truth == 3][0] != cut[truth == 4][0]
+    assert split_oversized(labels, (1.0, 1.0, 1.0)).max() == labels.max()
 
 
 def test_a_run_of_pairs_is_cut_once_its_neighbours_are():
