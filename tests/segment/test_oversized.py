@@ -47,9 +47,9 @@ def test_a_label_holding_two_packed_nuclei_is_cut_between_them():
 
 
 def test_a_pair_is_cut_along_its_physical_length_in_anisotropic_voxels():
-    """A column of balls along z in voxels 3x as deep as wide: two merged ones are 20 long along z and 10 across,
-    but in voxels 7 deep and 10 across. Cut along z, they show their waist; read as cubic voxels, the label would be
-    cut across (x or y), two pieces with no waist between them, and refused."""
+    """A column of balls along z in voxels 3x as deep as wide: two merged ones are about 18 long along z and 9 across,
+    but in voxels 6 deep and 9 across. Cut along z, they show their waist; read as cubic voxels, the label would be cut
+    across (x or y), two pieces with no waist between them, and refused."""
     spacing = (3.0, 1.0, 1.0)
     truth = _balls([(7.0 + 9.0 * k, 20.0, 20.0) for k in range(6)], [RADIUS] * 6, (21, 40, 40), spacing)
     labels = truth.copy()

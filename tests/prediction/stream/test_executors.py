@@ -21,7 +21,7 @@ from wnet_zoo.prediction.settings import OUTPUTS as ALL_OUTPUTS
 from wnet_zoo.prediction.stream.executors import kept_environment, open_executor
 from wnet_zoo.prediction.stream.options import StreamOptions
 from wnet_zoo.prediction.stream.streaming import work_folder
-from wnet_zoo.prediction.stream.worker_imports import MODULES, imports_first
+from wnet_zoo.prediction.stream.worker_imports import MODULES, ImportsFirst, imports_first
 
 from closeness import assert_close
 
@@ -97,9 +97,9 @@ def test_a_killed_worker_costs_only_its_tasks(tiny_onnx, image, one_process, tmp
 
 @pytest.mark.slow
 def test_workers_import_the_block_work_before_their_first_task(tiny_onnx, image, tmp_path):
-    """Two threads of a worker importing at once could fail (see worker_imports): a worker that restarts while the
-    plugin is registered has imported before any task, a block imports nothing else outside the standard library,
-    and the plugins are unregistered afterwards."""
+    """Two threads of a worker importing at once could fail (see worker_imports): running workers import when the
+    plugin is registered, a worker that restarts meanwhile before any task, the workers import nothing else outside
+    the standard library during a run, and the plugins are unregistered afterwards."""
 
     def loaded() -> set[str]:  # defined here, Dask sends it by value: the workers do not import this test module
         return set(sys.modules)
@@ -115,17 +115,37 @@ def test_workers_import_the_block_work_before_their_first_task(tiny_onnx, image,
     ):
         fresh = client.run(loaded)
         with imports_first(client):
+            registered = client.run(loaded)
             client.restart_workers(list(client.scheduler_info()["workers"]))
             at_start = client.run(loaded)
             predict_files(tiny_onnx, [image], tmp_path, scheduler=cluster.scheduler_address, **settings)
             after = client.run(loaded)
         left = client.run_on_scheduler(plugins)
     assert not any(set(MODULES) <= names for names in fresh.values())  # else this test would show nothing
+    assert all(set(MODULES) <= names for names in registered.values())
     assert len(at_start) == 2 and all(set(MODULES) <= names for names in at_start.values())
     assert not any("test_executors" in name for names in after.values() for name in names)
     imported = {name for address, names in after.items() for name in names - at_start[address]}
     assert not {name for name in imported if name.partition(".")[0] not in sys.stdlib_module_names}
     assert not [name for name in left if name.startswith("wnet-zoo")]
+
+
+def test_a_plugin_that_fails_on_a_worker_raises_its_error_and_is_not_left_registered(monkeypatch):
+    def plugins(dask_scheduler) -> list[str]:
+        return list(dask_scheduler.worker_plugins)
+
+    def missing(self, worker) -> None:
+        raise UserError("onnxruntime is not installed")
+
+    monkeypatch.setattr(ImportsFirst, "setup", missing)  # workers in this process: they run this class
+    with (
+        kept_environment(),
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        with pytest.raises(UserError, match="onnxruntime is not installed"), imports_first(client):
+            pass
+        assert not [name for name in client.run_on_scheduler(plugins) if name.startswith("wnet-zoo")]
 
 
 @pytest.mark.parametrize(

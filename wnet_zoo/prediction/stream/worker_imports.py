@@ -5,7 +5,8 @@ when another thread parsed at the same time (gh-106905, fixed in 3.11.8). Some i
 ``inspect.signature`` on builtins, scikit-image reads its lazy modules' stubs. A fresh worker failed so: its event
 loop imported ``numpy.ma`` for Dask's ndarray serializer, to send one block's summary, while its task thread
 imported (most likely) the nucleus stages' libraries. A worker runs the plugin's setup when it joins the cluster
-(or when the plugin is registered), before it reads a task of this command: these imports meet no other thread.
+(or when the plugin is registered), before it reads a task of this command: these imports meet no other thread of
+the command's.
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ def imports_first(client: Any) -> Iterator[None]:
     Dask's ndarray serializer first as well: its event loop reads the summaries."""
     importlib.import_module("distributed.protocol.numpy")
     name = f"wnet-zoo-imports-{uuid.uuid4().hex}"
-    client.register_plugin(ImportsFirst(), name=name)
-    try:
+    try:  # the scheduler keeps a plugin whose setup failed on a worker (its error is raised here): it goes too
+        client.register_plugin(ImportsFirst(), name=name)
         yield
     finally:
-        with contextlib.suppress(OSError, TimeoutError):  # the cluster is gone: nothing is left registered
-            client.unregister_worker_plugin(name)
+        if client.status == "running":  # else no scheduler answers (and the call would wait out its timeout)
+            with contextlib.suppress(Exception):  # best effort: never in place of the error that ended the run
+                client.unregister_worker_plugin(name)
