@@ -142,15 +142,8 @@ def predict_files(
         ready = _check_inputs(todo, streamed, channel)
         if not todo:
             return []
-        needs_executor = any(streamed[spec] for spec in todo)
-        # while the network runs (streamed, they load once in a long run: not held from its start); not while a
-        # Dask client starts, whose imports would meet these on two threads (see stream/worker_imports.py)
-        if (
-            needs_nuclei(request.outputs)
-            and not all(streamed[spec] for spec in todo)
-            and not (scheduler and needs_executor)
-        ):
-            import_libraries_in_background()
+        if needs_nuclei(request.outputs) and not all(streamed[spec] for spec in todo):  # while the network runs
+            import_libraries_in_background()  # (streamed, they load once in a long run: not held from its start)
         with onnx_file(model) as onnx_path:
             predictor = Predictor(onnx_path, tiling=tiling, engine=engine)
             classes = predictor.metadata.num_classes
@@ -158,6 +151,7 @@ def predict_files(
                 wrong = setting("foreground_class", foreground_class)
                 raise UserError(f"{wrong}: the model has classes 0..{classes - 1}")
             report(predictor.describe())
+            needs_executor = any(streamed[spec] for spec in todo)
             with open_executor(scheduler if needs_executor else None, predictor.engine.threads) as executor:
                 if needs_executor:
                     report(f"streaming blocks on {executor.description}")

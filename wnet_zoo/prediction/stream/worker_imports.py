@@ -46,10 +46,10 @@ class ImportsFirst(WorkerPlugin):
 
 @contextlib.contextmanager
 def imports_first(client: Any) -> Iterator[None]:
-    """While it lasts, :class:`ImportsFirst` is registered with the cluster of ``client`` (workers that join or
-    restart meanwhile run it too), under a name of its own: another command on the same cluster keeps its own. It
-    is unregistered afterwards, so that a shared cluster's later workers do not need wnet-zoo. This process imports
-    Dask's ndarray serializer first as well: its event loop reads the summaries."""
+    """While it lasts, :class:`ImportsFirst` is registered with the cluster of ``client`` (workers that join or restart
+    meanwhile run it too), under a name of its own: another command on the same cluster keeps its own. It is
+    unregistered afterwards (best effort), so that a shared cluster's later workers do not need wnet-zoo. This process
+    imports Dask's ndarray serializer first as well: its event loop reads the summaries."""
     importlib.import_module("distributed.protocol.numpy")
     name = f"wnet-zoo-imports-{uuid.uuid4().hex}"
     try:  # the scheduler keeps a plugin whose setup failed on a worker (its error is raised here): it goes too
