@@ -373,10 +373,7 @@ def _machines(results: dict[str, Any]) -> str:
     if len(set(machines.values())) <= 1:
         found = results["machine"]
         return next(iter(machines.values()), f"{found['cpu']}, {found['threads'] or 'all'} thread(s)")
-    by_machine: dict[str, list[str]] = {}
-    for name, text in machines.items():
-        by_machine.setdefault(text, []).append(name)
-    return _grouped(by_machine)
+    return _grouped(_names_by_value(machines))
 
 
 def _dates(results: dict[str, Any]) -> str:
@@ -384,10 +381,15 @@ def _dates(results: dict[str, Any]) -> str:
     days = {name: str(setting.get("date", results["date"]))[:10] for name, setting in results["settings"].items()}
     if len(set(days.values())) <= 1:
         return next(iter(days.values()), results["date"][:10]) + _trained_earlier(results)
-    by_day: dict[str, list[str]] = {}
-    for name, day in days.items():
-        by_day.setdefault(day, []).append(name)
-    return _grouped(dict(sorted(by_day.items()))) + _trained_earlier(results)
+    return _grouped(dict(sorted(_names_by_value(days).items()))) + _trained_earlier(results)
+
+
+def _names_by_value(values: dict[str, str]) -> dict[str, list[str]]:
+    """The settings of ``values`` (setting -> what it was measured with) under each value, in first-seen order."""
+    groups: dict[str, list[str]] = {}
+    for name, value in values.items():
+        groups.setdefault(value, []).append(name)
+    return groups
 
 
 def _grouped(groups: dict[str, list[str]]) -> str:
@@ -405,10 +407,7 @@ def _trained_earlier(results: dict[str, Any]) -> str:
     kept = {name: str(run["training_from"])[:10] for name, run in pipelines.items() if "training_from" in run}
     if not kept:
         return ""
-    by_day: dict[str, list[str]] = {}
-    for name, day in kept.items():
-        by_day.setdefault(day, []).append(name)
-    trained = "; ".join(f"{', '.join(names)} on {day}" for day, names in sorted(by_day.items()))
+    trained = "; ".join(f"{', '.join(names)} on {day}" for day, names in sorted(_names_by_value(kept).items()))
     return f" (export and predict; the models were trained earlier: {trained})"
 
 
