@@ -104,9 +104,6 @@ def test_workers_import_the_block_work_before_their_first_task(tiny_onnx, image,
     def loaded() -> set[str]:  # defined here, Dask sends it by value: the workers do not import this test module
         return set(sys.modules)
 
-    def plugins(dask_scheduler) -> list[str]:
-        return list(dask_scheduler.worker_plugins)
-
     settings = {**SETTINGS, "outputs": ALL_OUTPUTS, "report": lambda line: None}
     with (
         kept_environment(),
@@ -120,20 +117,17 @@ def test_workers_import_the_block_work_before_their_first_task(tiny_onnx, image,
             at_start = client.run(loaded)
             predict_files(tiny_onnx, [image], tmp_path, scheduler=cluster.scheduler_address, **settings)
             after = client.run(loaded)
-        left = client.run_on_scheduler(plugins)
+        left = client.run_on_scheduler(_wnet_zoo_plugins)
     assert not any(set(MODULES) <= names for names in fresh.values())  # else this test would show nothing
     assert all(set(MODULES) <= names for names in registered.values())
     assert len(at_start) == 2 and all(set(MODULES) <= names for names in at_start.values())
     assert not any("test_executors" in name for names in after.values() for name in names)
     imported = {name for address, names in after.items() for name in names - at_start[address]}
     assert not {name for name in imported if name.partition(".")[0] not in sys.stdlib_module_names}
-    assert not [name for name in left if name.startswith("wnet-zoo")]
+    assert not left
 
 
 def test_a_plugin_that_fails_on_a_worker_raises_its_error_and_is_not_left_registered(monkeypatch):
-    def plugins(dask_scheduler) -> list[str]:
-        return list(dask_scheduler.worker_plugins)
-
     def missing(self, worker) -> None:
         raise UserError("onnxruntime is not installed")
 
@@ -145,7 +139,12 @@ def test_a_plugin_that_fails_on_a_worker_raises_its_error_and_is_not_left_regist
     ):
         with pytest.raises(UserError, match="onnxruntime is not installed"), imports_first(client):
             pass
-        assert not [name for name in client.run_on_scheduler(plugins) if name.startswith("wnet-zoo")]
+        assert not client.run_on_scheduler(_wnet_zoo_plugins)
+
+
+def _wnet_zoo_plugins(dask_scheduler) -> list[str]:
+    """The worker plugins of wnet-zoo the scheduler holds (sent by name: the scheduler runs in this process)."""
+    return [name for name in dask_scheduler.worker_plugins if name.startswith("wnet-zoo")]
 
 
 @pytest.mark.parametrize(
