@@ -303,15 +303,16 @@ def test_segmentation_stats_tell_nuclei_from_bright_and_dim_regions():
         nuclei[:, (z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= 9] = True
     halves = np.broadcast_to(x < 14, shape)
     image = torch.from_numpy(np.where(nuclei, 80.0, np.where(x < 14, 30.0, 10.0)).astype(np.float32))[:, None]
+    seen = torch.from_numpy(np.where(nuclei, 80.0, 10.0).astype(np.float32))[:, None]  # background subtracted
     for mask, collapsed in ((nuclei, False), (halves, True)):
         probabilities = np.stack([~mask, mask], axis=1).astype(np.float32) * 0.9 + 0.05
-        stats = segmentation_stats(probabilities, image.clone(), image, "mse")
+        stats = segmentation_stats(probabilities, image.clone(), image, "mse", seen)
         assert stats.collapsed is collapsed
         assert stats.rec == 0 and not stats.poor_reconstruction
     assert stats.foreground == pytest.approx(14 / 32) and stats.largest == 1.0
-    nuclei_stats = segmentation_stats(np.stack([~nuclei, nuclei], 1) * 1.0, image, image, "mse")
+    nuclei_stats = segmentation_stats(np.stack([~nuclei, nuclei], 1) * 1.0, image, image, "mse", seen)
     assert 0.03 < nuclei_stats.foreground < 0.1 and nuclei_stats.largest < 0.25
-    flat = segmentation_stats(np.stack([~nuclei, nuclei], 1) * 1.0, torch.zeros_like(image), image, "mse")
+    flat = segmentation_stats(np.stack([~nuclei, nuclei], 1) * 1.0, torch.zeros_like(image), image, "mse", seen)
     assert flat.poor_reconstruction and flat.rec_baseline == pytest.approx(
         float(image.var(dim=(2, 3, 4), correction=0).mean()), rel=1e-4
     )
@@ -335,7 +336,7 @@ def test_segmentation_stats_tell_nuclei_from_bright_and_dim_regions():
     ]
     fine_tuning.record(4, {"ncut": 0.9, "rec": 60.0, "total": 0.75}, (0.99, 0.01))
     assert fine_tuning.judge(flat, staying, 2) == []  # its decoder learnt before this run
-    collapsed = segmentation_stats(np.stack([~halves, halves], 1) * 1.0, image, image, "mse")
+    collapsed = segmentation_stats(np.stack([~halves, halves], 1) * 1.0, image, image, "mse", seen)
     (code, detail, advice, values), *others = balance.judge(collapsed, staying, 2)
     assert not others and code == "balance.collapse"
     assert detail.startswith("NCut takes over (60% of the loss, 99% of the encoder gradient)")
@@ -346,12 +347,52 @@ def test_segmentation_stats_tell_nuclei_from_bright_and_dim_regions():
     with naming(CliNaming()):
         (_, _, advice, _), *others = balance.judge(collapsed, staying, 2)
     assert advice == "raise the reconstruction weight: --rec-weight 0.01 (or --auto-balance)"
-    assert [code for code, *_ in fine_tuning.judge(collapsed, staying, 2)] == ["balance.collapse"]
+    # a collapse leaves nuclei out too: a fine-tuning is also told its start may not fit
+    assert [code for code, *_ in fine_tuning.judge(collapsed, staying, 2)] == ["balance.collapse", "balance.poor_fit"]
     balance.record(5, {"ncut": 0.9, "rec": 60.0, "total": 0.75}, (0.8, 0.2))
     assert balance.judge(collapsed, staying, 2) == []  # NCut has 80% of the gradient only: no takeover
     assert suggested_rec_weight(0.5, 5e-3, 0.9, 60.0) == 0.01  # 0.0075 wanted, at least twice the weight
     assert suggested_rec_weight(0.5, 5e-3, 0.9, 10.0) == 0.05  # 0.045 rounded up
     assert suggested_rec_weight(0.5, 0.0, 0.97, 60.0) == 0.009
+
+
+def test_a_fine_tuned_model_that_leaves_most_nuclei_out_is_told_its_start_does_not_fit():
+    z, y, x = np.mgrid[0:16, 0:32, 0:32]
+    nuclei = np.zeros((16, 32, 32), np.int32)
+    for number, (cz, cy, cx) in enumerate([(4, 6, 6), (8, 20, 8), (11, 8, 24), (5, 24, 25), (12, 26, 14)], 1):
+        nuclei[(z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= 9] = number
+    # the encoder sees nuclei at 80 on 10: the check splits what it sees, not the raw patch, whose bright left
+    # half (a background the model's input transform removes) would be half of a split of its own
+    seen = torch.from_numpy(np.where(nuclei > 0, 80.0, 10.0).astype(np.float32))[None, None]
+    raw = torch.from_numpy(np.where(nuclei > 0, 90.0, np.where(x < 14, 60.0, 20.0)).astype(np.float32))[None, None]
+    staying = [{"ncut": 0.9, "rec": 60.0, "total": 0.75}] * 4
+    fine_tuning = BalanceCheck(ncut_weight=0.5, rec_weight=5e-3, rec_loss="mse", auto=False, pretrained=True)
+    from_scratch = BalanceCheck(ncut_weight=0.5, rec_weight=5e-3, rec_loss="mse", auto=False)
+    for check in (fine_tuning, from_scratch):
+        check.record(4, staying[-1], (0.5, 0.5))
+    for kept, covered in (((1, 2, 3, 4, 5), (0.8, 1.0)), ((1, 2, 3), (0.4, 0.6)), ((1,), (0.1, 0.3))):
+        mask = np.isin(nuclei, kept)[None]
+        stats = segmentation_stats(np.stack([~mask, mask], 1) * 1.0, raw, raw, "mse", seen)
+        assert covered[0] < stats.covered < covered[1], (kept, stats.covered)
+        assert stats.poor_fit is (len(kept) < 5)
+        assert from_scratch.judge(stats, staying, 2) == []  # a run from scratch has no pretrained start to blame
+        found = fine_tuning.judge(stats, staying, 2)
+        assert [code for code, *_ in found] == (["balance.poor_fit"] if stats.poor_fit else [])
+    (_, detail, action, values), *_ = found
+    assert detail == (
+        f"the pretrained start does not fit these images: the nuclei class covers {stats.covered:.0%} of the bright "
+        "class of a two-class split of the centre patches as the encoder sees them (fine-tunings as good as training "
+        "from scratch cover most of it)"
+    )
+    assert values == pytest.approx({"covered": stats.covered, "foreground": stats.foreground})
+    with naming(CliNaming()):
+        (_, _, action, _), *_ = fine_tuning.judge(stats, staying, 2)
+    assert action == (
+        "compare with a model trained from scratch on the same images (wnet-zoo train): on packed, textured "
+        "nuclei it did much better"
+    )
+    flat = segmentation_stats(np.stack([~mask, mask], 1) * 1.0, raw, raw, "mse", torch.full_like(seen, 50.0))
+    assert math.isnan(flat.covered) and not flat.poor_fit  # nothing to split: no verdict
 
 
 @pytest.mark.slow

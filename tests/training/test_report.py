@@ -130,6 +130,32 @@ def test_report_of_a_run_with_events(tmp_path: Path):
     assert advice[4] == "  - the SoftNCut loss reached a plateau at epoch 4: best.pt is the model to use"
 
 
+def test_report_of_a_fine_tuning_whose_pretrained_start_does_not_fit(tmp_path: Path):
+    rows = [(epoch, 0.3, 100.0, 0.8, 1e-4, 1e-3, 1.0) for epoch in range(1, 7)]
+    events = [
+        Event(6, 24, "plateau.stopped", "the SoftNCut loss stopped improving at epoch 6", "stopped training"),
+        Event(
+            6,
+            24,
+            "balance.poor_fit",
+            "the pretrained start does not fit these images: the nuclei class covers 41% of ...",
+            "compare with a model trained from scratch on the same images (wnet-zoo train): ...",
+            {"covered": 0.41, "foreground": 0.13},
+        ),
+    ]
+    run = _run_dir(tmp_path / "run", rows, events, epochs=12)
+    with naming(CliNaming()):
+        lines = run_report(run).splitlines()
+    advice = lines[lines.index("advice:") + 1 :]
+    assert advice == [
+        "  - the pretrained start does not fit these images: compare with a model trained from scratch (wnet-zoo "
+        "train on the same images)",
+        "  - the SoftNCut loss reached a plateau at epoch 6: best.pt is the model to use",
+    ]
+    lines = run_report(run).splitlines()
+    assert "(train() on the same images)" in lines[lines.index("advice:") + 1]
+
+
 def test_report_of_an_events_file_from_before_event_codes(tmp_path: Path, capsys):
     """An events.csv without the code and values columns reads: each event keeps its kind; the advice that needs
     its numbers is left out."""

@@ -29,6 +29,7 @@ EVENT_CODES = {
     "balance.collapse": "NCut takes over and the segmentation collapsed; raise the reconstruction weight",
     "balance.auto_balanced": "NCut took over and the segmentation collapsed; the reconstruction weight was raised",
     "balance.poor_reconstruction": "the reconstruction stays no better than a constant image",
+    "balance.poor_fit": "fine-tuned from pretrained weights, the nuclei class leaves most bright structure out",
 }
 """Every event code, with what it means."""
 LEGACY_COLUMNS = ("epoch", "step", "kind", "detail", "action")

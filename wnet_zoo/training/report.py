@@ -14,7 +14,7 @@ from wnet_zoo.training.config import read_config_file
 from wnet_zoo.training.events import LEGACY_COLUMNS, Event
 
 METRIC_COLUMNS = ("epoch", "ncut", "rec", "total", "lr", "base_lr")  # the columns the report reads
-BALANCE_CODES = ("balance.collapse", "balance.auto_balanced", "balance.poor_reconstruction")
+BALANCE_CODES = ("balance.collapse", "balance.auto_balanced", "balance.poor_reconstruction", "balance.poor_fit")
 
 
 def _advice_texts() -> dict[str, str]:
@@ -39,6 +39,10 @@ def _advice_texts() -> dict[str, str]:
         "balance.poor_reconstruction": (
             "reconstruction is poor: raise the reconstruction weight; if that is not enough, switch to "
             f"{setting('rec_loss', 'bce')} with {setting('rec_weight', 0.5)}"
+        ),
+        "balance.poor_fit": (
+            "the pretrained start does not fit these images: compare with a model trained from scratch "
+            f"({command('train')} on the same images)"
         ),
         "plateau": "the SoftNCut loss reached a plateau at epoch {epoch}: best.pt is the model to use",
         "no plateau": (

@@ -147,7 +147,8 @@ class TrainingStep:
     @torch.no_grad()
     def evaluate(self, image: torch.Tensor) -> dict[str, Any]:
         """The loss terms of a batch in eval mode (no dropout, no update, no random numbers drawn), with the
-        ``probabilities`` and the ``reconstruction`` (float32 tensors on the CPU)."""
+        ``probabilities``, the ``reconstruction`` and the batch as the encoder ``seen`` it (float32 tensors on
+        the CPU)."""
         training = self.model.training
         self.model.eval()
         try:
@@ -155,10 +156,16 @@ class TrainingStep:
             with self._autocast():
                 probabilities, reconstruction = self.model(image)
             probabilities, reconstruction = probabilities.float(), reconstruction.float()
-            terms = self.loss(probabilities, reconstruction, self.target(image))
+            seen = self.target(image)
+            terms = self.loss(probabilities, reconstruction, seen)
         finally:
             self.model.train(training)
-        return {**_floats(terms), "probabilities": probabilities.cpu(), "reconstruction": reconstruction.cpu()}
+        return {
+            **_floats(terms),
+            "probabilities": probabilities.cpu(),
+            "reconstruction": reconstruction.cpu(),
+            "seen": seen.float().cpu(),
+        }
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()

@@ -126,8 +126,8 @@ class EpochEnd:
             epoch's first step (None when not measured: no check needs :data:`GRADIENT_SHARES`, or the step was
             refused).
         sampled: the sampler's counts of the epoch (``patches``, ``almost_empty``, ``skipped``).
-        evaluate: the model's losses, ``probabilities`` and ``reconstruction`` on a batch (B, 1, Z, Y, X), in
-            eval mode, drawing no random numbers.
+        evaluate: the model's losses, ``probabilities``, ``reconstruction`` and the batch as the encoder saw it
+            (``seen``) on a batch (B, 1, Z, Y, X), in eval mode, drawing no random numbers.
     """
 
     epoch: int
