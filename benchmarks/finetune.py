@@ -100,7 +100,8 @@ def scratch_from_quality(name: str) -> dict[str, Any] | None:
 
 
 def render_table(results: dict[str, Any]) -> str:
-    """A markdown table: per setting and variant, fg Dice / F1@0.5 / mean F1 and training seconds."""
+    """A markdown table: per setting and variant, fg Dice / F1@0.5 / mean F1 and training seconds, and "(poor
+    fit)" where the fine-tuning was told its pretrained start does not fit the image (``balance.poor_fit``)."""
     variants = list(results["variants"])
     lines = [
         "| setting | " + " | ".join(variants) + " |",
@@ -114,7 +115,8 @@ def render_table(results: dict[str, Any]) -> str:
                 cells.append("failed" if found else "")
                 continue
             quality = " / ".join(f"{found[key]:.3f}" for key in KEYS)
-            cells.append(f"{quality}, {found['stage_seconds']['train']:.0f} s")
+            told = "balance.poor_fit" in (found.get("training") or {}).get("event_codes", {})
+            cells.append(f"{quality}, {found['stage_seconds']['train']:.0f} s" + (" (poor fit)" if told else ""))
         held = " (held out)" if setting["held_out"] else ""
         lines.append(f"| {name}{held} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

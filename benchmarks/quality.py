@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -108,9 +109,13 @@ def scores(labels: Any, truth: Any, seconds: float) -> dict[str, Any]:
 
 
 def training_summary(run: Path) -> dict[str, Any]:
-    """What the training run did: epochs, final SoftNCut, the epoch its plateau was reported (if any), events,
-    and the input compression and smoothing it chose."""
+    """What the training run did: epochs, final SoftNCut, the epoch its plateau was reported (if any), events
+    (by kind, and by code), the balance check's segmentation of the centre patches at the plateau, and the input
+    transforms it chose."""
+    import torch
+
     config = yaml.safe_load((run / "config.yaml").read_text())
+    checks = torch.load(run / "last.pt", map_location="cpu", weights_only=True).get("checks") or {}
     with (run / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     with (run / "events.csv").open() as handle:
@@ -126,6 +131,8 @@ def training_summary(run: Path) -> dict[str, Any]:
         "input_log": config.get("input-log"),
         "input_background": config.get("input-background"),
         "events": {kind: sum(event["kind"] == kind for event in events) for kind in {e["kind"] for e in events}},
+        "event_codes": dict(sorted(Counter(event["code"] for event in events).items())),
+        "plateau_segmentation": (checks.get("balance") or {}).get("segmentation") or None,
     }
 
 

@@ -415,6 +415,8 @@ def test_auto_balance_raises_the_reconstruction_weight_when_ncut_takes_over(tmp_
     checkpoint = load_weights(run / "last.pt").checkpoint
     checks = checkpoint["checks"]
     assert checks["balance"]["rec_weight"] == weight and checks["plateau"]["armed_from"] == takeover.epoch
+    segmentation = checks["balance"]["segmentation"]  # of the last plateau's judgement
+    assert segmentation["epoch"] >= takeover.epoch and 0 <= segmentation["covered"] <= 1
     assert checkpoint["rec_weight"] == weight
     for row in _metrics(run):
         used = weight if int(row["epoch"]) > takeover.epoch else 0.0

@@ -143,9 +143,15 @@ def test_report_of_a_fine_tuning_whose_pretrained_start_does_not_fit(tmp_path: P
             {"covered": 0.41, "foreground": 0.13},
         ),
     ]
-    run = _run_dir(tmp_path / "run", rows, events, epochs=12)
+    segmentation = {"epoch": 6, "foreground": 0.13, "largest": 0.2, "covered": 0.41}
+    checks = {"balance": {"rec_weight": 0.005, "shares": [[6, 0.5, 0.6]], "segmentation": segmentation}}
+    run = _run_dir(tmp_path / "run", rows, events, epochs=12, checks=checks)
     with naming(CliNaming()):
         lines = run_report(run).splitlines()
+    assert lines[5] == (
+        "segmentation at the plateau (epoch 6): the nuclei class covers 13% of the centre patches, 41% of their bright "
+        "class"
+    )
     advice = lines[lines.index("advice:") + 1 :]
     assert advice == [
         "  - the pretrained start does not fit these images: compare with a model trained from scratch (wnet-zoo "

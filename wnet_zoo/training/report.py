@@ -224,10 +224,19 @@ def _balance_lines(checks: dict[str, Any]) -> list[str]:
     if not balance.get("shares"):
         return []
     epoch, loss_share, grad_share = balance["shares"][-1]
-    return [
+    lines = [
         f"loss balance (epoch {epoch:.0f}): NCut has {loss_share:.0%} of the weighted loss and {grad_share:.0%} of "
         f"the gradient at the encoder's output; reconstruction weight {balance['rec_weight']:g}"
     ]
+    segmentation = balance.get("segmentation")
+    if segmentation:
+        covered = segmentation["covered"]
+        bright = f", {covered:.0%} of their bright class" if math.isfinite(covered) else ""
+        lines.append(
+            f"segmentation at the plateau (epoch {segmentation['epoch']:.0f}): the nuclei class covers "
+            f"{segmentation['foreground']:.0%} of the centre patches{bright}"
+        )
+    return lines
 
 
 def _patch_lines(checks: dict[str, Any]) -> list[str]:

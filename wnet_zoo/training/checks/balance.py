@@ -142,6 +142,7 @@ class BalanceCheck:
     pretrained: bool = False
     centre: np.ndarray | None = field(default=None, repr=False)
     shares: list[list[float]] = field(default_factory=list)
+    segmentation: dict[str, float] = field(default_factory=dict)
 
     def start(self, run: RunStart) -> Decision:
         """Nothing to do when a run begins."""
@@ -172,6 +173,12 @@ class BalanceCheck:
         stats = segmentation_stats(
             probabilities, evaluation["reconstruction"], centre, self.rec_loss, evaluation["seen"]
         )
+        self.segmentation = {
+            "epoch": epoch.epoch,
+            "foreground": stats.foreground,
+            "largest": stats.largest,
+            "covered": stats.covered,
+        }
         found = self.judge(stats, epoch.rows, self.window)
         events = tuple(Event(epoch.epoch, epoch.step, *finding) for finding in found)
         weight = next((values["rec_weight"] for code, *_, values in found if code == "balance.auto_balanced"), None)
@@ -243,12 +250,14 @@ class BalanceCheck:
         return found
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain data for ``last.pt``."""
-        return {"rec_weight": self.rec_weight, "shares": self.shares}
+        """Plain data for ``last.pt``: with the segmentation of the centre patches at the last plateau (its
+        ``epoch``, ``foreground``, ``largest`` and ``covered`` shares; empty before one)."""
+        return {"rec_weight": self.rec_weight, "shares": self.shares, "segmentation": self.segmentation}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
+        """Restore :meth:`state_dict` (a checkpoint from before the segmentation was kept has none)."""
         self.rec_weight, self.shares = float(state["rec_weight"]), [list(s) for s in state["shares"]]
+        self.segmentation = dict(state.get("segmentation") or {})
 
 
 def centre_patches(volumes: Sequence[np.ndarray], patch: tuple[int, int, int]) -> np.ndarray:
