@@ -115,7 +115,7 @@ def training_summary(run: Path) -> dict[str, Any]:
     import torch
 
     config = yaml.safe_load((run / "config.yaml").read_text())
-    checks = torch.load(run / "last.pt", map_location="cpu", weights_only=True).get("checks") or {}
+    checks = torch.load(run / "last.pt", map_location="cpu", weights_only=True, mmap=True).get("checks") or {}
     with (run / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     with (run / "events.csv").open() as handle:
@@ -131,7 +131,7 @@ def training_summary(run: Path) -> dict[str, Any]:
         "input_log": config.get("input-log"),
         "input_background": config.get("input-background"),
         "events": {kind: sum(event["kind"] == kind for event in events) for kind in {e["kind"] for e in events}},
-        "event_codes": dict(sorted(Counter(event["code"] for event in events).items())),
+        "event_codes": dict(sorted(Counter(event.get("code") or event["kind"] for event in events).items())),
         "plateau_segmentation": (checks.get("balance") or {}).get("segmentation") or None,
     }
 

@@ -138,7 +138,7 @@ def test_report_of_a_fine_tuning_whose_pretrained_start_does_not_fit(tmp_path: P
             6,
             24,
             "balance.poor_fit",
-            "the pretrained start does not fit these images: the nuclei class covers 41% of ...",
+            "the pretrained start may not fit these images: the nuclei class covers 41% of ...",
             "compare with a model trained from scratch on the same images (wnet-zoo train): ...",
             {"covered": 0.41, "foreground": 0.13},
         ),
@@ -154,12 +154,17 @@ def test_report_of_a_fine_tuning_whose_pretrained_start_does_not_fit(tmp_path: P
     )
     advice = lines[lines.index("advice:") + 1 :]
     assert advice == [
-        "  - the pretrained start does not fit these images: compare with a model trained from scratch (wnet-zoo "
+        "  - the pretrained start may not fit these images: compare with a model trained from scratch (wnet-zoo "
         "train on the same images)",
         "  - the SoftNCut loss reached a plateau at epoch 6: best.pt is the model to use",
     ]
     lines = run_report(run).splitlines()
     assert "(train() on the same images)" in lines[lines.index("advice:") + 1]
+    segmentation["covered"] = float("nan")  # no patch could be split
+    torch.save({"model": {"w": torch.zeros(2)}, "checks": checks}, run / "last.pt")
+    assert run_report(run).splitlines()[5] == (
+        "segmentation at the plateau (epoch 6): the nuclei class covers 13% of the centre patches"
+    )
 
 
 def test_report_of_an_events_file_from_before_event_codes(tmp_path: Path, capsys):

@@ -318,6 +318,7 @@ def test_losses_compare_with_the_image_the_encoder_sees():
     result = step.evaluate(batch)
     smoothed = step.model.encoder.smooth(step.model.encoder.compress(batch))
     assert not torch.allclose(smoothed, batch)
+    torch.testing.assert_close(result["seen"], smoothed)  # what the balance check splits
     expected = step.loss(result["probabilities"], result["reconstruction"], smoothed)
     assert result["ncut"] == pytest.approx(expected.ncut.item(), rel=1e-6)
     assert result["rec"] == pytest.approx(expected.rec.item(), rel=1e-6)

@@ -67,12 +67,15 @@ _OBJECT_NOISE = 5.0  # objects stand this many noise standard deviations above t
 
 def otsu_split(values: np.ndarray) -> tuple[float, float] | None:
     """The level of a two-class (Otsu) split of ``values`` and how far apart the two classes' means lie; None for
-    a constant array (nothing to split)."""
+    a constant array, or one whose range spans only a few float steps (nothing to split)."""
     from skimage.filters import threshold_otsu
 
     if float(values.max()) <= float(values.min()):
         return None
-    level = float(threshold_otsu(values))
+    try:
+        level = float(threshold_otsu(values))
+    except ValueError:  # a range of a few float steps, too narrow for its 256 bins: as good as constant
+        return None
     above = values > level
     return level, float(values[above].mean() - values[~above].mean())
 

@@ -41,7 +41,7 @@ def _advice_texts() -> dict[str, str]:
             f"{setting('rec_loss', 'bce')} with {setting('rec_weight', 0.5)}"
         ),
         "balance.poor_fit": (
-            "the pretrained start does not fit these images: compare with a model trained from scratch "
+            "the pretrained start may not fit these images: compare with a model trained from scratch "
             f"({command('train')} on the same images)"
         ),
         "plateau": "the SoftNCut loss reached a plateau at epoch {epoch}: best.pt is the model to use",

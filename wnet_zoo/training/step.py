@@ -164,7 +164,7 @@ class TrainingStep:
             **_floats(terms),
             "probabilities": probabilities.cpu(),
             "reconstruction": reconstruction.cpu(),
-            "seen": seen.float().cpu(),
+            "seen": seen.cpu(),
         }
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
