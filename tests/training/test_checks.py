@@ -348,8 +348,10 @@ def test_segmentation_stats_tell_nuclei_from_bright_and_dim_regions():
     with naming(CliNaming()):
         (_, _, advice, _), *others = balance.judge(collapsed, staying, 2)
     assert advice == "raise the reconstruction weight: --rec-weight 0.01 (or --auto-balance)"
-    collapsed = dataclasses.replace(collapsed, covered=0.1)  # nuclei left out by a collapse: its advice alone
-    assert [code for code, *_ in fine_tuning.judge(collapsed, staying, 2)] == ["balance.collapse"]
+    collapsed = dataclasses.replace(collapsed, covered=0.1)  # a collapse that leaves nuclei out: both verdicts
+    assert [code for code, *_ in fine_tuning.judge(collapsed, staying, 2)] == ["balance.collapse", "balance.poor_fit"]
+    fine_tuning.auto = True  # the weight is raised and training goes on: the next plateau judges the fit
+    assert [code for code, *_ in fine_tuning.judge(collapsed, staying, 2)] == ["balance.auto_balanced"]
     balance.record(5, {"ncut": 0.9, "rec": 60.0, "total": 0.75}, (0.8, 0.2))
     assert balance.judge(collapsed, staying, 2) == []  # NCut has 80% of the gradient only: no takeover
     assert suggested_rec_weight(0.5, 5e-3, 0.9, 60.0) == 0.01  # 0.0075 wanted, at least twice the weight

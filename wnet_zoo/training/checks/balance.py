@@ -131,9 +131,9 @@ class BalanceCheck:
     run (fine-tuning) is not told its reconstruction stays poor: that finding is about a decoder that does not
     learn, told by the 10 % a fresh one gains; a pretrained decoder starts where its own run ended and barely
     moves, and the advice (the reconstruction weight of a run from scratch) is its own run's business. It is
-    told instead when its nuclei class leaves most of the images' bright structure out (:data:`POOR_FIT_COVERAGE`;
-    not beside a collapse, which leaves nuclei out too and has its own advice): the pretrained start may not fit the
-    images, and fine-tuning did not mend it.
+    told instead when its nuclei class leaves most of the images' bright structure out (:data:`POOR_FIT_COVERAGE`):
+    the pretrained start may not fit the images, and fine-tuning did not mend it. Not when ``auto`` has just raised
+    the reconstruction weight: training goes on, and the next plateau judges again.
     """
 
     name: ClassVar[str] = "balance"
@@ -222,7 +222,8 @@ class BalanceCheck:
                     f"(or {setting('auto_balance', True)})"
                 )
                 found.append(("balance.collapse", detail, action, values))
-        if self.pretrained and stats.poor_fit and not found:  # a collapse leaves nuclei out too: its advice first
+        rebalanced = any(code == "balance.auto_balanced" for code, *_ in found)  # trains on: judged at its plateau
+        if self.pretrained and stats.poor_fit and not rebalanced:
             detail = (
                 f"the pretrained start may not fit these images: the nuclei class covers {stats.covered:.0%} of the "
                 f"bright class of a two-class split of the centre patches as the encoder sees them (fine-tunings as "
