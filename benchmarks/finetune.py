@@ -101,7 +101,7 @@ def scratch_from_quality(name: str) -> dict[str, Any] | None:
 
 def render_table(results: dict[str, Any]) -> str:
     """A markdown table: per setting and variant, fg Dice / F1@0.5 / mean F1 and training seconds, and "(poor
-    fit)" where the fine-tuning was told its pretrained start does not fit the image (``balance.poor_fit``)."""
+    fit)" where the fine-tuning was told its pretrained start may not fit the image (``balance.poor_fit``)."""
     variants = list(results["variants"])
     lines = [
         "| setting | " + " | ".join(variants) + " |",

@@ -307,15 +307,15 @@ def test_segmentation_stats_tell_nuclei_from_bright_and_dim_regions():
     seen = torch.from_numpy(np.where(nuclei, 80.0, 10.0).astype(np.float32))[:, None]  # background subtracted
     for mask, collapsed in ((nuclei, False), (halves, True)):
         probabilities = np.stack([~mask, mask], axis=1).astype(np.float32) * 0.9 + 0.05
-        stats = segmentation_stats(probabilities, image.clone(), image, "mse", seen)
+        stats = segmentation_stats(probabilities, seen.clone(), seen, "mse")
         assert stats.collapsed is collapsed
         assert stats.rec == 0 and not stats.poor_reconstruction
     assert stats.foreground == pytest.approx(14 / 32) and stats.largest == 1.0
-    nuclei_stats = segmentation_stats(np.stack([~nuclei, nuclei], 1) * 1.0, image, image, "mse", seen)
+    nuclei_stats = segmentation_stats(np.stack([~nuclei, nuclei], 1) * 1.0, seen, seen, "mse")
     assert 0.03 < nuclei_stats.foreground < 0.1 and nuclei_stats.largest < 0.25
-    flat = segmentation_stats(np.stack([~nuclei, nuclei], 1) * 1.0, torch.zeros_like(image), image, "mse", seen)
+    flat = segmentation_stats(np.stack([~nuclei, nuclei], 1) * 1.0, torch.zeros_like(seen), seen, "mse")
     assert flat.poor_reconstruction and flat.rec_baseline == pytest.approx(
-        float(image.var(dim=(2, 3, 4), correction=0).mean()), rel=1e-4
+        float(seen.var(dim=(2, 3, 4), correction=0).mean()), rel=1e-4
     )
     balance = BalanceCheck(ncut_weight=0.5, rec_weight=5e-3, rec_loss="mse", auto=False)
     balance.record(4, {"ncut": 0.9, "rec": 60.0, "total": 0.75}, (0.99, 0.01))
@@ -337,7 +337,7 @@ def test_segmentation_stats_tell_nuclei_from_bright_and_dim_regions():
     ]
     fine_tuning.record(4, {"ncut": 0.9, "rec": 60.0, "total": 0.75}, (0.99, 0.01))
     assert fine_tuning.judge(flat, staying, 2) == []  # its decoder learnt before this run
-    collapsed = segmentation_stats(np.stack([~halves, halves], 1) * 1.0, image, image, "mse", image)
+    collapsed = segmentation_stats(np.stack([~halves, halves], 1) * 1.0, image, image, "mse")
     (code, detail, advice, values), *others = balance.judge(collapsed, staying, 2)
     assert not others and code == "balance.collapse"
     assert detail.startswith("NCut takes over (60% of the loss, 99% of the encoder gradient)")
@@ -359,13 +359,13 @@ def test_segmentation_stats_tell_nuclei_from_bright_and_dim_regions():
     assert suggested_rec_weight(0.5, 0.0, 0.97, 60.0) == 0.009
 
 
-def test_a_fine_tuned_model_that_leaves_most_nuclei_out_is_told_its_start_does_not_fit():
+def test_a_fine_tuned_model_that_leaves_most_nuclei_out_is_told_its_start_may_not_fit():
     z, y, x = np.mgrid[0:16, 0:32, 0:32]
     nuclei = np.zeros((16, 32, 32), np.int32)
     for number, (cz, cy, cx) in enumerate([(4, 6, 6), (8, 20, 8), (11, 8, 24), (5, 24, 25), (12, 26, 14)], 1):
         nuclei[(z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= 9] = number
-    # the encoder sees nuclei at 80 on 10: the check splits what it sees, not the raw patch, whose bright left
-    # half (a background the model's input transform removes) would be half of a split of its own
+    # the encoder sees nuclei at 80 on 10; the raw centre patch has a bright left half besides (a background the
+    # model's input transform removes), which would be half of a split of its own: the check splits what is seen
     seen = torch.from_numpy(np.where(nuclei > 0, 80.0, 10.0).astype(np.float32))[None, None]
     raw = torch.from_numpy(np.where(nuclei > 0, 90.0, np.where(x < 14, 60.0, 20.0)).astype(np.float32))[None, None]
     staying = [{"ncut": 0.9, "rec": 60.0, "total": 0.75}] * 4
@@ -375,7 +375,7 @@ def test_a_fine_tuned_model_that_leaves_most_nuclei_out_is_told_its_start_does_n
         check.record(4, staying[-1], (0.5, 0.5))
     for kept, covered in (((1, 2, 3, 4, 5), (0.8, 1.0)), ((1, 2, 3), (0.4, 0.6)), ((1,), (0.1, 0.3))):
         mask = np.isin(nuclei, kept)[None]
-        stats = segmentation_stats(np.stack([~mask, mask], 1) * 1.0, raw, raw, "mse", seen)
+        stats = segmentation_stats(np.stack([~mask, mask], 1) * 1.0, seen, seen, "mse")
         assert covered[0] < stats.covered < covered[1], (kept, stats.covered)
         assert stats.poor_fit is (len(kept) < 5)
         assert from_scratch.judge(stats, staying, 2) == []  # a run from scratch has no pretrained start to blame
@@ -412,7 +412,7 @@ def test_a_fine_tuned_model_that_leaves_most_nuclei_out_is_told_its_start_does_n
     for level, step in ((50.0, 0.0), (100.0, 100 / 65535)):  # constant, and one uint16 step below saturation
         flat_seen = torch.full_like(seen, level)
         flat_seen[0, 0, 8, 16, 16] -= step
-        flat = segmentation_stats(np.stack([~mask, mask], 1) * 1.0, raw, raw, "mse", flat_seen)
+        flat = segmentation_stats(np.stack([~mask, mask], 1) * 1.0, flat_seen, flat_seen, "mse")
         assert math.isnan(flat.covered) and not flat.poor_fit  # nothing to split: no verdict
 
 

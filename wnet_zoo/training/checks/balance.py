@@ -68,15 +68,16 @@ class SegmentationStats:
 
 
 def segmentation_stats(
-    probabilities: np.ndarray, reconstruction: torch.Tensor, image: torch.Tensor, rec_loss: str, seen: torch.Tensor
+    probabilities: np.ndarray, reconstruction: torch.Tensor, seen: torch.Tensor, rec_loss: str
 ) -> SegmentationStats:
     """Foreground share and largest-region share (of the foreground) of the nuclei class's mask, the
     reconstruction loss next to that of each patch's mean (a constant image), and the share of each patch's bright
     class that the mask covers, for a batch (B, K, Z, Y, X).
 
-    ``seen`` is the batch as the encoder sees it (after the model's input transform). The nuclei class is the
-    brightest in it, as training picks the class that prediction reads. Its bright class is the part above an Otsu
-    split after the screen's smoothing; ``covered`` is NaN where no patch can be split.
+    ``seen`` is the batch as the encoder sees it (after the model's input transform), which the decoder learns to
+    rebuild. The nuclei class is the brightest in it, as training picks the class that prediction reads. Its bright
+    class is the part above an Otsu split after the screen's smoothing; ``covered`` is NaN where no patch can be
+    split.
     """
     from scipy import ndimage
 
@@ -93,17 +94,17 @@ def segmentation_stats(
         if split is not None:
             bright = smooth > split[0]
             covered.append(float(np.count_nonzero(patch_mask & bright) / np.count_nonzero(bright)))
-    dims = tuple(range(1, image.dim()))
+    dims = tuple(range(1, seen.dim()))
     if rec_loss == "bce":
-        target = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-12)
-        constant = torch.logit(target.mean(dim=dims, keepdim=True).clamp(1e-6, 1 - 1e-6)).expand_as(image)
+        target = (seen - seen.min()) / (seen.max() - seen.min()).clamp_min(1e-12)
+        constant = torch.logit(target.mean(dim=dims, keepdim=True).clamp(1e-6, 1 - 1e-6)).expand_as(seen)
     else:
-        constant = image.mean(dim=dims, keepdim=True).expand_as(image)
+        constant = seen.mean(dim=dims, keepdim=True).expand_as(seen)
     return SegmentationStats(
         foreground=float(np.mean(foreground)),
         largest=float(np.mean(largest)),
-        rec=float(reconstruction_loss(reconstruction, image, rec_loss)),
-        rec_baseline=float(reconstruction_loss(constant.contiguous(), image, rec_loss)),
+        rec=float(reconstruction_loss(reconstruction, seen, rec_loss)),
+        rec_baseline=float(reconstruction_loss(constant.contiguous(), seen, rec_loss)),
         covered=float(np.mean(covered)) if covered else math.nan,
     )
 
@@ -172,12 +173,9 @@ class BalanceCheck:
         """Segment the centre patches and judge the balance (see :meth:`judge`); with ``auto``, a takeover
         raises the reconstruction weight."""
         assert self.centre is not None, "the centre patches are given to judge at a plateau"
-        centre = torch.from_numpy(self.centre)
-        evaluation = epoch.evaluate(centre)
+        evaluation = epoch.evaluate(torch.from_numpy(self.centre))
         probabilities = evaluation["probabilities"].numpy()
-        stats = segmentation_stats(
-            probabilities, evaluation["reconstruction"], centre, self.rec_loss, evaluation["seen"]
-        )
+        stats = segmentation_stats(probabilities, evaluation["reconstruction"], evaluation["seen"], self.rec_loss)
         self.segmentation = {
             "epoch": epoch.epoch,
             "foreground": stats.foreground,
