@@ -130,7 +130,7 @@ def test_report_of_a_run_with_events(tmp_path: Path):
     assert advice[4] == "  - the SoftNCut loss reached a plateau at epoch 4: best.pt is the model to use"
 
 
-def test_report_of_a_fine_tuning_whose_pretrained_start_does_not_fit(tmp_path: Path):
+def test_report_of_a_fine_tuning_whose_pretrained_start_may_not_fit(tmp_path: Path):
     rows = [(epoch, 0.3, 100.0, 0.8, 1e-4, 1e-3, 1.0) for epoch in range(1, 7)]
     events = [
         Event(6, 24, "plateau.stopped", "the SoftNCut loss stopped improving at epoch 6", "stopped training"),
