@@ -130,7 +130,7 @@ def training_summary(run: Path) -> dict[str, Any]:
         "input_smoothing": config.get("input-smoothing"),
         "input_log": config.get("input-log"),
         "input_background": config.get("input-background"),
-        "events": {kind: sum(event["kind"] == kind for event in events) for kind in {e["kind"] for e in events}},
+        "events": dict(Counter(event["kind"] for event in events)),
         "event_codes": dict(sorted(Counter(event.get("code") or event["kind"] for event in events).items())),
         "plateau_segmentation": (checks.get("balance") or {}).get("segmentation") or None,
     }
